@@ -1,0 +1,86 @@
+"""Server configuration: frozen dataclasses built once from the command line and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which lip-sync engines to load and how to run them."""
+
+    checkpoints_dir: Path = PROJECT_ROOT / "checkpoints"
+    """Folder searched for the Wav2Lip checkpoints by their usual file names."""
+    gan_checkpoint: Path | None = None
+    """Explicit Wav2Lip GAN checkpoint; overrides the search in checkpoints_dir."""
+    nogan_checkpoint: Path | None = None
+    """Explicit Wav2Lip NOGAN checkpoint; overrides the search in checkpoints_dir."""
+    device: str = "auto"
+    """auto | cuda | cpu (auto: CUDA when available, then CPU)."""
+    backend: str = "auto"
+    """CPU backend for Wav2Lip: auto | torch | torch-bf16 | openvino | openvino-int8."""
+    default_engine: str | None = None
+    """Engine used when a request names none; None: wav2lip-gan if loadable, else viseme."""
+    silence_rms: float = 0.004
+    """Windows whose audio RMS is below this skip the model and show the closed mouth."""
+    max_batch: int = 16
+    """Largest batch handed to an engine in one call."""
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    """Text-to-speech settings."""
+
+    max_text_chars: int = 2000
+    """Longest text accepted by /api/generate, render and say."""
+    default_language: str = "ru"
+    """Language used when a request names none."""
+
+
+@dataclass(frozen=True)
+class AvatarConfig:
+    """Where avatars come from and where their preparation is cached."""
+
+    avatars_dir: Path = PROJECT_ROOT / "avatars"
+    """Shipped and user avatars: image/video files and drawn-character folders."""
+    cache_dir: Path = PROJECT_ROOT / "cache"
+    """Prepared avatars (boxes, crops, mouth geometry), keyed by content hash."""
+    default_avatar: str = "astronaut"
+    """Avatar used when a request names none."""
+    feather: bool = True
+    """Blend the mouth into the face with a feathered lower-face mask (False: plain paste)."""
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """HTTP server limits and network settings."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 3000
+    """TCP port to listen on."""
+    max_upload_bytes: int = 20 * 1024 * 1024
+    """Largest audio upload accepted by /api/generate."""
+    max_upload_seconds: float = 300.0
+    """Longest audio upload accepted, after decoding."""
+    ice_servers: tuple[str, ...] = ()
+    """STUN/TURN URLs handed to peers; none by default (no traffic leaves the machine)."""
+    ice_loopback: bool = False
+    """Gather 127.0.0.1 ICE candidates (local use and tests)."""
+    max_sessions: int = 8
+    """Concurrent realtime sessions; more get 503 with Retry-After."""
+    session_idle_seconds: float = 600.0
+    """A realtime session with no activity for this long is closed."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the server needs, built once in server.py."""
+
+    engines: EngineConfig = field(default_factory=EngineConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    avatars: AvatarConfig = field(default_factory=AvatarConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)

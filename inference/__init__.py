@@ -1,0 +1,1 @@
+"""Everything between audio in and composited frames out: front end, TTS, avatars, engines."""

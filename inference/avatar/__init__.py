@@ -1,0 +1,1 @@
+"""Avatar sources: drawn characters, photos and videos."""

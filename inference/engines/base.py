@@ -1,0 +1,80 @@
+"""The engine seam: a base class, a registry and a factory.
+
+An engine turns a batch of :class:`~inference.frames.LipSyncRequest` (a 16-step mel window plus
+the avatar frame it applies to) into one :class:`~inference.frames.FacePatch` per request.
+Engines are synchronous and thread-confined: the batcher calls ``infer`` from one worker
+thread, so they never touch asyncio. Adding an engine = one module + one ``register_engine``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+from inference.frames import FacePatch, LipSyncRequest
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine exists but cannot run here (missing checkpoint or optional package).
+
+    The message says what to install or where to put which file.
+    """
+
+
+class LipSyncEngine(ABC):
+    """Base class of every lip-sync engine."""
+
+    name: ClassVar[str]
+    """Registry name, e.g. ``viseme`` or ``wav2lip-gan``."""
+    device: str = "cpu"
+    """Where inference runs (``cpu``, ``cuda``, ``cuda:1`` ...)."""
+    backend: str = "numpy"
+    """How it runs there (``torch``, ``openvino`` ...), for logs and /api/engines."""
+    max_batch: int = 32
+    """Largest batch ``infer`` should be given; bigger batches are split by the caller."""
+
+    @abstractmethod
+    def infer(self, requests: Sequence[LipSyncRequest]) -> list[FacePatch]:
+        """Return one patch per request, in order. Must accept an empty sequence."""
+
+    def warmup(self) -> None:  # noqa: B027 - optional hook, empty by default on purpose
+        """Run once at start-up so the first real request is not slow."""
+
+    def describe(self) -> dict[str, object]:
+        """What the engine is, for logs and the API."""
+        return {"name": self.name, "device": self.device, "backend": self.backend}
+
+
+EngineFactory = Callable[..., LipSyncEngine]
+
+_REGISTRY: dict[str, EngineFactory] = {}
+# Engines living in optional modules are imported lazily so torch is only loaded when needed.
+_LAZY: dict[str, str] = {
+    "viseme": "inference.engines.viseme",
+    "wav2lip-gan": "inference.engines.wav2lip",
+    "wav2lip-nogan": "inference.engines.wav2lip",
+}
+
+
+def register_engine(name: str, factory: EngineFactory) -> None:
+    """Make ``factory(**options)`` the way to build engine ``name``."""
+    _REGISTRY[name] = factory
+
+
+def available_engines() -> list[str]:
+    """Names of every known engine (whether or not it can run here)."""
+    return sorted(set(_REGISTRY) | set(_LAZY))
+
+
+def create_engine(name: str, **options: object) -> LipSyncEngine:
+    """Build engine ``name``; raises ValueError for an unknown name, EngineUnavailable if it
+    cannot run here."""
+    if name not in _REGISTRY and name in _LAZY:
+        importlib.import_module(_LAZY[name])
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        known = ", ".join(available_engines())
+        raise ValueError(f"unknown engine {name!r}; known engines: {known}")
+    return factory(**options)
