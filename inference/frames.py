@@ -7,9 +7,12 @@ otherwise; audio is ``float32`` mono at 16 kHz in ``[-1, 1]``; times are seconds
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from inference.avatar.drawn import DrawnCharacter
 
 SAMPLE_RATE = 16_000
 """The pipeline's audio rate: everything is resampled to this on the way in."""
@@ -51,15 +54,23 @@ class MouthGeometry:
     """Lowest row of the chin; the jaw warp fades out below it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AvatarFrame:
-    """One prepared frame of an avatar: the picture, its face box and mouth."""
+    """One prepared frame of an avatar: the picture, its face box and mouth.
+
+    Compared and hashed by identity (frames are prepared once and shared), so engines can
+    cache per-frame work keyed by the frame itself.
+    """
 
     image: np.ndarray
     """Full frame, uint8 BGR (H, W, 3). Never modified in place."""
     box: Box
     """Face box after pads and smoothing, clipped to the image."""
     mouth: MouthGeometry
+    teeth: bool = True
+    """Whether a rendered mouth opening may show teeth (off for toothless characters)."""
+    character: DrawnCharacter | None = None
+    """Set on frames of a drawn avatar: mouths are its pictures, ``box`` is the mouth box."""
 
 
 @dataclass(frozen=True)

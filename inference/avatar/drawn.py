@@ -218,7 +218,7 @@ def _read_image(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"{what} {path} not found")
     # imdecode(fromfile) instead of imread: imread cannot open non-ASCII paths on Windows.
-    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    image: np.ndarray | None = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"{what} {path} is not a readable image; save it as PNG")
     if image.dtype == np.uint16:  # 16-bit PNGs: keep the top byte
@@ -324,7 +324,7 @@ def load_drawn_character(folder: Path) -> DrawnCharacter:
     face_alpha = None
     if face_raw.shape[2] == 4:
         face_alpha = face_raw[..., 3].astype(np.float32) / 255.0
-        flat = np.float32(spec.background or (255, 255, 255))
+        flat = np.array(spec.background or (255, 255, 255), np.float32)
         mixed = face * face_alpha[..., None] + flat * (1.0 - face_alpha[..., None])
         face = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
@@ -413,8 +413,8 @@ class _Canvas:
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.color = np.zeros((height * _SS, width * _SS, 3), np.uint8)
-        self.alpha = np.zeros((height * _SS, width * _SS), np.uint8)
+        self.color: np.ndarray = np.zeros((height * _SS, width * _SS, 3), np.uint8)
+        self.alpha: np.ndarray = np.zeros((height * _SS, width * _SS), np.uint8)
 
     def _planes(self, color: Color) -> tuple[tuple[np.ndarray, Color], ...]:
         return (self.color, color), (self.alpha, (255, 255, 255))
@@ -574,7 +574,7 @@ def _mouth_mbp(cv: _Canvas) -> None:
 
 
 def _mouth_aa(cv: _Canvas) -> None:
-    _open_mouth(cv, (40, 44), (33, 37), (80, 58), upper_teeth=11, tongue=0.45)
+    _open_mouth(cv, (37, 40), (30, 33), (80, 58), upper_teeth=10, tongue=0.45)
 
 
 def _mouth_ee(cv: _Canvas) -> None:

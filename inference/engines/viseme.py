@@ -1,0 +1,65 @@
+"""The weight-free ``viseme`` engine: real lip-sync from phonemes or sound, no model file.
+
+Per frame it decides a mouth shape (TTS phoneme when known, else the audio's loudness and
+spectral tilt), smooths it over time per stream (fast attack, slower release, a dead band
+against jitter), and renders it: on a photo by warping lips and jaw and drawing the opening
+(teeth optional per avatar); on a drawn character by cross-fading its viseme mouth pictures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from inference.engines.base import LipSyncEngine, register_engine
+from inference.engines.viseme_analysis import (
+    smooth_shape,
+    smooth_weights,
+    target_shape,
+)
+from inference.engines.viseme_photo import render_photo_mouth
+from inference.frames import FacePatch, LipSyncRequest
+from inference.visemes import MouthShape
+
+_SHAPE_KEY = "viseme.shape"
+_WEIGHTS_KEY = "viseme.weights"
+
+
+class VisemeEngine(LipSyncEngine):
+    """Lip-sync by visemes; needs no weights and runs well over real time on one core.
+
+    Which renderer runs is chosen per request by the avatar frame: frames of a drawn avatar
+    carry their character, photos do not.
+    """
+
+    name = "viseme"
+    device = "cpu"
+    backend = "numpy"
+    max_batch = 64
+
+    def infer(self, requests: Sequence[LipSyncRequest]) -> list[FacePatch]:
+        """Render each request's frame; stream state is advanced in request order."""
+        return [self._one(request) for request in requests]
+
+    def _one(self, request: LipSyncRequest) -> FacePatch:
+        viseme, target = target_shape(request.mel, request.silent, request.phoneme)
+        state = request.stream.values if request.stream is not None else None
+        character = request.frame.character
+        if character is not None:
+            previous = state.get(_WEIGHTS_KEY) if state is not None else None
+            weights = smooth_weights(previous if isinstance(previous, dict) else None, viseme)
+            if state is not None:
+                state[_WEIGHTS_KEY] = weights
+            image, alpha = character.render_mouth(weights)
+            return FacePatch(image=image, box=character.mouth_box(), alpha=alpha)
+        last = state.get(_SHAPE_KEY) if state is not None else None
+        shape = smooth_shape(last if isinstance(last, MouthShape) else None, target)
+        if state is not None:
+            state[_SHAPE_KEY] = shape
+        return render_photo_mouth(request.frame, shape, request.frame.teeth)
+
+
+def _create(**_: object) -> VisemeEngine:
+    return VisemeEngine()
+
+
+register_engine("viseme", _create)

@@ -1,0 +1,151 @@
+"""From sound to mouth shape: phoneme->viseme mapping, audio features, temporal smoothing.
+
+Used by the weight-free ``viseme`` engine. Everything here is pure numpy and cheap (a few
+microseconds per frame), so it runs inside the engine's batch loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import librosa
+import numpy as np
+
+from inference.visemes import VISEMES, MouthShape
+
+# espeak-ng mnemonics (ru, kk, en voices) by the mouth shape they need. Stress marks and the
+# palatalisation suffix ';' are stripped before lookup; anything unlisted is a consonant.
+_PHONEME_VISEMES: dict[str, str] = {}
+for _viseme, _phonemes in {
+    "MBP": "p b m",
+    "FV": "f v",
+    "AA": "a A A: aa a# V & aI aU ja 3 3: @- E# a:",
+    "EE": "e E i i: I e@ eI y i@3 i@ I2 I# ji je",
+    "OO": "o O O: oU 8 OI 0 o@ O@ 0#",
+    "UU": "u u: U u# w U@ ju W y#",
+    "CONS": "@ t d n l s z k g r tS dZ S Z x h ts q G N L * j T D",
+}.items():
+    for _p in _phonemes.split():
+        _PHONEME_VISEMES[_p] = _viseme
+
+
+def phoneme_viseme(phoneme: str) -> str:
+    """The viseme for an espeak phoneme mnemonic (``'e`` -> EE, ``m;`` -> MBP, ``_`` -> rest)."""
+    core = phoneme.lstrip("',%=").rstrip(";")
+    if not core or core.startswith("_"):
+        return "rest"
+    return _PHONEME_VISEMES.get(core, "CONS")
+
+
+_NOW_WEIGHTS = np.array([0.10, 0.22, 0.26, 0.22, 0.12, 0.08], np.float32)
+"""Weights of the window's first mel frames (12.5 ms apart). The window starts at the video
+frame's time, so these cover the 40 ms the frame is on screen plus a little look-ahead: lips
+move slightly before the sound they make."""
+
+
+@lru_cache(maxsize=1)
+def _bands() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    freqs = librosa.mel_frequencies(n_mels=80, fmin=55, fmax=7600)
+
+    def band(lo: float, hi: float) -> np.ndarray:
+        return (freqs >= lo) & (freqs < hi)
+
+    # voice: where speech loudness lives; f1: jaw opening raises the first formant;
+    # low/high: second-formant region, high for spread vowels (e, i), low for rounded (o, u).
+    return band(250, 3000), band(500, 1100), band(200, 900), band(1700, 3500)
+
+
+@dataclass(frozen=True)
+class AudioShape:
+    """What the sound under one frame says about the mouth."""
+
+    loudness: float
+    """0 silent .. 1 loud speech."""
+    shape: MouthShape
+
+
+def audio_shape(mel: np.ndarray) -> AudioShape:
+    """Mouth shape from a (80, 16) normalised mel window, using its first ~75 ms."""
+    now = mel[:, : _NOW_WEIGHTS.size] @ _NOW_WEIGHTS / _NOW_WEIGHTS.sum()
+    db = (now + 4.0) * (100.0 / 8.0) - 100.0  # undo the [-4, 4] normalisation
+    voice, f1, low, high = _bands()
+    level = float(db[voice].mean())
+    loudness = float(np.clip((level + 80.0) / 25.0, 0.0, 1.0))
+    jaw = float(np.clip((db[f1].mean() - level + 4.0) / 10.0, 0.0, 1.0))
+    tilt = float(db[high].mean() - db[low].mean())
+    wide = float(np.clip((tilt + 14.0) / 10.0, 0.0, 1.0))
+    rounded = float(np.clip((-tilt - 18.0) / 10.0, 0.0, 1.0))
+    opening = loudness * (0.45 + 0.55 * jaw)
+    return AudioShape(loudness, MouthShape(open=opening, wide=wide, round=rounded))
+
+
+def target_shape(mel: np.ndarray, silent: bool, phoneme: str | None) -> tuple[str, MouthShape]:
+    """The viseme and shape a frame should show.
+
+    With a TTS phoneme, the phoneme decides the shape and the audio decides how far it opens
+    (so shouting opens wider); without one (a microphone), the audio decides both.
+    """
+    if silent:
+        return "rest", VISEMES["rest"]
+    heard = audio_shape(mel)
+    if phoneme is not None:
+        viseme = phoneme_viseme(phoneme)
+        base = VISEMES[viseme]
+        gain = 0.0 if heard.loudness < 0.05 else 0.55 + 0.45 * heard.loudness
+        return viseme, MouthShape(open=base.open * gain, wide=base.wide, round=base.round,
+                                  press=base.press)
+    return classify(heard.shape), heard.shape
+
+
+def classify(shape: MouthShape) -> str:
+    """Nearest viseme name for an audio-derived shape (for drawn characters)."""
+    if shape.open < 0.12:
+        return "rest"
+    if shape.round > 0.5:
+        return "OO" if shape.open > 0.45 else "UU"
+    if shape.wide > 0.65:
+        return "EE"
+    return "AA" if shape.open > 0.5 else "CONS"
+
+
+ATTACK = 0.75
+"""Fraction of the way to a larger opening covered per frame (fast: lips open quickly)."""
+RELEASE = 0.5
+"""Fraction of the way to a smaller opening covered per frame (slower closing)."""
+DEADBAND = 0.02
+"""Changes smaller than this are ignored so a steady vowel does not shimmer."""
+CROSSFADE = 0.6
+"""Per-frame step of the viseme weights towards the new viseme (drawn characters)."""
+
+
+def _approach(current: float, target: float) -> float:
+    if abs(target - current) < DEADBAND:
+        return current
+    rate = ATTACK if target > current else RELEASE
+    return current + (target - current) * rate
+
+
+def smooth_shape(previous: MouthShape | None, target: MouthShape) -> MouthShape:
+    """One step of attack/release smoothing from the last shown shape towards ``target``."""
+    if previous is None:
+        return target
+    return MouthShape(
+        open=_approach(previous.open, target.open),
+        wide=_approach(previous.wide, target.wide),
+        round=_approach(previous.round, target.round),
+        press=_approach(previous.press, target.press),
+    )
+
+
+def smooth_weights(previous: dict[str, float] | None, viseme: str) -> dict[str, float]:
+    """One cross-fade step of viseme weights towards ``viseme`` (weights sum to 1)."""
+    if previous is None:
+        return {viseme: 1.0}
+    out = {name: w * (1.0 - CROSSFADE) for name, w in previous.items()}
+    out[viseme] = out.get(viseme, 0.0) + CROSSFADE
+    # Drop negligible weights so the blend stays cheap.
+    kept = {k: v for k, v in out.items() if v > 0.02}
+    total = sum(kept.values())
+    return {k: v / total for k, v in kept.items()}
+
