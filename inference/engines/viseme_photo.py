@@ -16,11 +16,11 @@ import numpy as np
 from inference.frames import AvatarFrame, Box, FacePatch
 from inference.visemes import MouthShape
 
-MAX_GAP = 1.15
+MAX_GAP = 0.85
 """Largest lip gap, in units of the closed lips' height."""
-INTERIOR_BGR = np.array([38, 28, 70], np.float32)
+INTERIOR_BGR = np.array([52, 40, 92], np.float32)
 """Dark red-brown of the mouth cavity."""
-TEETH_BGR = np.array([222, 228, 236], np.float32)
+TEETH_BGR = np.array([196, 204, 216], np.float32)
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,22 @@ def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> Fa
     squeeze = 1.0 - 0.25 * shape.press  # pressed lips look thinner
 
     # Backward map: output pixel (x, y) samples the source at (x - dx, y - dy).
-    dy = drop * np.outer(g.jaw_rows, g.cols) - lift * np.outer(g.lip_rows, g.cols)
+    # Inside the opening the lips split (a jump in dy at the lip line, hidden by the cavity);
+    # beside it the cheeks must stretch continuously, or the lip line smears sideways.
+    split = drop * g.jaw_rows - lift * g.lip_rows
+    across = np.clip((g.ys - g.my) / (2.0 * g.lip) * 0.5 + 0.5, 0.0, 1.0)
+    across = across * across * (3.0 - 2.0 * across)
+    stretch = np.where(g.ys < g.my, g.lip_rows, g.jaw_rows) * (-lift + (drop + lift) * across)
+    hole_w = g.half_width * spread * (0.78 - 0.25 * shape.round)
+    inner = _ramp(np.abs(g.xs - g.mx), hole_w * 0.85, hole_w * 1.15)
+    dy = (np.outer(split, inner) + np.outer(stretch, 1.0 - inner)) * g.cols[None, :]
     near = np.outer(g.width_rows, g.width_cols)
     map_x = g.xs[None, :] - (g.xs[None, :] - g.mx) * (1.0 - 1.0 / spread) * near
     squash = (g.ys[:, None] - g.my) * (1.0 - 1.0 / squeeze) * near
     map_y = g.ys[:, None] - dy - squash
     warped = cv2.remap(region, map_x.astype(np.float32), map_y.astype(np.float32),
                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    if gap > 0.5:
+    if gap > 0.5:  # below half a pixel there is no visible opening
         warped = _draw_opening(warped, g, gap, drop, lift, spread, teeth, shape)
     return FacePatch(image=warped, box=g.box, alpha=g.alpha)
 
@@ -102,26 +110,33 @@ def _draw_opening(image: np.ndarray, g: _Geometry, gap: float, drop: float, lift
     top, bottom = g.my - lift, g.my + drop
     cy = (top + bottom) / 2.0
     half_h = max(0.5, (bottom - top) / 2.0)
-    # Rounded lips make a rounder, narrower hole; spread lips a long thin one.
+    # Rounded lips make a rounder, narrower hole; spread lips a long thin one (same width as
+    # the split in render_photo_mouth).
     half_w = g.half_width * spread * (0.78 - 0.25 * shape.round)
-    dx = (g.xs[None, :] - g.mx) / max(half_w, 1.0)
-    dyn = (g.ys[:, None] - cy) / half_h
-    inside = 1.0 - (dx**2 + dyn**2)
-    # Soft edge about one pixel wide whatever the hole's size.
-    mask = np.clip(inside * min(half_h, half_w) / 1.5, 0.0, 1.0).astype(np.float32)
-    if not mask.any():
+    # Work only on the hole's bounding box: it is a few percent of the patch.
+    h, w = image.shape[:2]
+    r0, r1 = max(0, int(top) - 2), min(h, int(np.ceil(bottom)) + 3)
+    c0, c1 = max(0, int(g.mx - half_w) - 2), min(w, int(np.ceil(g.mx + half_w)) + 3)
+    if r1 <= r0 or c1 <= c0:
         return image
+    ys, xs = g.ys[r0:r1], g.xs[c0:c1]
+    dx = (xs[None, :] - np.float32(g.mx)) / np.float32(max(half_w, 1.0))
+    dyn = (ys[:, None] - np.float32(cy)) / np.float32(half_h)
+    inside = 1.0 - (dx**2 + dyn**2)
+    # Soft edge a couple of pixels wide whatever the hole's size.
+    mask = np.clip(inside * (min(half_h, half_w) / 2.5), 0.0, 1.0)
     # Darker towards the back of the mouth.
-    shade = (0.65 + 0.35 * np.clip(np.abs(dyn), 0.0, 1.0)).astype(np.float32)
+    shade = 0.45 + 0.55 * np.clip(dyn**2 + dx**2, 0.0, 1.0)
     fill = INTERIOR_BGR[None, None, :] * shade[..., None]
     if teeth:
-        depth = min(0.38 * (bottom - top), 0.45 * g.lip)
-        upper = _ramp(g.ys - top, depth * 0.8, depth)[:, None] * np.ones_like(dx)
-        lower = np.zeros_like(upper)
+        depth = min(0.28 * (bottom - top), 0.35 * g.lip)
+        tooth = _ramp(ys - top, depth * 0.8, depth)
         if shape.wide > 0.5:  # spread vowels show the lower teeth too
-            lower = _ramp(bottom - g.ys, depth * 0.5, depth * 0.7)[:, None] * np.ones_like(dx)
-        tooth = np.maximum(upper, lower)[..., None]
-        fill = fill * (1.0 - tooth) + TEETH_BGR[None, None, :] * tooth
+            tooth = np.maximum(tooth, _ramp(bottom - ys, depth * 0.5, depth * 0.7))
+        t = tooth[:, None, None]
+        fill = fill * (1.0 - t) + TEETH_BGR[None, None, :] * t
+    out = image.copy()
     m = mask[..., None]
-    out = image.astype(np.float32) * (1.0 - m) + fill * m
-    return (out + 0.5).astype(np.uint8)
+    window = out[r0:r1, c0:c1].astype(np.float32)
+    out[r0:r1, c0:c1] = (window * (1.0 - m) + fill * m + 0.5).astype(np.uint8)
+    return out
