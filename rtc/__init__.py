@@ -1,0 +1,1 @@
+"""HTTP and WebRTC: signalling, sessions, media clock, tracks and output sinks."""

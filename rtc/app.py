@@ -1,0 +1,73 @@
+"""The aiohttp application: routes, static pages, and the shared services."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from inference.services import Services
+from rtc.errors import error_middleware
+from rtc.generate import Generator
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+SERVICES_KEY = web.AppKey("services", Services)
+
+
+def _page(name: str) -> web.RequestHandler:
+    path = WEB_DIR / name
+
+    async def handler(_: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+async def languages(request: web.Request) -> web.Response:
+    """GET /api/languages: every TTS language, ru/kk/en first."""
+    services = request.app[SERVICES_KEY]
+    return web.json_response({
+        "default": services.config.tts.default_language,
+        "languages": [{"code": lang.code, "name": lang.name} for lang in services.languages],
+    })
+
+
+async def engines(request: web.Request) -> web.Response:
+    """GET /api/engines: loaded engines (device, backend) and why others are unavailable."""
+    services = request.app[SERVICES_KEY]
+    return web.json_response({"default": services.default_engine,
+                              "engines": services.describe_engines()})
+
+
+async def avatars(request: web.Request) -> web.Response:
+    """GET /api/avatars: prepared avatars."""
+    services = request.app[SERVICES_KEY]
+    return web.json_response({"default": services.avatars.default,
+                              "avatars": services.avatars.describe()})
+
+
+async def health(_: web.Request) -> web.Response:
+    """GET /healthz: the server answers."""
+    return web.json_response({"status": "ok"})
+
+
+def build_app(services: Services) -> web.Application:
+    """The application with every route; ``services`` are already loaded."""
+    http = services.config.http
+    # Bodies beyond the upload limit are refused by aiohttp itself (413) before being read.
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=http.max_upload_bytes + 64 * 1024)
+    app[SERVICES_KEY] = services
+    generator = Generator(services)
+    app.router.add_get("/", _page("index.html"))
+    app.router.add_get("/api/languages", languages)
+    app.router.add_get("/api/engines", engines)
+    app.router.add_get("/api/avatars", avatars)
+    app.router.add_post("/api/generate", generator.handle)
+    app.router.add_get("/healthz", health)
+    # add_static never serves files outside WEB_DIR (it resolves and checks the path).
+    app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)
+    return app

@@ -1,0 +1,71 @@
+"""JSON errors for every failure: a 4xx/5xx with {"error": ...}, never an HTML page or trace."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON error response."""
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class ApiError(Exception):
+    """Raised by handlers to answer with ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into JSON; unexpected ones are logged with their trace and become 500."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return json_error(e.status, e.message, e.headers)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        reason = e.text if e.text and not e.text.startswith(str(e.status)) else e.reason
+        if e.status == 413:
+            reason = "request body too large"
+        return json_error(e.status, reason, {k: v for k, v in e.headers.items()
+                                              if k.lower() in ("allow", "retry-after")})
+    except json.JSONDecodeError:
+        return json_error(400, "malformed JSON body")
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal error; the server log has the details")
+
+
+async def read_json_object(request: web.Request) -> dict[str, object]:
+    """The request's JSON body, which must be an object; ApiError(400) otherwise."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "malformed JSON body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return body
+
+
+def optional_str(body: dict[str, object], key: str) -> str | None:
+    """``body[key]`` when it is a string, None when absent; ApiError(400) for another type."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{key}' must be a string")
+    return value

@@ -1,0 +1,146 @@
+"""POST /api/generate: text or an uploaded audio file in, a lip-synced MP4 out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from inference.audio_io import AudioDecodeError, decode_audio
+from inference.avatar.store import Avatar
+from inference.engines.base import EngineUnavailable, LipSyncEngine
+from inference.frames import PhonemeMark
+from inference.render import RenderStats, render_to_mp4
+from inference.services import Services
+from rtc.errors import ApiError, optional_str, read_json_object
+
+log = logging.getLogger(__name__)
+
+MAX_PARALLEL_RENDERS = 2
+"""Renders running at once (the machine has few cores); further requests wait their turn."""
+MAX_WAITING_RENDERS = 8
+"""Renders allowed to wait; beyond this the server answers 503 instead of piling up work."""
+
+
+@dataclass
+class GenerateJob:
+    """A validated /api/generate request."""
+
+    engine: str | None
+    avatar: str | None
+    language: str
+    text: str | None = None
+    audio: bytes | None = None
+
+
+class Generator:
+    """Validates requests, renders off the event loop and answers with the MP4."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._slots = asyncio.Semaphore(MAX_PARALLEL_RENDERS)
+        self._waiting = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The aiohttp handler."""
+        job = await self._parse(request)
+        # Validate names before queueing so mistakes answer at once.
+        try:
+            engine = self._services.engine(job.engine)
+            avatar = self._services.avatars.get(job.avatar)
+        except EngineUnavailable as e:
+            raise ApiError(503, str(e)) from None
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        if self._waiting >= MAX_WAITING_RENDERS:
+            raise ApiError(503, "too many renders queued; try again shortly",
+                           {"Retry-After": "5"})
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            loop = asyncio.get_running_loop()
+            data, stats = await loop.run_in_executor(None, self._render, job, engine, avatar)
+        finally:
+            self._slots.release()
+        headers = stats.headers() | {"Content-Disposition": 'inline; filename="avatar.mp4"'}
+        return web.Response(body=data, content_type="video/mp4", headers=headers)
+
+    async def _parse(self, request: web.Request) -> GenerateJob:
+        services = self._services
+        if request.content_type.startswith("multipart/"):
+            fields: dict[str, str] = {}
+            audio: bytes | None = None
+            limit = services.config.http.max_upload_bytes
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, web.BodyPartReader) or part.name is None:
+                    continue
+                if part.name == "audio":
+                    audio = await _read_limited(part, limit)
+                else:
+                    fields[part.name] = (await _read_limited(part, 10_000)).decode(
+                        "utf-8", "replace")
+            if audio is None:
+                raise ApiError(400, "multipart upload needs an 'audio' file field")
+            if not audio:
+                raise ApiError(400, "the uploaded audio file is empty")
+            language = fields.get("language") or services.config.tts.default_language
+            return GenerateJob(engine=fields.get("engine") or None,
+                               avatar=fields.get("avatar") or None,
+                               language=language, audio=audio)
+        if request.content_type != "application/json":
+            raise ApiError(415, "send application/json {text, language, engine?, avatar?} "
+                                "or multipart/form-data with an 'audio' file")
+        body = await read_json_object(request)
+        try:
+            text = services.check_text(body.get("text"))
+            language = services.language(optional_str(body, "language"))
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        return GenerateJob(engine=optional_str(body, "engine"),
+                           avatar=optional_str(body, "avatar"), language=language, text=text)
+
+    def _render(self, job: GenerateJob, engine: LipSyncEngine,
+                avatar: Avatar) -> tuple[bytes, RenderStats]:
+        services = self._services
+        t0 = time.perf_counter()
+        phonemes: tuple[PhonemeMark, ...] = ()
+        if job.text is not None:
+            speech = services.tts.synthesize(job.text, job.language)
+            pcm, phonemes = speech.pcm, speech.phonemes
+        else:
+            assert job.audio is not None
+            try:
+                pcm = decode_audio(job.audio, services.config.http.max_upload_seconds)
+            except AudioDecodeError as e:
+                raise ApiError(400, str(e)) from None
+        tts_time = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory(prefix="avatar-render-") as tmp:
+            out = Path(tmp) / "out.mp4"
+            stats = render_to_mp4(pcm, avatar, engine, out, phonemes=phonemes,
+                                  silence_rms=services.config.engines.silence_rms,
+                                  feather=services.config.avatars.feather)
+            data = out.read_bytes()
+        stats = RenderStats(stats.frames, stats.duration, stats.lipsync, stats.encode, tts_time)
+        log.info("generated %.2f s of video with %s in %.2f s", stats.duration, engine.name,
+                 stats.total)
+        return data, stats
+
+
+async def _read_limited(part: web.BodyPartReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(65536):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"upload is larger than the limit of {limit // (1024 * 1024)} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)

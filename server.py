@@ -1,0 +1,174 @@
+"""Talking Avatar server.
+
+    python server.py                 # same as: python server.py serve  (http://127.0.0.1:3000)
+    python server.py render --text "Привет!" --language ru --out out.mp4
+    python server.py prepare avatars/my_photo.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from config import AppConfig, AvatarConfig, EngineConfig, HttpConfig, TtsConfig
+
+log = logging.getLogger("server")
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    defaults = EngineConfig()
+    p.add_argument("--checkpoints", type=Path, default=defaults.checkpoints_dir,
+                   help="folder holding Wav2Lip checkpoints by their usual names")
+    p.add_argument("--gan", type=Path, default=None, help="Wav2Lip GAN checkpoint file")
+    p.add_argument("--nogan", type=Path, default=None, help="Wav2Lip NOGAN checkpoint file")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    p.add_argument("--backend", default="auto",
+                   choices=("auto", "torch", "torch-bf16", "openvino", "openvino-bf16",
+                            "openvino-int8"),
+                   help="CPU backend for Wav2Lip (int8 only when chosen explicitly)")
+    p.add_argument("--silence-rms", type=float, default=defaults.silence_rms,
+                   help="windows quieter than this RMS keep the mouth closed and skip the model")
+    p.add_argument("--avatars", type=Path, default=AvatarConfig().avatars_dir,
+                   help="folder of avatars (photos, videos, drawn-character folders)")
+    p.add_argument("--cache", type=Path, default=AvatarConfig().cache_dir,
+                   help="folder for prepared-avatar data")
+    p.add_argument("--plain-paste", action="store_true",
+                   help="paste the mouth box as is instead of feathering it into the face")
+    p.add_argument("--max-text", type=int, default=TtsConfig().max_text_chars,
+                   help="longest text accepted, in characters")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: serve (default), render, prepare."""
+    parser = argparse.ArgumentParser(prog="server.py", description="Talking Avatar server")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the HTTP/WebRTC server (default)")
+    _add_engine_options(serve)
+    http = HttpConfig()
+    serve.add_argument("--host", default=http.host, help="address to listen on")
+    serve.add_argument("--port", type=int, default=3000, help="TCP port (default 3000)")
+    serve.add_argument("--engine", default=None, help="default engine for requests naming none")
+    serve.add_argument("--ice-server", action="append", default=[],
+                       help="STUN/TURN URL for WebRTC peers (repeatable; none by default)")
+    serve.add_argument("--ice-loopback", action="store_true",
+                       help="gather 127.0.0.1 ICE candidates (local use and tests)")
+    serve.add_argument("--max-sessions", type=int, default=http.max_sessions,
+                       help="concurrent realtime sessions")
+
+    render = sub.add_parser("render", help="render text or an audio file to an MP4")
+    _add_engine_options(render)
+    source = render.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="text to speak")
+    source.add_argument("--audio", type=Path, help="audio file to lip-sync to")
+    render.add_argument("--language", default=TtsConfig().default_language)
+    render.add_argument("--engine", default=None)
+    render.add_argument("--avatar", default=None)
+    render.add_argument("--out", type=Path, required=True, help="output .mp4 path")
+
+    prepare = sub.add_parser("prepare", help="detect and cache an avatar's face")
+    _add_engine_options(prepare)
+    prepare.add_argument("path", type=Path, help="photo, video or drawn-character folder")
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> AppConfig:
+    """Frozen configuration from parsed arguments."""
+    engines = EngineConfig(
+        checkpoints_dir=args.checkpoints, gan_checkpoint=args.gan, nogan_checkpoint=args.nogan,
+        device=args.device, backend=args.backend,
+        default_engine=getattr(args, "engine", None), silence_rms=args.silence_rms,
+    )
+    avatars = AvatarConfig(avatars_dir=args.avatars, cache_dir=args.cache,
+                           feather=not args.plain_paste)
+    http = HttpConfig(
+        host=getattr(args, "host", HttpConfig.host), port=getattr(args, "port", 3000),
+        ice_servers=tuple(getattr(args, "ice_server", ())),
+        ice_loopback=getattr(args, "ice_loopback", False),
+        max_sessions=getattr(args, "max_sessions", HttpConfig.max_sessions),
+    )
+    return AppConfig(engines=engines, tts=TtsConfig(max_text_chars=args.max_text),
+                     avatars=avatars, http=http)
+
+
+def cmd_serve(config: AppConfig) -> int:
+    from aiohttp import web
+
+    from inference.services import Services
+    from rtc.app import build_app
+
+    services = Services.load(config)
+    app = build_app(services)
+    log.info("serving on http://%s:%d/", config.http.host, config.http.port)
+    web.run_app(app, host=config.http.host, port=config.http.port, print=None)
+    return 0
+
+
+def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
+    from inference.audio_io import decode_audio
+    from inference.render import render_to_mp4
+    from inference.services import Services
+
+    names = [args.engine] if args.engine else None
+    services = Services.load(config, names) if names else Services.load(config)
+    engine = services.engine(args.engine)
+    avatar = services.avatars.get(args.avatar)
+    t0 = time.perf_counter()
+    if args.text is not None:
+        speech = services.tts.synthesize(services.check_text(args.text),
+                                         services.language(args.language))
+        pcm, phonemes = speech.pcm, speech.phonemes
+    else:
+        pcm, phonemes = decode_audio(args.audio), ()
+    tts = time.perf_counter() - t0
+
+    def progress(done: int, total: int) -> None:
+        sys.stderr.write(f"\rrendering: {done}/{total} frames")
+        if done == total:
+            sys.stderr.write("\n")
+
+    stats = render_to_mp4(pcm, avatar, engine, args.out, phonemes=phonemes,
+                          silence_rms=config.engines.silence_rms,
+                          feather=config.avatars.feather, progress=progress)
+    log.info("wrote %s: %.2f s of video with %s (tts %.2f s, lip-sync %.2f s, encode %.2f s)",
+             args.out, stats.duration, engine.name, tts, stats.lipsync, stats.encode)
+    return 0
+
+
+def cmd_prepare(config: AppConfig, path: Path) -> int:
+    from inference.avatar.store import load_avatar
+
+    avatar = load_avatar(path, config.avatars.cache_dir, progress=True)
+    log.info("prepared %s: %s", path, avatar.describe())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if not raw or raw[0].startswith("-") and raw[0] not in ("-h", "--help"):
+        raw.insert(0, "serve")
+    parser = build_parser()
+    args = parser.parse_args(raw)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = build_config(args)
+    try:
+        if args.command == "render":
+            return cmd_render(config, args)
+        if args.command == "prepare":
+            return cmd_prepare(config, args.path)
+        return cmd_serve(config)
+    except (ValueError, RuntimeError, OSError) as e:
+        # Bad input or an engine that cannot run: one readable line, no trace.
+        log.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
