@@ -151,7 +151,7 @@ def cmd_prepare(config: AppConfig, path: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     raw = list(sys.argv[1:] if argv is None else argv)
-    if not raw or raw[0].startswith("-") and raw[0] not in ("-h", "--help"):
+    if not raw or (raw[0].startswith("-") and raw[0] not in ("-h", "--help")):
         raw.insert(0, "serve")
     parser = build_parser()
     args = parser.parse_args(raw)

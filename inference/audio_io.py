@@ -42,7 +42,8 @@ def decode_audio(source: str | Path | bytes, max_seconds: float | None = None) -
                     total += chunk.size
                 if limit is not None and total > limit:
                     raise AudioDecodeError(
-                        f"audio is longer than the limit of {max_seconds:.0f} s; send a shorter file"
+                        f"audio is longer than the limit of {max_seconds:.0f} s; "
+                        "send a shorter file"
                     )
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))

@@ -25,13 +25,13 @@ def lower_face_mask(height: int, width: int) -> np.ndarray:
     axes = (max(1, int(width * 0.40)), max(1, int(height * 0.36)))
     cv2.ellipse(mask, center, axes, 0, 0, 360, 1.0, thickness=-1)
     sigma = max(1.0, min(height, width) * 0.06)
-    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    mask = np.asarray(cv2.GaussianBlur(mask, (0, 0), sigma), dtype=np.float32)
     edge = np.minimum.outer(
         np.minimum(np.arange(height), np.arange(height)[::-1]),
         np.minimum(np.arange(width), np.arange(width)[::-1]),
     ).astype(np.float32)
     # Guarantee the very border is untouched whatever the blur left there.
-    mask *= np.clip(edge / max(2.0, sigma), 0.0, 1.0)
+    mask = (mask * np.clip(edge / max(2.0, sigma), 0.0, 1.0)).astype(np.float32)
     mask.setflags(write=False)
     return mask
 

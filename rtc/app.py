@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -17,7 +18,7 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 SERVICES_KEY = web.AppKey("services", Services)
 
 
-def _page(name: str) -> web.RequestHandler:
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     path = WEB_DIR / name
 
     async def handler(_: web.Request) -> web.StreamResponse:
@@ -31,6 +32,7 @@ async def languages(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
     return web.json_response({
         "default": services.config.tts.default_language,
+        "max_text_chars": services.config.tts.max_text_chars,
         "languages": [{"code": lang.code, "name": lang.name} for lang in services.languages],
     })
 

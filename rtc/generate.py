@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from inference.audio_io import AudioDecodeError, decode_audio
 from inference.avatar.store import Avatar
@@ -81,7 +81,7 @@ class Generator:
             limit = services.config.http.max_upload_bytes
             reader = await request.multipart()
             async for part in reader:
-                if not isinstance(part, web.BodyPartReader) or part.name is None:
+                if not isinstance(part, BodyPartReader) or part.name is None:
                     continue
                 if part.name == "audio":
                     audio = await _read_limited(part, limit)
@@ -135,7 +135,7 @@ class Generator:
         return data, stats
 
 
-async def _read_limited(part: web.BodyPartReader, limit: int) -> bytes:
+async def _read_limited(part: BodyPartReader, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while chunk := await part.read_chunk(65536):

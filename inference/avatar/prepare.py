@@ -91,7 +91,8 @@ def load_frames(path: Path, progress: bool = False) -> list[np.ndarray]:
     if suffix not in VIDEO_SUFFIXES:
         raise ValueError(
             f"{path}: unsupported avatar type {suffix!r}; use an image "
-            f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a video ({', '.join(sorted(VIDEO_SUFFIXES))})"
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}) "
+            f"or a video ({', '.join(sorted(VIDEO_SUFFIXES))})"
         )
     frames: list[np.ndarray] = []
     try:
@@ -100,7 +101,8 @@ def load_frames(path: Path, progress: bool = False) -> list[np.ndarray]:
                 raise ValueError(f"{path} has no video stream")
             stream = container.streams.video[0]
             total = min(stream.frames or MAX_VIDEO_FRAMES, MAX_VIDEO_FRAMES)
-            bar = tqdm(total=total, desc=f"reading {path.name}", unit="frame", disable=not progress)
+            bar = tqdm(total=total, desc=f"reading {path.name}", unit="frame",
+                       disable=not progress)
             for frame in container.decode(stream):
                 frames.append(_limit_size(frame.to_ndarray(format="bgr24")))
                 bar.update(1)
@@ -130,7 +132,7 @@ class FaceFinder:
     """Haar-cascade face and mouth detection (both cascades ship with OpenCV's wheel)."""
 
     def __init__(self) -> None:
-        root = Path(cv2.data.haarcascades)
+        root = Path(cv2.data.haarcascades)  # type: ignore[attr-defined]
         self._face = cv2.CascadeClassifier(str(root / "haarcascade_frontalface_default.xml"))
         self._smile = cv2.CascadeClassifier(str(root / "haarcascade_smile.xml"))
         if self._face.empty() or self._smile.empty():
@@ -179,7 +181,7 @@ class FaceFinder:
 def _padded_box(face: tuple[int, int, int, int], shape: tuple[int, ...]) -> np.ndarray:
     x, y, w, h = face
     top, bottom, left, right = PADS
-    y2 = y + h + int(round(CHIN_EXTEND * h))
+    y2 = y + h + round(CHIN_EXTEND * h)
     return np.array(
         [
             max(0, x - left),
@@ -201,7 +203,7 @@ def _fill_missing(values: list[np.ndarray | None], what: str, path: Path) -> np.
     if len(known) < len(values):
         log.info("%s: %s missing in %d of %d frames, interpolated",
                  path, what, len(values) - len(known), len(values))
-    stacked = np.stack([values[i] for i in known]).astype(np.float64)
+    stacked = np.stack([v for v in values if v is not None]).astype(np.float64)
     out = np.empty((len(values), stacked.shape[1]), np.float64)
     for column in range(stacked.shape[1]):
         out[:, column] = np.interp(np.arange(len(values)), known, stacked[:, column])

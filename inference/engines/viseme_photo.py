@@ -51,7 +51,7 @@ def _ramp(values: np.ndarray, full: float, zero: float) -> np.ndarray:
 @lru_cache(maxsize=2048)
 def _geometry(frame: AvatarFrame) -> _Geometry:
     m = frame.mouth
-    h_img, w_img = frame.image.shape[:2]
+    h_img = frame.image.shape[0]
     face = frame.box
     # Extend below the face box: the jaw drop must fade out on the neck, not at the box edge.
     extra = int(0.35 * face.height)
@@ -68,9 +68,10 @@ def _geometry(frame: AvatarFrame) -> _Geometry:
     cols = _ramp(np.abs(xs - mx), m.half_width * 1.2, jaw_width)
     width_rows = np.exp(-((below / (1.6 * m.lip_height)) ** 2)).astype(np.float32)
     width_cols = _ramp(np.abs(xs - mx), m.half_width * 1.1, m.half_width * 2.0)
-    alpha = np.maximum(np.outer(np.maximum(jaw_rows, lip_rows), cols),
-                       np.outer(width_rows, width_cols)).astype(np.float32)
-    alpha = cv2.GaussianBlur((alpha > 0.01).astype(np.float32), (0, 0), 3.0)
+    reach = np.maximum(np.outer(np.maximum(jaw_rows, lip_rows), cols),
+                       np.outer(width_rows, width_cols))
+    alpha = np.asarray(cv2.GaussianBlur((reach > 0.01).astype(np.float32), (0, 0), 3.0),
+                       dtype=np.float32)
     return _Geometry(box, mx, my, m.half_width, m.lip_height, jaw_rows,
                      lip_rows.astype(np.float32), cols, width_rows, width_cols, xs, ys, alpha)
 
