@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--avatar", default=None)
     render.add_argument("--out", type=Path, required=True, help="output .mp4 path")
 
+    calibrate = sub.add_parser(
+        "calibrate", help="measure int8 ranges for --backend openvino-int8 on your avatar+speech")
+    _add_engine_options(calibrate)
+    calibrate.add_argument("--variant", choices=("gan", "nogan"), default="gan")
+    calibrate.add_argument("--avatar", default=None, help="avatar the server will show")
+    cal_source = calibrate.add_mutually_exclusive_group(required=True)
+    cal_source.add_argument("--text", help="representative text to speak")
+    cal_source.add_argument("--audio", type=Path, help="representative speech recording")
+    calibrate.add_argument("--language", default=TtsConfig().default_language)
+
     prepare = sub.add_parser("prepare", help="detect and cache an avatar's face")
     _add_engine_options(prepare)
     prepare.add_argument("path", type=Path, help="photo, video or drawn-character folder")
@@ -140,6 +150,35 @@ def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(config: AppConfig, args: argparse.Namespace) -> int:
+    from inference.audio_io import decode_audio
+    from inference.avatar.store import AvatarStore
+    from inference.engines.wav2lip import locate_checkpoint, model_inputs
+    from inference.engines.wav2lip_calibrate import calibrate
+    from inference.frames import StreamState
+    from inference.lipsync import build_requests
+    from inference.mel import frame_count, melspectrogram
+    from inference.tts import create_tts
+
+    checkpoint = locate_checkpoint(args.variant, config.engines)
+    avatars = AvatarStore.load(config.avatars.avatars_dir, config.avatars.cache_dir,
+                               config.avatars.default_avatar)
+    avatar = avatars.get(args.avatar)
+    if args.text is not None:
+        pcm = create_tts().synthesize(args.text, args.language).pcm
+    else:
+        pcm = decode_audio(args.audio)
+    requests = build_requests(pcm, melspectrogram(pcm), avatar, range(frame_count(pcm.size)),
+                              config.engines.silence_rms, stream=StreamState())
+    speaking = [r for r in requests if not r.silent]
+    if not speaking:
+        raise ValueError("the calibration audio is silent; give speech")
+    batches = [model_inputs(speaking[i : i + 8]) for i in range(0, len(speaking), 8)]
+    target = calibrate(checkpoint, batches)
+    log.info("int8 ranges from %d frames written to %s", len(speaking), target)
+    return 0
+
+
 def cmd_prepare(config: AppConfig, path: Path) -> int:
     from inference.avatar.store import load_avatar
 
@@ -161,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "render":
             return cmd_render(config, args)
+        if args.command == "calibrate":
+            return cmd_calibrate(config, args)
         if args.command == "prepare":
             return cmd_prepare(config, args.path)
         return cmd_serve(config)
