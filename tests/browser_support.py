@@ -1,0 +1,78 @@
+"""Helpers for the headless-Chromium tests: a server subprocess on loopback and the browser.
+
+Chromium is Debian's (/usr/bin/chromium), driven by Playwright; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def require_browser() -> None:
+    """Skip unless Debian's Chromium and Playwright are installed (.ci/run installs both)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    if shutil.which("chromium") is None and not Path(CHROMIUM).exists():
+        pytest.skip("chromium not on PATH")
+    pytest.importorskip("playwright.async_api")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(cache_dir: Path, *extra: str) -> Iterator[str]:
+    """Start ``python server.py serve`` on loopback; yield its base URL; stop it."""
+    port = free_port()
+    log = (cache_dir / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "server.py"), "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--cache", str(cache_dir), "--ice-loopback", *extra],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start: "
+                                   + (cache_dir / "server.log").read_text()[-2000:])
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
