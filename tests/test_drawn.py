@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from inference.avatar.cartoon import draw_default_character
 from inference.avatar.drawn import (
     SHIPPED_CHARACTER,
     DrawnCharacter,
-    draw_default_character,
     fallback_viseme,
     load_drawn_character,
 )

@@ -1,0 +1,154 @@
+"""Media the tests make for themselves (tones, encoded files, videos) and ways to inspect MP4s.
+
+Nothing binary is committed: every file is generated into a tmp folder with PyAV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from inference.audio_io import decode_audio
+from inference.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, Box, MouthGeometry
+
+
+def tone(freq: float, seconds: float, rate: int = SAMPLE_RATE, amplitude: float = 0.5) -> np.ndarray:
+    """A float32 sine at ``freq`` Hz."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2.0 * np.pi * freq * t)).astype(np.float32)
+
+
+def encoder_available(codec: str) -> bool:
+    """Whether this PyAV build can encode with ``codec``."""
+    try:
+        av.codec.Codec(codec, "w")
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def encode_audio(path: Path, pcm: np.ndarray, rate: int, codec: str,
+                 container_format: str | None = None, channels: int = 1) -> Path:
+    """Write float mono ``pcm`` at ``rate`` into ``path`` with ``codec`` (PyAV converts the
+    sample format and frame size the codec needs). ``channels=2`` duplicates the signal."""
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(str(path), mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        s16 = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
+        step = 1024
+        for start in range(0, s16.size, step):
+            block = s16[start : start + step]
+            # Packed s16: interleaved channels in one plane.
+            planes = np.repeat(block, channels).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(planes, format="s16", layout=layout)
+            frame.sample_rate = rate
+            frame.pts = start
+            frame.time_base = Fraction(1, rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def encode_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+    """Write uint8 BGR frames as an H.264 MP4 without audio."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18", "preset": "ultrafast"}
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@dataclass(frozen=True)
+class DecodedMp4:
+    """What a player sees in an MP4 file."""
+
+    video_codec: str
+    audio_codec: str
+    fps: Fraction
+    pix_fmt: str
+    frames: list[np.ndarray]
+    """uint8 BGR, one per video frame."""
+    video_pts: list[int]
+    video_duration: float
+    """Seconds from the first frame's start to the last frame's end."""
+    audio_duration: float
+    """Seconds of audio the container declares (end of the last packet): what players play,
+    after the encoder's priming and padding have been cut by the edit list."""
+    audio: np.ndarray
+    """Decoded float32 mono 16 kHz, including the AAC frame padding at the end."""
+
+
+def decode_mp4(path: Path) -> DecodedMp4:
+    """Decode every frame and the audio of an MP4 written by the renderer."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames: list[np.ndarray] = []
+        pts: list[int] = []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="bgr24"))
+            pts.append(int(frame.pts))
+        video_codec, pix_fmt = video.codec_context.name, video.codec_context.pix_fmt
+        fps = video.average_rate
+        v_base = video.time_base
+    with av.open(str(path)) as container:
+        audio_stream = container.streams.audio[0]
+        audio_codec, a_base = audio_stream.codec_context.name, audio_stream.time_base
+        end = 0
+        for packet in container.demux(audio=0):
+            if packet.pts is not None and packet.duration:
+                end = max(end, int(packet.pts) + int(packet.duration))
+    assert fps is not None and v_base is not None and a_base is not None
+    frame_ticks = int(round(1 / (fps * v_base)))
+    video_duration = float((max(pts) - min(pts) + frame_ticks) * v_base)
+    return DecodedMp4(video_codec=video_codec, audio_codec=audio_codec, fps=Fraction(fps),
+                      pix_fmt=str(pix_fmt), frames=frames, video_pts=pts,
+                      video_duration=video_duration, audio_duration=float(end * a_base),
+                      audio=decode_audio(path))
+
+
+def frame_rms(pcm: np.ndarray, frames: int) -> np.ndarray:
+    """RMS of each video frame's 40 ms of audio (zero-padded to ``frames`` frames)."""
+    need = frames * SAMPLES_PER_FRAME
+    padded = np.zeros(need, np.float64)
+    usable = min(need, pcm.size)
+    padded[:usable] = pcm[:usable]
+    return np.sqrt(np.mean(padded.reshape(frames, SAMPLES_PER_FRAME) ** 2, axis=1))
+
+
+def mouth_region(mouth: MouthGeometry, shape: tuple[int, ...]) -> Box:
+    """A measuring window around a photo's mouth: both lips, the corners and the chin."""
+    h, w = shape[:2]
+    return Box(
+        max(0, int(mouth.center_x - 1.5 * mouth.half_width)),
+        max(0, int(mouth.center_y - 2.0 * mouth.lip_height)),
+        min(w, int(np.ceil(mouth.center_x + 1.5 * mouth.half_width))),
+        min(h, int(np.ceil(mouth.chin_y))),
+    )
+
+
+def region_change(frames: list[np.ndarray], reference: np.ndarray, box: Box) -> np.ndarray:
+    """Mean absolute difference (0..255) of each frame from ``reference`` inside ``box``."""
+    ref = reference[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32)
+    return np.array([
+        float(np.abs(f[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32) - ref).mean())
+        for f in frames
+    ])
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two equally long series."""
+    return float(np.corrcoef(np.asarray(a, np.float64), np.asarray(b, np.float64))[0, 1])
