@@ -74,6 +74,10 @@ class HttpConfig:
     """Concurrent realtime sessions; more get 503 with Retry-After."""
     session_idle_seconds: float = 600.0
     """A realtime session with no activity for this long is closed."""
+    token: str | None = None
+    """When set, control endpoints need 'Authorization: Bearer <token>' (see rtc/auth.py)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from other sites; none by default ('*' for any)."""
 
 
 @dataclass(frozen=True)

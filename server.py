@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gather 127.0.0.1 ICE candidates (local use and tests)")
     serve.add_argument("--max-sessions", type=int, default=http.max_sessions,
                        help="concurrent realtime sessions")
+    serve.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
+                       help="require 'Authorization: Bearer TOKEN' on control endpoints "
+                            "(default: $AVATAR_TOKEN; none)")
+    serve.add_argument("--cors-origin", action="append", default=[],
+                       help="allow this origin to call the API cross-site (repeatable; '*' any)")
 
     render = sub.add_parser("render", help="render text or an audio file to an MP4")
     _add_engine_options(render)
@@ -101,6 +107,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         ice_servers=tuple(getattr(args, "ice_server", ())),
         ice_loopback=getattr(args, "ice_loopback", False),
         max_sessions=getattr(args, "max_sessions", HttpConfig.max_sessions),
+        token=getattr(args, "token", None) or None,
+        cors_origins=tuple(getattr(args, "cors_origin", ())),
     )
     return AppConfig(engines=engines, tts=TtsConfig(max_text_chars=args.max_text),
                      avatars=avatars, http=http)

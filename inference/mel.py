@@ -119,7 +119,8 @@ class StreamingMel:
     def _emit(self, final: bool) -> np.ndarray:
         half = N_FFT // 2
         if final:
-            last = self._received // HOP  # one-shot count is 1 + n // HOP
+            # One-shot count is 1 + n // HOP, and no frame at all for empty audio.
+            last = self._received // HOP if self._received else -1
         else:
             last = (self._received - half) // HOP
             # Left reflect padding needs 401 samples before frame 0 can be built.
@@ -136,6 +137,13 @@ class StreamingMel:
 
     def _gather(self, idx: np.ndarray, final: bool) -> np.ndarray:
         n = self._received
+        if final and n <= N_FFT // 2:
+            # Too short to reflect: zero padding, as melspectrogram does. Nothing was
+            # emitted before the flush, so every sample is still in the tail.
+            inside = (idx >= 0) & (idx < n)
+            padded = np.zeros(idx.shape, np.float32)
+            padded[inside] = self._tail[idx[inside] - self._tail_start]
+            return padded
         src = idx.copy()
         src = np.where(src < 0, -src, src)  # left reflect: p[-j] = x[j]
         if final:

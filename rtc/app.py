@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from inference.services import Services
+from rtc.auth import cors_middleware, token_middleware
 from rtc.errors import error_middleware
 from rtc.generate import Generator
 
@@ -60,7 +61,14 @@ def build_app(services: Services) -> web.Application:
     """The application with every route; ``services`` are already loaded."""
     http = services.config.http
     # Bodies beyond the upload limit are refused by aiohttp itself (413) before being read.
-    app = web.Application(middlewares=[error_middleware],
+    # Order matters: errors outermost (so a 401 or a failure is JSON), then CORS (so error
+    # answers carry CORS headers too), then the token check.
+    middlewares = [error_middleware]
+    if http.cors_origins:
+        middlewares.append(cors_middleware(http.cors_origins))
+    if http.token:
+        middlewares.append(token_middleware(http.token))
+    app = web.Application(middlewares=middlewares,
                           client_max_size=http.max_upload_bytes + 64 * 1024)
     app[SERVICES_KEY] = services
     generator = Generator(services)

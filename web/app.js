@@ -92,7 +92,7 @@ async function generate(event) {
   $("status").textContent = "Rendering…";
   const started = performance.now();
   try {
-    const response = await fetch("/api/generate", options);
+    const response = await apiFetch("/api/generate", options);
     if (!response.ok) throw new Error(await errorText(response));
     const blob = await response.blob();
     if (videoUrl) URL.revokeObjectURL(videoUrl);

@@ -1,0 +1,85 @@
+"""Access control: an optional bearer token on control endpoints, and CORS closed by default.
+
+Without a token the server trusts whoever can reach it (it listens on 127.0.0.1 by default).
+With ``--token`` (or ``AVATAR_TOKEN``) every request that makes the avatar do something, or
+reads a session's events or recordings, needs ``Authorization: Bearer <token>``. Browsers'
+EventSource and OBS/viewer pages cannot set headers, so ``?token=`` is accepted as well.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from rtc.errors import Handler, json_error
+
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+PUBLIC_GETS = ("/api/languages", "/api/engines", "/api/avatars")
+"""Read-only API endpoints that stay open: the pages need them before asking for a token."""
+GUARDED_PREFIXES = ("/api/", "/offer", "/whep/", "/whip/")
+"""Paths whose requests (other than the public GETs and CORS preflights) need the token."""
+
+
+def needs_token(request: web.Request) -> bool:
+    """Whether ``request`` is a control request (see the module docstring)."""
+    if request.method == "OPTIONS":
+        return False
+    path = request.path
+    if not path.startswith(GUARDED_PREFIXES):
+        return False
+    return not (request.method in ("GET", "HEAD") and path in PUBLIC_GETS)
+
+
+def presented_token(request: web.Request) -> str | None:
+    """The token the client sent, from the Authorization header or ``?token=``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return request.query.get("token")
+
+
+def token_middleware(token: str) -> Middleware:
+    """Middleware refusing control requests without ``token`` (compared in constant time)."""
+    expected = token.encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if needs_token(request):
+            given = presented_token(request)
+            if given is None or not hmac.compare_digest(given.encode(), expected):
+                return json_error(401, "missing or wrong API token; send "
+                                       "'Authorization: Bearer <token>'",
+                                  {"WWW-Authenticate": 'Bearer realm="talking-avatar"'})
+        return await handler(request)
+
+    return check
+
+
+def cors_middleware(origins: tuple[str, ...]) -> Middleware:
+    """CORS for the listed origins only (``*`` allows any); preflights answered here."""
+    allow_any = "*" in origins
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and (allow_any or origin in origins)
+        if request.method == "OPTIONS" and allowed and \
+                "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            response = await handler(request)
+        if allowed and origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = \
+                "GET, POST, PATCH, DELETE, OPTIONS"
+            response.headers["Access-Control-Expose-Headers"] = \
+                "Location, Link, X-Timing-TTS, X-Timing-Lipsync, X-Timing-Encode, X-Timing-Total"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return cors

@@ -1,0 +1,172 @@
+"""The session's outgoing tracks: they only pace.
+
+``recv()`` waits for the session's :class:`~rtc.clock.MediaClock`, takes the frame of the
+current slot from a bounded :class:`SlotQueue` and stamps its pts; nothing is computed here.
+Late video is skipped (its slot is gone) and the previous picture repeated; audio never
+waits for video: an empty audio slot is sent as silence, so time is never stretched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Generic, TypeVar
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from inference.frames import SAMPLE_RATE
+from rtc.clock import AUDIO_PERIOD, MediaClock
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+VIDEO_CLOCK_RATE = 90_000
+VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
+AUDIO_SAMPLES = round(SAMPLE_RATE * AUDIO_PERIOD)
+"""Samples per 20 ms audio frame at the pipeline rate (320)."""
+MAX_AUDIO_CATCH_UP = 10
+"""Audio slots (200 ms) a late audio track sends back-to-back before it skips ahead instead."""
+
+
+class SlotQueue(Generic[T]):
+    """A bounded, flushable queue of items keyed by the clock slot they belong to.
+
+    The producer puts items for future slots; the track takes the item of the current slot
+    and everything older is discarded (it missed its slot).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: dict[int, T] = {}
+        self._taken = -1  # highest slot taken so far
+        self.dropped = 0
+        """Items discarded because their slot had passed (late or skipped)."""
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, slot: int, item: T) -> bool:
+        """Store ``item`` for ``slot``; False (not stored) when the slot has passed or the
+        queue is full, which a correct producer never causes."""
+        if slot <= self._taken:
+            self.dropped += 1
+            return False
+        if slot not in self._items and len(self._items) >= self.capacity:
+            return False
+        self._items[slot] = item
+        return True
+
+    def take(self, slot: int) -> T | None:
+        """The item of ``slot`` (None if there is none); items of earlier slots are dropped."""
+        stale = [s for s in self._items if s < slot]
+        for s in stale:
+            del self._items[s]
+        self.dropped += len(stale)
+        self._taken = max(self._taken, slot)
+        return self._items.pop(slot, None)
+
+    def flush(self, after: int | None = None) -> int:
+        """Drop every item (or only those of slots > ``after``); return how many."""
+        doomed = [s for s in self._items if after is None or s > after]
+        for s in doomed:
+            del self._items[s]
+        return len(doomed)
+
+    def last_slot(self) -> int | None:
+        """Highest slot holding an item."""
+        return max(self._items) if self._items else None
+
+
+@dataclass
+class TrackStats:
+    """What a track did, for tests, logs and the API."""
+
+    sent: int = 0
+    missing: int = 0
+    """Slots with nothing queued (video: previous picture repeated; audio: silence)."""
+    skipped: int = 0
+    """Slots passed over because recv() was called after they were due."""
+
+
+class AvatarVideoTrack(MediaStreamTrack):
+    """Video released at ``t0 + n/25`` with pts ``n`` in 1/25 s (90 kHz units)."""
+
+    kind = "video"
+
+    def __init__(self, clock: MediaClock, queue: SlotQueue[av.VideoFrame],
+                 first: av.VideoFrame) -> None:
+        super().__init__()
+        self.clock = clock
+        self.queue = queue
+        self.stats = TrackStats()
+        self._last = first
+        self._next: int | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        """The frame of the next video slot, released at its time."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._next is None:
+            self._next = self.clock.current_video_index() + 1
+        slot = self._next
+        await self.clock.wait_video(slot)
+        current = self.clock.current_video_index()
+        if current > slot:  # called late (slow encoder, busy loop): that slot is gone
+            self.stats.skipped += current - slot
+            slot = current
+        frame = self.queue.take(slot)
+        if frame is None:
+            self.stats.missing += 1
+            frame = self._last
+        self._last = frame
+        # A repeated frame object is re-stamped; aiortc encodes one frame at a time per
+        # sender, so the previous use is finished.
+        frame.pts = slot * (VIDEO_CLOCK_RATE // 25)
+        frame.time_base = VIDEO_TIME_BASE
+        self._next = slot + 1
+        self.stats.sent += 1
+        return frame
+
+
+class AvatarAudioTrack(MediaStreamTrack):
+    """20 ms s16 mono 16 kHz frames released at ``t0 + k*0.02``; silence when none queued."""
+
+    kind = "audio"
+
+    def __init__(self, clock: MediaClock, queue: SlotQueue[np.ndarray]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.queue = queue
+        self.stats = TrackStats()
+        self._next: int | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        """The audio of the next slot, released at its time; never waits for video."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._next is None:
+            self._next = self.clock.current_audio_index() + 1
+        slot = self._next
+        await self.clock.wait_audio(slot)
+        current = self.clock.current_audio_index()
+        if current - slot > MAX_AUDIO_CATCH_UP:
+            # Far behind (the loop stalled): sending every missed slot would only add delay.
+            self.stats.skipped += current - slot
+            slot = current
+        samples = self.queue.take(slot)
+        if samples is None:
+            self.stats.missing += 1
+            samples = np.zeros(AUDIO_SAMPLES, np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = slot * AUDIO_SAMPLES
+        frame.time_base = AUDIO_TIME_BASE
+        self._next = slot + 1
+        self.stats.sent += 1
+        return frame
