@@ -26,7 +26,7 @@ def decode_audio(source: str | Path | bytes, max_seconds: float | None = None) -
     for corrupt input, input without an audio stream, or input longer than ``max_seconds``.
     """
     data: str | io.BytesIO = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    resampler: av.AudioResampler | None = None
     chunks: list[np.ndarray] = []
     total = 0
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
@@ -36,8 +36,13 @@ def decode_audio(source: str | Path | bytes, max_seconds: float | None = None) -
                 raise AudioDecodeError("the upload has no audio stream")
             stream = container.streams.audio[0]
             for frame in container.decode(stream):
+                if resampler is None:
+                    # Keep the channels and average them here: FFmpeg's own downmix adds
+                    # them at -3 dB each, so equal channels come out 3 dB louder and clip.
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout,
+                                                  rate=SAMPLE_RATE)
                 for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
+                    chunk = out.to_ndarray().mean(axis=0, dtype=np.float32)
                     chunks.append(chunk)
                     total += chunk.size
                 if limit is not None and total > limit:
@@ -45,8 +50,8 @@ def decode_audio(source: str | Path | bytes, max_seconds: float | None = None) -
                         f"audio is longer than the limit of {max_seconds:.0f} s; "
                         "send a shorter file"
                     )
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None) if resampler is not None else ():
+                chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
     except AudioDecodeError:
         raise
     except (av.FFmpegError, ValueError, OSError) as e:

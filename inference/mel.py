@@ -54,9 +54,9 @@ def _frames_to_mel(frames: np.ndarray) -> np.ndarray:
 
 def melspectrogram(pcm: np.ndarray) -> np.ndarray:
     """One-shot mel of a whole clip: (80, 1 + len(pcm) // 200) float32."""
-    emphasised = lfilter([1.0, -PREEMPHASIS], [1.0], pcm.astype(np.float64)).astype(np.float32)
-    if emphasised.size == 0:
+    if pcm.size == 0:  # lfilter refuses empty input
         return np.zeros((N_MELS, 0), np.float32)
+    emphasised = lfilter([1.0, -PREEMPHASIS], [1.0], pcm.astype(np.float64)).astype(np.float32)
     padded = _reflect_pad(emphasised)
     count = 1 + emphasised.size // HOP
     idx = np.arange(N_FFT)[None, :] + HOP * np.arange(count)[:, None]

@@ -12,6 +12,7 @@ from inference.services import Services
 from rtc.auth import cors_middleware, token_middleware
 from rtc.errors import error_middleware
 from rtc.generate import Generator
+from rtc.signalling import register_realtime
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def build_app(services: Services) -> web.Application:
     app.router.add_get("/api/avatars", avatars)
     app.router.add_post("/api/generate", generator.handle)
     app.router.add_get("/healthz", health)
+    register_realtime(app, services)  # realtime routes; closes its sessions on shutdown
     # add_static never serves files outside WEB_DIR (it resolves and checks the path).
     app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)
     return app

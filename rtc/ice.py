@@ -33,15 +33,14 @@ def use_loopback_ice(enabled: bool = True) -> None:
     afterwards and is process-wide: a server started with ``--ice-loopback`` serves local
     browsers only.
     """
-    aioice.ice.get_host_addresses = (  # type: ignore[assignment]
-        _loopback_addresses if enabled else _ORIGINAL_HOST_ADDRESSES
-    )
+    replacement = _loopback_addresses if enabled else _ORIGINAL_HOST_ADDRESSES
+    aioice.ice.get_host_addresses = replacement  # type: ignore[assignment]
     log.info("ICE host candidates: %s", "127.0.0.1 only" if enabled else "all interfaces")
 
 
 def loopback_ice_enabled() -> bool:
     """Whether :func:`use_loopback_ice` is in force."""
-    return aioice.ice.get_host_addresses is _loopback_addresses  # type: ignore[comparison-overlap]
+    return aioice.ice.get_host_addresses is _loopback_addresses
 
 
 def parse_ice_server(url: str) -> RTCIceServer:

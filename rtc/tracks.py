@@ -51,6 +51,9 @@ class SlotQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, slot: object) -> bool:
+        return slot in self._items
+
     def put(self, slot: int, item: T) -> bool:
         """Store ``item`` for ``slot``; False (not stored) when the slot has passed or the
         queue is full, which a correct producer never causes."""
@@ -92,6 +95,8 @@ class TrackStats:
     """Slots with nothing queued (video: previous picture repeated; audio: silence)."""
     skipped: int = 0
     """Slots passed over because recv() was called after they were due."""
+    first_slot: int | None = None
+    """Clock slot of the first frame sent (maps a receiver's pts back to the session clock)."""
 
 
 class AvatarVideoTrack(MediaStreamTrack):
@@ -120,6 +125,8 @@ class AvatarVideoTrack(MediaStreamTrack):
         if current > slot:  # called late (slow encoder, busy loop): that slot is gone
             self.stats.skipped += current - slot
             slot = current
+        if self.stats.first_slot is None:
+            self.stats.first_slot = slot
         frame = self.queue.take(slot)
         if frame is None:
             self.stats.missing += 1
@@ -159,6 +166,8 @@ class AvatarAudioTrack(MediaStreamTrack):
             # Far behind (the loop stalled): sending every missed slot would only add delay.
             self.stats.skipped += current - slot
             slot = current
+        if self.stats.first_slot is None:
+            self.stats.first_slot = slot
         samples = self.queue.take(slot)
         if samples is None:
             self.stats.missing += 1

@@ -62,6 +62,6 @@ def app_config(avatar_cache: Path, empty_checkpoints: Path) -> AppConfig:
 
 
 @pytest.fixture(scope="session")
-def services(app_config: AppConfig) -> Services:
+def loaded_services(app_config: AppConfig) -> Services:
     """Everything the server loads at start-up, loaded once for the whole session."""
     return Services.load(app_config)

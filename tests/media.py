@@ -11,14 +11,16 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
 
 from inference.audio_io import decode_audio
 from inference.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, Box, MouthGeometry
 
 
-def tone(freq: float, seconds: float, rate: int = SAMPLE_RATE, amplitude: float = 0.5) -> np.ndarray:
+def tone(freq: float, seconds: float, rate: int = SAMPLE_RATE,
+         amplitude: float = 0.5) -> np.ndarray:
     """A float32 sine at ``freq`` Hz."""
-    t = np.arange(int(round(seconds * rate))) / rate
+    t = np.arange(round(seconds * rate)) / rate
     return (amplitude * np.sin(2.0 * np.pi * freq * t)).astype(np.float32)
 
 
@@ -38,6 +40,7 @@ def encode_audio(path: Path, pcm: np.ndarray, rate: int, codec: str,
     layout = "stereo" if channels == 2 else "mono"
     with av.open(str(path), mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(stream, AudioStream)
         s16 = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
         step = 1024
         for start in range(0, s16.size, step):
@@ -99,8 +102,9 @@ def decode_mp4(path: Path) -> DecodedMp4:
         frames: list[np.ndarray] = []
         pts: list[int] = []
         for frame in container.decode(video=0):
+            assert frame.pts is not None
             frames.append(frame.to_ndarray(format="bgr24"))
-            pts.append(int(frame.pts))
+            pts.append(frame.pts)
         video_codec, pix_fmt = video.codec_context.name, video.codec_context.pix_fmt
         fps = video.average_rate
         v_base = video.time_base
@@ -109,10 +113,10 @@ def decode_mp4(path: Path) -> DecodedMp4:
         audio_codec, a_base = audio_stream.codec_context.name, audio_stream.time_base
         end = 0
         for packet in container.demux(audio=0):
-            if packet.pts is not None and packet.duration:
-                end = max(end, int(packet.pts) + int(packet.duration))
+            if packet.pts is not None and packet.duration is not None:
+                end = max(end, packet.pts + packet.duration)
     assert fps is not None and v_base is not None and a_base is not None
-    frame_ticks = int(round(1 / (fps * v_base)))
+    frame_ticks = round(1 / (fps * v_base))
     video_duration = float((max(pts) - min(pts) + frame_ticks) * v_base)
     return DecodedMp4(video_codec=video_codec, audio_codec=audio_codec, fps=Fraction(fps),
                       pix_fmt=str(pix_fmt), frames=frames, video_pts=pts,

@@ -33,8 +33,10 @@ for _viseme, _phonemes in {
 def phoneme_viseme(phoneme: str) -> str:
     """The viseme for an espeak phoneme mnemonic (``'e`` -> EE, ``m;`` -> MBP, ``_`` -> rest)."""
     core = phoneme.lstrip("',%=").rstrip(";")
-    if not core or core.startswith("_"):
+    if not phoneme or core.startswith("_"):
         return "rest"
+    # A lone ';' (espeak reports a consonant's softening as its own event: "Привет" gives
+    # r ; i v ; 'e) is speech, not a pause, so it falls through to CONS.
     return _PHONEME_VISEMES.get(core, "CONS")
 
 
@@ -74,8 +76,10 @@ def audio_shape(mel: np.ndarray) -> AudioShape:
     loudness = float(np.clip((level + 80.0) / 25.0, 0.0, 1.0))
     jaw = float(np.clip((db[f1].mean() - level + 4.0) / 10.0, 0.0, 1.0))
     tilt = float(db[high].mean() - db[low].mean())
-    wide = float(np.clip((tilt + 14.0) / 10.0, 0.0, 1.0))
-    rounded = float(np.clip((-tilt - 18.0) / 10.0, 0.0, 1.0))
+    # Spectral shape means nothing without sound: a silent window has tilt 0, which would
+    # otherwise read as fully spread lips. Scale both by loudness.
+    wide = loudness * float(np.clip((tilt + 14.0) / 10.0, 0.0, 1.0))
+    rounded = loudness * float(np.clip((-tilt - 18.0) / 10.0, 0.0, 1.0))
     opening = loudness * (0.45 + 0.55 * jaw)
     return AudioShape(loudness, MouthShape(open=opening, wide=wide, round=rounded))
 

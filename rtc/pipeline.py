@@ -1,0 +1,391 @@
+"""The per-session producer: fills the track queues slot by slot.
+
+Every video slot ``n`` of the session's clock gets exactly one picture and its 2 x 20 ms of
+audio, from one of three sources, in this order of precedence:
+
+* speech (``say``): TTS sentences -> windows -> batcher -> composited frames;
+* the caller's microphone: 20 ms chunks -> windows (172 ms look-ahead) -> batcher;
+  its audio is sent back with the face only when ``echo_mic`` is set;
+* idle: the avatar's loop/blinks and silence, without calling the engine.
+
+Audio is known before its picture, so it is queued as soon as a frame is scheduled; the
+picture follows when the batcher returns it. A picture that misses its slot is skipped by
+the video track while the audio plays on. Speech is scheduled at most ``max_ahead`` frames
+ahead of the clock (bounded queues, bounded interruption cost) and starts far enough ahead
+that the batcher's measured latency fits. Interruption bumps the generation id and flushes
+the utterances, synthesised sentences, batcher and both track queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import av
+import numpy as np
+
+from inference.audio_io import pcm_to_s16
+from inference.avatar.store import Avatar
+from inference.frames import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, LipSyncRequest, StreamState
+from inference.lipsync import ANTICIPATION
+from inference.live import FrameAudio, WindowStream
+from inference.mp4 import bgr_to_video_frame
+from inference.tts import TextToSpeech
+from rtc.batcher import Batcher
+from rtc.clock import AUDIO_PER_VIDEO, MediaClock
+from rtc.speech import Clip, Speaker, Utterance
+from rtc.tracks import AUDIO_SAMPLES, SlotQueue
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Tuning of one session's producer (defaults suit 25 fps on a small CPU)."""
+
+    max_ahead: int = 8
+    """Speech frames scheduled ahead of the clock at most (320 ms): bounds every queue."""
+    chunk: int = 4
+    """Speech frames submitted to the batcher together (bigger batches run faster)."""
+    idle_lead: int = 2
+    """Idle frames are placed this many slots ahead, so speech can start right after them."""
+    mic_jitter: int = 1
+    """Extra slots of delay for microphone frames, absorbing their arrival jitter."""
+    mic_backlog: int = 8
+    """Microphone frames waiting to be scheduled at most; older ones are dropped."""
+    echo_mic: bool = False
+    """Send the caller's voice back with the face (a presenter wants it, a caller does not)."""
+    silence_rms: float = 0.004
+    """Windows quieter than this count as silence."""
+    margin: float = 0.02
+    """Seconds added to the batcher's latency when choosing where speech starts."""
+
+
+@dataclass
+class PipelineStats:
+    """Counters of one session."""
+
+    speech_frames: int = 0
+    mic_frames: int = 0
+    idle_frames: int = 0
+    expired: int = 0
+    """Frames the batcher dropped because they would have been late."""
+    mic_dropped: int = 0
+    first_frame_latency: float | None = None
+    """Seconds from the last ``say`` to the release of its first frame."""
+    mic_latency: float | None = None
+    """Smoothed seconds from a microphone frame's arrival to the release of its picture."""
+    utterances: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """Produces a session's frames; the tracks read :attr:`video_queue` / :attr:`audio_queue`."""
+
+    def __init__(self, session_id: str, clock: MediaClock, batcher: Batcher, avatar: Avatar,
+                 tts: TextToSpeech, emit: Callable[[Event], None],
+                 options: PipelineOptions | None = None) -> None:
+        self.session_id = session_id
+        self.clock = clock
+        self.batcher = batcher
+        self.avatar = avatar
+        self.options = options or PipelineOptions()
+        self.stats = PipelineStats()
+        self._emit = emit
+        ahead = self.options.max_ahead + self.options.idle_lead + self.options.mic_jitter + 8
+        self.video_queue: SlotQueue[av.VideoFrame] = SlotQueue(ahead)
+        self.audio_queue: SlotQueue[np.ndarray] = SlotQueue(ahead * AUDIO_PER_VIDEO)
+        self.speaker = Speaker(session_id, tts, on_clip=self._schedule,
+                               on_error=self._speech_error, now=clock.now)
+        self.generation = 0
+        self._next = clock.current_video_index() + 1
+        self._clip: Clip | None = None
+        self._marks: dict[int, list[Event]] = {}
+        self._announced: set[str] = set()
+        self._mic_stream = WindowStream()
+        self._mic: deque[tuple[FrameAudio, float]] = deque()
+        self._mic_offset: int | None = None
+        self._mic_late = 0
+        self._mic_silent = 0
+        self._mic_state = StreamState()
+        self._idle_yuv: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.first_frame = self._idle_frame(self._next - 1)
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start producing (idempotent)."""
+        if self._task is None and not self._closed:
+            self.speaker.start()
+            self._task = asyncio.create_task(self._run(), name=f"pipeline-{self.session_id}")
+
+    async def close(self) -> None:
+        """Stop every task and drop every queued item (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.generation += 1
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.speaker.close()
+        self.speaker.interrupt()
+        self.batcher.flush(self.session_id)
+        self.video_queue.flush()
+        self.audio_queue.flush()
+        self._mic.clear()
+        self._marks.clear()
+
+    async def _run(self) -> None:
+        slot = self.clock.current_video_index()
+        while True:
+            self._schedule()
+            slot = max(slot + 1, self.clock.current_video_index() + 1)
+            await self.clock.wait_video(slot)
+
+    # --- inputs ------------------------------------------------------------------------
+
+    @property
+    def speaking(self) -> bool:
+        """Whether an utterance is queued or playing."""
+        return bool(self.speaker.utterances) or self._clip is not None
+
+    def say(self, text: str, language: str) -> Utterance:
+        """Queue an utterance (text and language already validated); QueueFull when full."""
+        utterance = self.speaker.say(text, language)
+        self.stats.utterances += 1
+        self._emit({"type": "utterance_queued", "utterance": utterance.id,
+                    "sentences": len(utterance.sentences)})
+        return utterance
+
+    def interrupt(self) -> list[str]:
+        """Stop speaking now: drop every queued and playing utterance; return their ids."""
+        dropped = self.speaker.interrupt()
+        if self._clip is not None and self._clip.utterance not in dropped:
+            dropped.insert(0, self._clip.utterance)
+        self.generation += 1
+        self._clip = None
+        self.batcher.flush(self.session_id)
+        slot = self.clock.current_video_index()
+        # The current audio slot has been sent already; everything after it goes.
+        self.audio_queue.flush(after=self.clock.current_audio_index())
+        self.video_queue.flush(after=slot)
+        self._marks.clear()
+        self._next = slot + 1
+        for utterance in dropped:
+            self._emit({"type": "speaking_ended", "utterance": utterance.id,
+                        "interrupted": True, "started": utterance.id in self._announced})
+            self._announced.discard(utterance.id)
+        self._schedule()
+        return [u.id for u in dropped]
+
+    def push_mic(self, pcm: np.ndarray) -> None:
+        """Add caller audio (16 kHz mono float32); frames are scheduled as windows complete."""
+        if self._closed:
+            return
+        now = self.clock.now()
+        frames = self._mic_stream.push(pcm)
+        received = self._mic_stream.samples_received
+        for fa in frames:
+            # When the frame's own audio had fully arrived: the start of mic -> mouth latency.
+            arrived = now - (received - (fa.index + 1) * SAMPLES_PER_FRAME) / SAMPLE_RATE
+            if len(self._mic) >= self.options.mic_backlog:
+                self._mic.popleft()
+                self.stats.mic_dropped += 1
+            self._mic.append((fa, arrived))
+        if frames:
+            self._schedule()
+
+    # --- scheduling --------------------------------------------------------------------
+
+    def _speech_lead(self) -> int:
+        """Slots between now and the first frame of new speech: the batcher must make it."""
+        latency = self.batcher.stats.latency + self.options.margin
+        return max(self.options.idle_lead + 1, math.ceil(latency * FPS) + 1)
+
+    def _schedule(self) -> None:
+        """Fill the queues up to the horizon; called every slot and on every new input."""
+        if self._closed:
+            return
+        slot = self.clock.current_video_index()
+        self._release_marks(slot)
+        self._next = max(self._next, slot + 1)
+        lead = self._speech_lead()
+        horizon = slot + max(self.options.max_ahead, lead + self.options.chunk)
+        batch: list[tuple[int, LipSyncRequest]] = []
+        if self.speaking:
+            self._mic.clear()  # speech owns the face; the caller's frames are not shown
+            self._mic_offset = None
+            self._schedule_speech(slot, lead, horizon, batch)
+        else:
+            self._schedule_mic(slot, lead + self.options.mic_jitter, horizon, batch)
+        while self._next <= slot + self.options.idle_lead:
+            self._place_idle(self._next)
+            self._next += 1
+        self._submit(batch)
+
+    def _schedule_speech(self, slot: int, lead: int, horizon: int,
+                         batch: list[tuple[int, LipSyncRequest]]) -> None:
+        if self._clip is not None and horizon - self._next + 1 < self.options.chunk:
+            return  # keep batches whole: wait until a full chunk fits
+        while self._next <= horizon:
+            if self._clip is None:
+                if not self.speaker.clips:
+                    return
+                self._start_clip(self.speaker.clips.popleft(), slot, lead)
+            clip = self._clip
+            assert clip is not None
+            if not clip.frames:
+                self._end_clip(clip)
+                continue
+            fa = clip.frames.popleft()
+            index = self._next
+            t = (fa.index + 0.5) / FPS + ANTICIPATION
+            phoneme = clip.timeline.at(t) if clip.timeline is not None else None
+            batch.append((index, self._request(fa, index, phoneme, clip.utterance.state)))
+            self._place_audio(index, fa.audio)
+            self.stats.speech_frames += 1
+            self._next = index + 1
+
+    def _start_clip(self, clip: Clip, slot: int, lead: int) -> None:
+        self.speaker.clip_taken()
+        start = max(self._next, slot + lead)
+        for index in range(self._next, start):  # the batcher needs that long: idle until then
+            self._place_idle(index)
+        self._next = start
+        utterance = clip.utterance
+        if not utterance.started:
+            utterance.started = True
+            latency = self.clock.video_time(start) - utterance.requested
+            self._marks.setdefault(start, []).append(
+                {"type": "speaking_started", "utterance": utterance.id,
+                 "latency_ms": round(latency * 1000, 1)})
+        self._clip = clip
+
+    def _end_clip(self, clip: Clip) -> None:
+        self._clip = None
+        if clip.last:
+            self._marks.setdefault(self._next, []).append(
+                {"type": "speaking_ended", "utterance": clip.utterance.id,
+                 "interrupted": False})
+            self.speaker.finished(clip.utterance)
+
+    def _schedule_mic(self, slot: int, lead: int, horizon: int,
+                      batch: list[tuple[int, LipSyncRequest]]) -> None:
+        while self._mic:
+            fa, arrived = self._mic[0]
+            if self._mic_offset is None:
+                self._mic_offset = max(self._next, slot + lead) - fa.index
+            index = fa.index + self._mic_offset
+            if index < self._next:  # its slot is taken or gone: drop; re-anchor if it persists
+                self._mic.popleft()
+                self.stats.mic_dropped += 1
+                self._mic_late += 1
+                if self._mic_late >= 3:
+                    self._mic_offset, self._mic_late = None, 0
+                continue
+            if index > horizon:
+                return
+            self._mic.popleft()
+            self._mic_late = 0
+            for gap in range(self._next, index):
+                self._place_idle(gap)
+            audio = fa.audio if self.options.echo_mic else None
+            self._mic_silent = self._mic_silent + 1 if fa.rms < self.options.silence_rms else 0
+            if self._mic_silent > 2:  # the mouth has closed: no engine call for silence
+                self._place_idle(index, audio)
+            else:
+                batch.append((index, self._request(fa, index, None, self._mic_state)))
+                if audio is not None:
+                    self._place_audio(index, audio)
+                self.stats.mic_frames += 1
+            latency = self.clock.video_time(index) - arrived
+            previous = self.stats.mic_latency
+            self.stats.mic_latency = latency if previous is None else (
+                0.9 * previous + 0.1 * latency)
+            self._next = index + 1
+
+    def _request(self, fa: FrameAudio, index: int, phoneme: str | None,
+                 state: StreamState) -> LipSyncRequest:
+        return LipSyncRequest(mel=fa.mel, frame=self.avatar.frame_at(index),
+                              silent=fa.rms < self.options.silence_rms, phoneme=phoneme,
+                              stream=state)
+
+    def _submit(self, batch: list[tuple[int, LipSyncRequest]]) -> None:
+        if not batch:
+            return
+        indices = [index for index, _ in batch]
+        futures = self.batcher.submit(self.session_id, [r for _, r in batch],
+                                      [self.clock.video_time(i) for i in indices],
+                                      finish=bgr_to_video_frame)
+        for index, future in zip(indices, futures, strict=True):
+            future.add_done_callback(partial(self._on_result, self.generation, index))
+
+    def _on_result(self, generation: int, index: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or generation != self.generation or self._closed:
+            return
+        error = future.exception()
+        if error is not None:
+            message = f"lip-sync engine failed: {error}"
+            if message not in self.stats.errors:
+                self.stats.errors.append(message)
+                self._emit({"type": "error", "message": message})
+            return
+        frame = future.result()
+        if frame is None:
+            self.stats.expired += 1
+            return
+        self.video_queue.put(index, frame)
+
+    # --- placing frames ----------------------------------------------------------------
+
+    def _place_audio(self, index: int, audio: np.ndarray) -> None:
+        s16 = pcm_to_s16(audio)
+        for k in range(AUDIO_PER_VIDEO):
+            self.audio_queue.put(index * AUDIO_PER_VIDEO + k,
+                                 s16[k * AUDIO_SAMPLES : (k + 1) * AUDIO_SAMPLES])
+
+    def _place_idle(self, index: int, audio: np.ndarray | None = None) -> None:
+        self.video_queue.put(index, self._idle_frame(index))
+        if audio is not None:
+            self._place_audio(index, audio)
+        self.stats.idle_frames += 1
+
+    def _idle_frame(self, index: int) -> av.VideoFrame:
+        image = self.avatar.idle_image(index)
+        cached = self._idle_yuv.get(id(image))
+        if cached is None or cached[0] is not image:
+            yuv = bgr_to_video_frame(image).to_ndarray()
+            # The image is kept with its conversion so its id cannot be reused meanwhile.
+            self._idle_yuv[id(image)] = (image, yuv)
+            if len(self._idle_yuv) > 64:
+                self._idle_yuv.popitem(last=False)
+        else:
+            yuv = cached[1]
+            self._idle_yuv.move_to_end(id(image))
+        return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+
+    def _release_marks(self, slot: int) -> None:
+        for index in sorted(i for i in self._marks if i <= slot):
+            for event in self._marks.pop(index):
+                if event["type"] == "speaking_started":
+                    self._announced.add(event["utterance"])
+                    self.stats.first_frame_latency = event["latency_ms"] / 1000
+                elif event["type"] == "speaking_ended":
+                    self._announced.discard(event["utterance"])
+                self._emit(event)
+
+    def _speech_error(self, utterance: Utterance, message: str) -> None:
+        self.stats.errors.append(message)
+        self._emit({"type": "error", "utterance": utterance.id, "message": message})

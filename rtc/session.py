@@ -1,0 +1,284 @@
+"""A realtime session: one peer connection, its pipeline, tracks, events and tasks.
+
+The session owns every task it starts and ends them all in :meth:`Session.close`, which is
+idempotent and is reached from every way a session can end: DELETE, a closed or failed peer,
+the idle timeout, server shutdown, or an error in one of its tasks (logged; the server keeps
+serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from config import HttpConfig
+from inference.avatar.store import Avatar
+from inference.frames import SAMPLE_RATE
+from inference.services import Services
+from rtc.batcher import Batcher
+from rtc.clock import MediaClock
+from rtc.events import EventHub
+from rtc.ice import rtc_configuration
+from rtc.pipeline import Event, Pipeline, PipelineOptions
+from rtc.speech import QueueFull, Utterance
+from rtc.tracks import AvatarAudioTrack, AvatarVideoTrack
+
+log = logging.getLogger(__name__)
+
+DISCONNECT_GRACE = 10.0
+"""Seconds a 'disconnected' peer may take to come back before the session is closed."""
+MIC_ACTIVITY_RMS = 0.01
+"""Caller audio louder than this counts as activity for the idle timeout."""
+
+
+class OfferError(ValueError):
+    """The SDP offer cannot be used; the message says what to change."""
+
+
+class Session:
+    """One caller: peer connection, pipeline, tracks, events."""
+
+    def __init__(self, services: Services, batcher: Batcher, *, engine: str, avatar: Avatar,
+                 language: str, http: HttpConfig, options: PipelineOptions,
+                 on_closed: Callable[[Session], None]) -> None:
+        self.id = secrets.token_urlsafe(9)
+        self.engine = engine
+        self.avatar = avatar
+        self.language = language
+        self.services = services
+        self.options = options
+        self.clock = MediaClock()
+        self.events = EventHub(self.id)
+        self.pipeline = Pipeline(self.id, self.clock, batcher, avatar, services.tts,
+                                 self._emit, options)
+        self.video = AvatarVideoTrack(self.clock, self.pipeline.video_queue,
+                                      self.pipeline.first_frame)
+        self.audio = AvatarAudioTrack(self.clock, self.pipeline.audio_queue)
+        self.pc = RTCPeerConnection(rtc_configuration(http.ice_servers))
+        self.channel: RTCDataChannel | None = None
+        self.closed = asyncio.Event()
+        self._idle_seconds = http.session_idle_seconds
+        self._on_closed = on_closed
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self.last_activity = self.clock.now()
+
+    # --- set-up ------------------------------------------------------------------------
+
+    async def accept(self, sdp: str, kind: str) -> RTCSessionDescription:
+        """Apply the browser's offer and return the answer (candidates included)."""
+        pc = self.pc
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            offer = RTCSessionDescription(sdp=sdp, type=kind)
+            await pc.setRemoteDescription(offer)
+        except Exception as e:  # aiortc raises many types for malformed SDP
+            raise OfferError(f"invalid SDP offer: {e or type(e).__name__}") from e
+        kinds = [t.kind for t in pc.getTransceivers()]
+        if "video" not in kinds:
+            raise OfferError("the offer has no video m-line; add a recvonly video transceiver")
+        pc.addTrack(self.video)
+        if "audio" in kinds:
+            pc.addTrack(self.audio)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        self.pipeline.start()
+        self._spawn(self._watchdog(), "watchdog")
+        log.info("session=%s started: engine=%s avatar=%s", self.id, self.engine,
+                 self.avatar.name)
+        return pc.localDescription
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(self._guard(coro, name), name=f"{name}-{self.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("session=%s %s failed; closing the session", self.id, name)
+            self._emit({"type": "error", "message": f"{name} failed: {e}"})
+            asyncio.get_running_loop().call_soon(self._close_soon, f"{name} failed")
+
+    # --- inputs ------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """Record activity (postpones the idle timeout)."""
+        self.last_activity = self.clock.now()
+
+    def say(self, text: str, language: str | None) -> Utterance:
+        """Speak ``text``; both already validated. Raises QueueFull."""
+        self.touch()
+        return self.pipeline.say(text, language or self.language)
+
+    def interrupt(self) -> list[str]:
+        """Stop speaking now."""
+        self.touch()
+        return self.pipeline.interrupt()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._read_mic(track), "microphone")
+        else:  # nobody watches the caller's camera, but its frames must not pile up
+            self._spawn(self._drain(track), "drain")
+
+    async def _read_mic(self, track: MediaStreamTrack) -> None:
+        # Browsers send 48 kHz stereo; the pipeline runs at 16 kHz mono.
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        log.info("session=%s microphone track received", self.id)
+        try:
+            while True:
+                frame = await track.recv()
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                for out in resampler.resample(frame):
+                    pcm = out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+                    if pcm.size and float(np.abs(pcm).max()) > MIC_ACTIVITY_RMS:
+                        self.touch()
+                    self.pipeline.push_mic(pcm)
+        except MediaStreamError:
+            log.info("session=%s microphone track ended", self.id)
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        self.channel = channel
+
+        @channel.on("message")
+        def on_message(message: object) -> None:
+            self._handle_message(channel, message)
+
+    def _handle_message(self, channel: RTCDataChannel, message: object) -> None:
+        data = _safe_json(message)
+        reply: Event
+        try:
+            kind = data.get("type")
+            if kind == "say":
+                text = self.services.check_text(data.get("text"))
+                language = data.get("language")
+                code = self.services.language(language if isinstance(language, str) else None)
+                utterance = self.say(text, code)
+                reply = {"type": "queued", "utterance": utterance.id}
+            elif kind == "interrupt":
+                reply = {"type": "interrupted", "utterances": self.interrupt()}
+            elif kind == "ping":
+                reply = {"type": "pong", "t": data.get("t"), "server_time": self.clock.now()}
+            elif kind == "stats":
+                reply = {"type": "stats", **self.describe()}
+            else:
+                raise ValueError(f"unknown message type {kind!r}; messages are JSON objects "
+                                 "with type say, interrupt, ping or stats")
+        except (ValueError, QueueFull) as e:
+            reply = {"type": "error", "message": str(e)}
+        if "id" in data:  # lets a client match replies to requests
+            reply["id"] = data["id"]
+        _send(channel, reply)
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("session=%s connection %s", self.id, state)
+        if state in ("failed", "closed"):
+            self._close_soon(f"peer connection {state}")
+        elif state == "disconnected":
+            self._spawn(self._disconnect_grace(), "disconnect-grace")
+
+    async def _disconnect_grace(self) -> None:
+        await asyncio.sleep(DISCONNECT_GRACE)
+        if self.pc.connectionState in ("disconnected", "failed"):
+            await self.close("peer disconnected")
+
+    async def _watchdog(self) -> None:
+        period = max(0.05, min(5.0, self._idle_seconds / 4))
+        while True:
+            await asyncio.sleep(period)
+            if self.clock.now() - self.last_activity > self._idle_seconds:
+                self._close_soon(f"idle for {self._idle_seconds:g} s")
+                return
+
+    # --- events and state --------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        event = {**event, "session": self.id}
+        self.events.publish(event)
+        if self.channel is not None:
+            _send(self.channel, event)
+
+    def describe(self) -> dict[str, Any]:
+        """State and counters, for the API and the page's stats."""
+        stats = self.pipeline.stats
+        return {
+            "session_id": self.id, "engine": self.engine, "avatar": self.avatar.name,
+            "connection": self.pc.connectionState, "speaking": self.pipeline.speaking,
+            "echo_mic": self.options.echo_mic,
+            "video": vars(self.video.stats).copy(), "audio": vars(self.audio.stats).copy(),
+            "pipeline": {k: v for k, v in vars(stats).items() if k != "errors"}
+            | {"errors": stats.errors[-5:]},
+            "batcher": {"latency_ms": round(self.pipeline.batcher.stats.latency * 1000, 1),
+                        "pending": self.pipeline.batcher.pending},
+        }
+
+    # --- closing -----------------------------------------------------------------------
+
+    def _close_soon(self, reason: str) -> None:
+        if not self._closing:
+            task = asyncio.create_task(self.close(reason), name=f"close-{self.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self, reason: str = "closed") -> None:
+        """End everything this session started (idempotent; safe from its own tasks)."""
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        log.info("session=%s closing: %s", self.id, reason)
+        self._emit({"type": "session_closed", "reason": reason})
+        current = asyncio.current_task()
+        doomed = [t for t in self._tasks if t is not current]
+        for task in doomed:
+            task.cancel()
+        await asyncio.gather(*doomed, return_exceptions=True)
+        await self.pipeline.close()
+        self.video.stop()
+        self.audio.stop()
+        try:
+            await self.pc.close()
+        except Exception:  # a half-negotiated peer may fail to close; nothing is left to free
+            log.exception("session=%s peer close failed", self.id)
+        self.events.close()
+        self.closed.set()
+        self._on_closed(self)
+
+
+def _safe_json(message: object) -> dict[str, Any]:
+    try:
+        data = json.loads(message) if isinstance(message, str) else None
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _send(channel: RTCDataChannel, event: Event) -> None:
+    if channel.readyState == "open":
+        try:
+            channel.send(json.dumps(event))
+        except Exception:  # the channel closed between the check and the send
+            log.debug("data channel send failed", exc_info=True)

@@ -1,0 +1,221 @@
+"""Realtime HTTP endpoints: offers, session control, events, and the realtime pages.
+
+    POST   /offer                          {sdp, type, engine?, avatar?, language?, echo_mic?}
+    POST   /api/generate_stream            same, engine pinned to wav2lip-gan
+    POST   /api/generate_stream_nogan      same, engine pinned to wav2lip-nogan
+    GET    /api/sessions/{id}              state and counters
+    DELETE /api/sessions/{id}              end the session
+    POST   /api/sessions/{id}/say          {text, language?}
+    POST   /api/sessions/{id}/interrupt
+    GET    /api/sessions/{id}/events       Server-Sent Events
+    GET    /realtime, /realtime2           the pages (GAN, NOGAN)
+
+Every error is JSON (see rtc.errors); nothing here answers 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from inference.engines.base import EngineUnavailable
+from inference.mel import mel_basis
+from inference.services import Services
+from rtc.batcher import BatcherPool
+from rtc.errors import ApiError, optional_str, read_json_object
+from rtc.events import sse_message
+from rtc.ice import use_loopback_ice
+from rtc.pipeline import PipelineOptions
+from rtc.session import OfferError, Session
+from rtc.speech import QueueFull
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+PINNED = {"/api/generate_stream": "wav2lip-gan", "/api/generate_stream_nogan": "wav2lip-nogan"}
+"""The original tool's stream endpoints, each bound to one Wav2Lip variant."""
+FALLBACK_ENGINE = "viseme"
+"""Offered by the pages when a pinned engine cannot run (it needs no weights)."""
+RETRY_AFTER = "10"
+SSE_KEEPALIVE = 15.0
+MAX_SDP_BYTES = 64 * 1024
+
+
+class Realtime:
+    """Live sessions of one application and the handlers that manage them."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        config = services.config
+        self.http = config.http
+        self.batchers = BatcherPool(max_batch=config.engines.max_batch,
+                                    feather=config.avatars.feather)
+        self.sessions: dict[str, Session] = {}
+        self._opening = 0  # offers being negotiated count against the limit too
+        mel_basis()  # built lazily otherwise: ~0.4 s added to the first utterance's latency
+
+    # --- offers ------------------------------------------------------------------------
+
+    async def offer(self, request: web.Request) -> web.StreamResponse:
+        """POST /offer and the pinned stream endpoints: SDP offer in, answer out."""
+        pinned = PINNED.get(request.path)
+        body = await read_json_object(request)
+        sdp, kind = body.get("sdp"), body.get("type")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise ApiError(400, "'sdp' must be the offer's SDP text")
+        if len(sdp) > MAX_SDP_BYTES:
+            raise ApiError(413, f"'sdp' is larger than {MAX_SDP_BYTES} bytes")
+        if kind != "offer":
+            raise ApiError(400, "'type' must be \"offer\"")
+        echo = body.get("echo_mic", False)
+        if not isinstance(echo, bool):
+            raise ApiError(400, "'echo_mic' must be true or false")
+        name = optional_str(body, "engine")
+        if pinned is not None and name not in (None, pinned):
+            raise ApiError(400, f"{request.path} always uses {pinned}; "
+                                "POST /offer to choose another engine")
+        name = pinned or name
+        try:
+            engine = self.services.engine(name)
+        except EngineUnavailable as e:
+            return self._unavailable(name or self.services.default_engine, str(e))
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        try:
+            avatar = self.services.avatars.get(optional_str(body, "avatar"))
+            language = self.services.language(optional_str(body, "language"))
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        if len(self.sessions) + self._opening >= self.http.max_sessions:
+            raise ApiError(503, f"all {self.http.max_sessions} realtime sessions are in use; "
+                                "try again later", {"Retry-After": RETRY_AFTER})
+        options = PipelineOptions(echo_mic=echo,
+                                  silence_rms=self.services.config.engines.silence_rms)
+        session = Session(self.services, self.batchers.get(engine), engine=engine.name,
+                          avatar=avatar, language=language, http=self.http, options=options,
+                          on_closed=self._forget)
+        self._opening += 1
+        try:
+            answer = await session.accept(sdp, kind)
+        except OfferError as e:
+            await session.close("bad offer")
+            raise ApiError(400, str(e)) from None
+        except BaseException:
+            await asyncio.shield(session.close("offer failed"))
+            raise
+        finally:
+            self._opening -= 1
+        self.sessions[session.id] = session
+        return web.json_response({"sdp": answer.sdp, "type": answer.type,
+                                  "session_id": session.id, "engine": engine.name,
+                                  "avatar": avatar.name})
+
+    def _unavailable(self, name: str, reason: str) -> web.Response:
+        fallback = FALLBACK_ENGINE if FALLBACK_ENGINE in self.services.engines else None
+        return web.json_response({"error": f"engine {name} is unavailable: {reason}",
+                                  "engine": name, "reason": reason, "fallback": fallback},
+                                 status=503)
+
+    def _forget(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+
+    # --- session control ---------------------------------------------------------------
+
+    def _session(self, request: web.Request) -> Session:
+        session = self.sessions.get(request.match_info["session_id"])
+        if session is None:
+            raise ApiError(404, "no such session (it may have ended or timed out)")
+        return session
+
+    async def state(self, request: web.Request) -> web.Response:
+        """GET /api/sessions/{id}."""
+        return web.json_response(self._session(request).describe())
+
+    async def delete(self, request: web.Request) -> web.Response:
+        """DELETE /api/sessions/{id}."""
+        session = self._session(request)
+        await session.close("deleted by the client")
+        return web.json_response({"closed": session.id})
+
+    async def say(self, request: web.Request) -> web.Response:
+        """POST /api/sessions/{id}/say {text, language?}: queue an utterance (202)."""
+        session = self._session(request)
+        body = await read_json_object(request)
+        try:
+            text = self.services.check_text(body.get("text"))
+            language = optional_str(body, "language")
+            code = self.services.language(language) if language else session.language
+            utterance = session.say(text, code)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        except QueueFull as e:
+            raise ApiError(429, str(e), {"Retry-After": "2"}) from None
+        return web.json_response({"utterance": utterance.id,
+                                  "sentences": len(utterance.sentences)}, status=202)
+
+    async def interrupt(self, request: web.Request) -> web.Response:
+        """POST /api/sessions/{id}/interrupt: stop speaking now."""
+        return web.json_response({"interrupted": self._session(request).interrupt()})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/sessions/{id}/events: Server-Sent Events until the session ends."""
+        session = self._session(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        replay = request.query.get("replay", "1") != "0"
+        stream = session.events.subscribe(replay=replay, keepalive=SSE_KEEPALIVE)
+        try:
+            await response.write(b": connected\n\n")
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    await response.write(b": keepalive\n\n" if event is None
+                                         else sse_message(event))
+        except (ConnectionResetError, asyncio.CancelledError):
+            return response  # the client went away or the server is stopping
+        return response
+
+    async def shutdown(self, _: web.Application | None = None) -> None:
+        """Close every session and batcher (app.on_shutdown)."""
+        sessions = list(self.sessions.values())
+        await asyncio.gather(*(s.close("server shutting down") for s in sessions),
+                             return_exceptions=True)
+        await asyncio.to_thread(self.batchers.close)
+
+
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    path = WEB_DIR / name
+
+    async def handler(_: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+REALTIME_KEY = web.AppKey("realtime", Realtime)
+
+
+def register_realtime(app: web.Application, services: Services) -> Realtime:
+    """Add the realtime routes to ``app``; close its sessions when the app shuts down."""
+    if services.config.http.ice_loopback:
+        use_loopback_ice()
+    realtime = Realtime(services)
+    app[REALTIME_KEY] = realtime
+    router = app.router
+    for path in ("/offer", *PINNED):
+        router.add_post(path, realtime.offer)
+    router.add_get("/api/sessions/{session_id}", realtime.state)
+    router.add_delete("/api/sessions/{session_id}", realtime.delete)
+    router.add_post("/api/sessions/{session_id}/say", realtime.say)
+    router.add_post("/api/sessions/{session_id}/interrupt", realtime.interrupt)
+    router.add_get("/api/sessions/{session_id}/events", realtime.events)
+    router.add_get("/realtime", _page("realtime.html"))
+    router.add_get("/realtime2", _page("realtime.html"))
+    app.on_shutdown.append(realtime.shutdown)
+    return realtime

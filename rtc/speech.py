@@ -1,0 +1,180 @@
+"""Utterances of a realtime session: queued text, synthesised sentence by sentence.
+
+The first sentence is synthesised and handed to the pipeline while the rest waits, so speech
+starts after one sentence's TTS, not the whole text's. At most ``max_clips`` synthesised
+sentences wait for the pipeline (bounded memory); an interruption bumps the generation id and
+everything of the old generation is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inference.frames import StreamState
+from inference.lipsync import PhonemeTimeline
+from inference.live import FrameAudio, WindowStream
+from inference.tts import TextToSpeech, TtsError, split_sentences
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(RuntimeError):
+    """Too many utterances are waiting; the caller should retry later or interrupt."""
+
+
+@dataclass
+class Utterance:
+    """One ``say`` request."""
+
+    id: str
+    text: str
+    language: str
+    sentences: list[str]
+    requested: float
+    """Clock time of the request (for the text -> first frame latency)."""
+    generation: int
+    state: StreamState = field(default_factory=StreamState)
+    """Engine smoothing state shared by the utterance's sentences."""
+    started: bool = False
+    ended: bool = False
+
+
+@dataclass
+class Clip:
+    """One synthesised sentence, ready to be scheduled frame by frame."""
+
+    utterance: Utterance
+    frames: deque[FrameAudio]
+    timeline: PhonemeTimeline | None
+    last: bool
+    """The utterance's final sentence."""
+
+
+def sentence_frames(pcm: np.ndarray) -> list[FrameAudio]:
+    """All frames of one finished clip (same windows as the offline renderer)."""
+    stream = WindowStream()
+    out = stream.push(pcm)
+    return out + stream.finish()
+
+
+class Speaker:
+    """Synthesises queued utterances into :class:`Clip` objects, in order, one task."""
+
+    def __init__(self, session_id: str, tts: TextToSpeech, *, on_clip: Callable[[], None],
+                 on_error: Callable[[Utterance, str], None], now: Callable[[], float],
+                 max_utterances: int = 16, max_clips: int = 2) -> None:
+        self.session_id = session_id
+        self._tts = tts
+        self._on_clip = on_clip
+        self._on_error = on_error
+        self._now = now
+        self.max_utterances = max_utterances
+        self.max_clips = max_clips
+        self.generation = 0
+        self.utterances: deque[Utterance] = deque()
+        """Queued and speaking utterances, oldest first (bounded by max_utterances)."""
+        self.clips: deque[Clip] = deque()
+        self._ids = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the synthesis task."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"speaker-{self.session_id}")
+
+    async def close(self) -> None:
+        """Stop the synthesis task (idempotent)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def say(self, text: str, language: str) -> Utterance:
+        """Queue ``text``; raises QueueFull when max_utterances are already waiting."""
+        if len(self.utterances) >= self.max_utterances:
+            raise QueueFull(f"{len(self.utterances)} utterances are already queued; "
+                            "wait or interrupt")
+        sentences = split_sentences(text) or [text]
+        utterance = Utterance(id=f"u{next(self._ids)}", text=text, language=language,
+                              sentences=sentences, requested=self._now(),
+                              generation=self.generation)
+        self.utterances.append(utterance)
+        self._wake.set()
+        return utterance
+
+    def interrupt(self) -> list[Utterance]:
+        """Drop every queued and speaking utterance; return them."""
+        self.generation += 1
+        dropped = list(self.utterances)
+        self.utterances.clear()
+        self.clips.clear()
+        self._wake.set()  # a synthesis waiting for room must notice the new generation
+        return dropped
+
+    def finished(self, utterance: Utterance) -> None:
+        """The pipeline scheduled the utterance's last frame."""
+        utterance.ended = True
+        if utterance in self.utterances:
+            self.utterances.remove(utterance)
+        self._wake.set()
+
+    def clip_taken(self) -> None:
+        """The pipeline took a clip: there is room for the next sentence."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        done: set[str] = set()
+        while True:
+            utterance = next((u for u in self.utterances if u.id not in done), None)
+            if utterance is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            done.add(utterance.id)
+            if len(done) > 4 * self.max_utterances:  # ids are never reused: forget old ones
+                live = {u.id for u in self.utterances}
+                done &= live
+            await self._synthesise(utterance)
+
+    async def _synthesise(self, utterance: Utterance) -> None:
+        count = len(utterance.sentences)
+        for i, sentence in enumerate(utterance.sentences):
+            while len(self.clips) >= self.max_clips and utterance.generation == self.generation:
+                self._wake.clear()
+                await self._wake.wait()
+            if utterance.generation != self.generation:
+                return
+            t0 = time.perf_counter()
+            try:
+                speech = await asyncio.to_thread(self._tts.synthesize, sentence,
+                                                 utterance.language)
+                frames = await asyncio.to_thread(sentence_frames, speech.pcm)
+            except (TtsError, ValueError) as e:
+                log.warning("session=%s utterance %s: TTS failed: %s", self.session_id,
+                            utterance.id, e)
+                if utterance.generation != self.generation:
+                    return
+                self._on_error(utterance, f"speech synthesis failed: {e}")
+                if i > 0:  # earlier sentences are queued: end the utterance after them
+                    self.clips.append(Clip(utterance, deque(), None, last=True))
+                    self._on_clip()
+                else:
+                    self.finished(utterance)
+                return
+            if utterance.generation != self.generation:
+                return  # interrupted while synthesising: the result is stale
+            log.debug("session=%s utterance %s sentence %d/%d: %.2f s of speech in %.0f ms",
+                      self.session_id, utterance.id, i + 1, count, speech.duration,
+                      (time.perf_counter() - t0) * 1000)
+            timeline = PhonemeTimeline(speech.phonemes) if speech.phonemes else None
+            self.clips.append(Clip(utterance, deque(frames), timeline, last=i == count - 1))
+            self._on_clip()

@@ -1,0 +1,273 @@
+"""The per-session producer on a hand-moved clock: idle, speech pairing, interruption, mic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inference.audio_io import pcm_to_s16
+from inference.avatar.store import AvatarStore
+from inference.engines.base import create_engine
+from inference.frames import SAMPLES_PER_FRAME, FacePatch, LipSyncRequest
+from inference.lipsync import audio_for_frames, window_rms
+from inference.live import LOOKAHEAD_SAMPLES, WindowStream
+from inference.mel import frame_count, mel_start, melspectrogram, window_for_frame
+from inference.tts import Language, Speech, TextToSpeech
+from rtc.batcher import Batcher
+from rtc.clock import ManualTime, MediaClock
+from rtc.pipeline import Pipeline, PipelineOptions
+from tests.media import tone
+
+
+class CountingViseme:
+    """The viseme engine, counting frames (to prove idle never calls it)."""
+
+    def __init__(self) -> None:
+        self.inner = create_engine("viseme")
+        self.name = "viseme"
+        self.max_batch = 16
+        self.frames = 0
+        self.requests: list[LipSyncRequest] = []
+
+    def infer(self, requests: list[LipSyncRequest]) -> list[FacePatch]:
+        self.frames += len(requests)
+        self.requests.extend(requests)
+        return self.inner.infer(requests)
+
+
+class RecordingTTS(TextToSpeech):
+    """Delegates to espeak and keeps what it said (espeak's output varies between calls)."""
+
+    name = "recording"
+
+    def __init__(self, inner: TextToSpeech) -> None:
+        self.inner = inner
+        self.spoken: list[Speech] = []
+
+    def languages(self) -> list[Language]:
+        return self.inner.languages()
+
+    def synthesize(self, text: str, language: str) -> Speech:
+        speech = self.inner.synthesize(text, language)
+        self.spoken.append(speech)
+        return speech
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for work in other threads (TTS, batcher) to land; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.002)
+
+
+class Rig:
+    def __init__(self, avatar_store: AvatarStore, tts: TextToSpeech,
+                 options: PipelineOptions | None = None) -> None:
+        self.time = ManualTime(0.0)
+        self.clock = MediaClock(self.time, t0=0.0)
+        self.engine = CountingViseme()
+        self.batcher = Batcher(self.engine, max_batch=16, max_wait=0.0,  # type: ignore[arg-type]
+                               drop_expired=False)
+        self.events: list[dict[str, Any]] = []
+        self.submitted: dict[int, LipSyncRequest] = {}
+        self.pipeline = Pipeline("test", self.clock, self.batcher, avatar_store.get("cartoon"),
+                                 tts, self.events.append, options)
+        submit = self.batcher.submit
+
+        def recording_submit(owner: str, requests: Any, deadlines: Any, finish: Any = None
+                             ) -> Any:
+            for request, deadline in zip(requests, deadlines, strict=True):
+                self.submitted[round(deadline / 0.04)] = request
+            return submit(owner, requests, deadlines, finish)
+
+        self.batcher.submit = recording_submit  # type: ignore[method-assign]
+        self.slot = 0
+        self.drain = False
+        self.played: list[np.ndarray] = []
+        """Audio taken from the queue slot by slot when ``drain`` is set (like the track)."""
+
+    async def step(self, slots: int = 1) -> None:
+        """Move the clock slot by slot, letting the producer run at each."""
+        for _ in range(slots):
+            self.slot += 1
+            self.time.set(self.slot * 0.04)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if self.drain:
+                self.pipeline.video_queue.take(self.slot)
+                for k in (0, 1):
+                    chunk = self.pipeline.audio_queue.take(2 * self.slot + k)
+                    self.played.append(np.zeros(320, np.int16) if chunk is None else chunk)
+
+    async def close(self) -> None:
+        await self.pipeline.close()
+        self.batcher.close()
+
+
+@pytest.fixture
+async def rig(avatar_store: AvatarStore, espeak_tts: TextToSpeech):
+    r = Rig(avatar_store, RecordingTTS(espeak_tts))
+    r.pipeline.start()
+    yield r
+    await r.close()
+
+
+def test_window_stream_matches_the_offline_windows() -> None:
+    rng = np.random.default_rng(1)
+    pcm = (rng.standard_normal(16000 + 321) * 0.1).astype(np.float32)
+    count = frame_count(pcm.size)
+    audio = audio_for_frames(pcm, count)
+    mel = melspectrogram(audio)
+    for chunk in (320, 999, pcm.size):
+        stream = WindowStream()
+        frames = []
+        for start in range(0, pcm.size, chunk):
+            frames += stream.push(pcm[start : start + chunk])
+        frames += stream.finish()
+        assert [f.index for f in frames] == list(range(count))
+        for f in frames:
+            np.testing.assert_allclose(f.mel, window_for_frame(mel, f.index), atol=1e-5)
+            np.testing.assert_array_equal(
+                f.audio, audio[f.index * SAMPLES_PER_FRAME : (f.index + 1) * SAMPLES_PER_FRAME])
+            assert f.rms == pytest.approx(window_rms(audio, f.index))
+
+
+def test_window_stream_look_ahead() -> None:
+    stream = WindowStream()
+    pcm = np.zeros(SAMPLES_PER_FRAME * 40, np.float32)
+    available = []
+    for n in range(0, pcm.size, 80):
+        available += [(f.index, n + 80) for f in stream.push(pcm[n : n + 80])]
+    # Frame i becomes ready as soon as the STFT frame ending its window is complete: about
+    # 172.5 ms after its own audio (earlier by < 1 hop where mel_start rounds down).
+    assert LOOKAHEAD_SAMPLES == 2760
+    assert [index for index, _ in available] == list(range(len(available)))
+    for index, received in available:
+        need = mel_start(index) * 200 + 3400
+        assert received - 80 < need <= received
+        assert need - 160 < (index + 1) * SAMPLES_PER_FRAME + LOOKAHEAD_SAMPLES <= need + 160
+
+
+def test_window_stream_of_nothing() -> None:
+    stream = WindowStream()
+    assert stream.push(np.zeros(0, np.float32)) == []
+    assert stream.finish() == []
+
+
+async def test_idle_frames_without_engine_calls(rig: Rig) -> None:
+    for _ in range(25):
+        await rig.step()
+        assert rig.pipeline.video_queue.take(rig.slot) is not None  # a picture every slot
+    assert rig.engine.frames == 0
+    assert len(rig.pipeline.audio_queue) == 0  # silence
+    assert rig.pipeline.stats.idle_frames >= 25
+
+
+async def test_speech_frames_carry_their_own_audio(rig: Rig) -> None:
+    await rig.step()
+    rig.pipeline.say("Мама мыла раму.", "ru")
+    await until(lambda: rig.pipeline.stats.speech_frames > 0)
+    tts = rig.pipeline.speaker._tts
+    assert isinstance(tts, RecordingTTS)
+    (speech,) = tts.spoken
+    first = min(rig.submitted)
+    assert first > rig.slot + rig.pipeline.options.idle_lead  # far enough ahead to be ready
+    count = frame_count(speech.pcm.size)
+    expected_audio = pcm_to_s16(audio_for_frames(speech.pcm, count))
+    mel = melspectrogram(audio_for_frames(speech.pcm, count))
+    got_audio = []
+    while len(got_audio) < count:
+        await rig.step()
+        slot = rig.slot
+        if slot < first:
+            continue
+        j = slot - first
+        # The picture of slot n was made from clip frame j's window ...
+        np.testing.assert_allclose(rig.submitted[slot].mel, window_for_frame(mel, j), atol=1e-5)
+        await until(lambda s=slot: s in rig.pipeline.video_queue)
+        assert rig.pipeline.video_queue.take(slot) is not None
+        # ... and its two audio slots hold exactly clip frame j's samples.
+        halves = [rig.pipeline.audio_queue.take(2 * slot + k) for k in (0, 1)]
+        got_audio.append(np.concatenate(halves))
+    np.testing.assert_array_equal(np.concatenate(got_audio), expected_audio)
+    await rig.step(rig.pipeline.options.max_ahead)
+    kinds = [e["type"] for e in rig.events]
+    assert kinds[:3] == ["utterance_queued", "speaking_started", "speaking_ended"]
+    started = next(e for e in rig.events if e["type"] == "speaking_started")
+    assert started["latency_ms"] > 0
+    engine_frames = rig.engine.frames
+    await rig.step(10)
+    assert rig.engine.frames == engine_frames  # idle again: no engine calls
+
+
+async def test_interrupt_flushes_every_queue(rig: Rig) -> None:
+    await rig.step()
+    utterance = rig.pipeline.say("Это длинное предложение. И ещё одно. И третье, последнее.",
+                                 "ru")
+    await until(lambda: rig.pipeline.stats.speech_frames > 0)
+    await rig.step(5)
+    generation = rig.pipeline.generation
+    dropped = rig.pipeline.interrupt()
+    assert dropped == [utterance.id]
+    assert rig.pipeline.generation == generation + 1
+    audio_slot = rig.clock.current_audio_index()
+    assert rig.pipeline.audio_queue.last_slot() is None or (
+        rig.pipeline.audio_queue.last_slot() <= audio_slot)
+    assert rig.batcher.pending == 0
+    assert not rig.pipeline.speaking and not rig.pipeline.speaker.clips
+    ended = [e for e in rig.events if e["type"] == "speaking_ended"]
+    assert ended[-1]["interrupted"] and ended[-1]["utterance"] == utterance.id
+    speech_before = rig.pipeline.stats.speech_frames
+    for _ in range(10):
+        await rig.step()
+        assert rig.pipeline.audio_queue.take(2 * rig.slot) is None  # silent at once
+        assert rig.pipeline.video_queue.take(rig.slot) is not None  # and idle pictures
+    assert rig.pipeline.stats.speech_frames == speech_before
+
+
+@pytest.mark.parametrize("echo", [True, False])
+async def test_microphone_drives_the_mouth_with_look_ahead(avatar_store: AvatarStore,
+                                                           espeak_tts: TextToSpeech,
+                                                           echo: bool) -> None:
+    rig = Rig(avatar_store, espeak_tts, PipelineOptions(echo_mic=echo))
+    rig.drain = True
+    rig.pipeline.start()
+    try:
+        voice = np.concatenate((np.zeros(8000, np.float32), tone(220, 1.0, amplitude=0.3),
+                                np.zeros(16000, np.float32)))
+        received = 0
+        for _ in range(voice.size // 320):  # 20 ms chunks, as they come from the browser
+            if received % 640 == 0:
+                await rig.step()
+                await until(lambda: rig.batcher.pending == 0)
+            rig.pipeline.push_mic(voice[received : received + 320])
+            received += 320
+        await rig.step(rig.pipeline.options.max_ahead + 2)
+        await until(lambda: rig.batcher.pending == 0)
+    finally:
+        await rig.close()
+    stats = rig.pipeline.stats
+    loud = round(1.0 * 25)
+    # The tone's frames, plus those whose 200 ms windows overlap its edges.
+    assert loud <= stats.mic_frames <= loud + 10
+    assert stats.mic_dropped == 0
+    # Frames are released after their audio arrived plus the look-ahead and the jitter margin.
+    assert stats.mic_latency is not None
+    assert 0.17 <= stats.mic_latency <= 0.17 + 0.04 * 6
+    assert rig.engine.frames == stats.mic_frames  # silence before/after: no engine calls
+    played = np.concatenate(rig.played).astype(np.float32) / 32767
+    if not echo:
+        assert not played.any()  # a caller does not hear themselves
+        return
+    # The presenter's voice comes back whole, delayed by exactly the look-ahead schedule.
+    loud_samples = np.flatnonzero(np.abs(played) > 0.01)
+    sent = np.flatnonzero(np.abs(voice) > 0.01)
+    assert loud_samples.size == pytest.approx(sent.size, rel=0.02)
+    delay = (loud_samples[0] - sent[0]) / 16000
+    assert 0.17 <= delay <= 0.17 + 0.04 * 6 + 0.04

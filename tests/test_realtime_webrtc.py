@@ -1,0 +1,176 @@
+"""End to end over real loopback WebRTC: an aiortc client talks to the real application.
+
+Measured like a viewer would: frame rate and audio continuity from what arrives, lip sync by
+cross-correlating the mouth activity seen in the decoded frames with the decoded audio
+envelope, interruption by when the received audio goes quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from config import AppConfig, HttpConfig
+from inference.avatar.store import AvatarStore
+from inference.services import Services
+from inference.tts import TextToSpeech
+from rtc.ice import use_loopback_ice
+from rtc.session import Session
+from rtc.signalling import REALTIME_KEY
+from tests.realtime_peer import (
+    FakeMicrophone,
+    TestClient,
+    audio_envelope,
+    cross_correlation_lag,
+    mouth_activity,
+    realtime_services,
+    running_server,
+    viewer_timelines,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+SYNC_TOLERANCE = 0.040
+TEXT = "Папа купил большую карту мира. Мама мыла раму, а мы смотрели на море."
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice() -> Iterator[None]:
+    use_loopback_ice(True)
+    yield
+    use_loopback_ice(False)
+
+
+@pytest.fixture
+def services(app_config: AppConfig, avatar_store: AvatarStore,
+             espeak_tts: TextToSpeech) -> Services:
+    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True))
+    return realtime_services(config, avatar_store, espeak_tts)
+
+
+def session_of(app: object, client: TestClient) -> Session:
+    return app[REALTIME_KEY].sessions[client.session_id]  # type: ignore[index]
+
+
+async def frames_for(client: TestClient, seconds: float) -> None:
+    """Wait until ``seconds`` more of video have arrived."""
+    await client.wait_for_frames(len(client.received.video_times) + round(seconds * 25),
+                                 timeout=seconds + 10)
+
+
+async def test_say_streams_25_fps_continuous_audio_in_sync(services: Services,
+                                                           avatar_store: AvatarStore) -> None:
+    box = avatar_store.get("astronaut").frames[0].box
+    async with running_server(services) as (url, app):
+        client = TestClient(url, mouth_box=box)
+        try:
+            answer = await client.connect(language="ru", avatar="astronaut")
+            assert answer["engine"] == "viseme"
+            await client.wait_for_frames(10)
+            await asyncio.wait_for(client.channel_open.wait(), 10)
+            client.channel.send(json.dumps({"type": "say", "text": TEXT, "id": 1}))
+            queued = await client.wait_event("queued")
+            assert queued["id"] == 1
+            started = await client.wait_event("speaking_started")
+            await client.wait_event("speaking_ended", timeout=30)
+            await frames_for(client, 0.5)
+            session = session_of(app, client)
+            received = client.received
+            tv, ta = viewer_timelines(received, session.video.stats.first_slot or 0,
+                                      session.audio.stats.first_slot or 0)
+        finally:
+            await client.close()
+    # Text -> first lip-synced frame on this machine.
+    assert started["latency_ms"] < 300
+    # 25 fps: every slot of the span arrived (>= 95 %), at the rate of the wall clock.
+    expected = (tv[-1] - tv[0]) * 25 + 1
+    assert len(tv) >= 0.95 * expected
+    arrival_span = received.video_times[-1] - received.video_times[0]
+    assert len(tv) / arrival_span >= 0.95 * 25
+    # Continuous audio: consecutive 20 ms frames, covering the same time as the video.
+    assert set(np.diff(received.audio_pts).tolist()) == {960}
+    assert abs((ta[-1] + 0.02) - (tv[-1] + 0.04)) < 0.1
+    # Lip sync: mouth activity against the audio envelope.
+    envelope = audio_envelope(received)
+    activity = mouth_activity(received)
+    speech = ta[envelope > 0.02]
+    assert speech.size > 50, "no speech arrived"
+    assert activity.max() > 5 * (np.median(activity[:5]) + 1)  # the mouth moved
+    lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3,
+                                      speech[-1] + 0.3)
+    assert corr > 0.4, corr
+    assert abs(lag) <= SYNC_TOLERANCE, f"mouth is {lag * 1000:+.0f} ms off the audio"
+
+
+async def test_interrupt_silences_audio_within_150_ms(services: Services) -> None:
+    async with running_server(services) as (url, _):
+        client = TestClient(url)
+        try:
+            await client.connect(language="ru")
+            await asyncio.wait_for(client.channel_open.wait(), 10)
+            status, body = await client.post("/say", {"text": TEXT * 3})
+            assert status == 202
+            await client.wait_event("speaking_started")
+            await frames_for(client, 1.0)
+            received = client.received
+            recent = [float(np.sqrt(np.mean(a**2))) for a in received.audio[-25:]]
+            assert max(recent) > 0.02, "speech should be playing"
+            t_interrupt = time.monotonic()
+            client.channel.send(json.dumps({"type": "interrupt"}))
+            ended = await client.wait_event("speaking_ended")
+            await frames_for(client, 0.6)
+        finally:
+            await client.close()
+    assert ended["interrupted"] and ended["utterance"] == body["utterance"]
+    arrivals = np.array(received.audio_times)
+    loud = np.array([float(np.sqrt(np.mean(a**2))) > 0.01 for a in received.audio])
+    after = arrivals > t_interrupt
+    last_loud = arrivals[after & loud].max() if (after & loud).any() else t_interrupt
+    assert last_loud - t_interrupt <= 0.150
+    # and it stays quiet (idle): nothing loud arrives later
+    assert not loud[arrivals > t_interrupt + 0.2].any()
+
+
+async def test_microphone_speech_moves_the_mouth(services: Services, avatar_store: AvatarStore,
+                                                 espeak_tts: TextToSpeech) -> None:
+    voice = espeak_tts.synthesize("Раз, два, три. Папа, мама, баба.", "ru").pcm
+    microphone = FakeMicrophone(voice, start_delay=0.6)
+    box = avatar_store.get("astronaut").frames[0].box
+    async with running_server(services) as (url, app):
+        client = TestClient(url, mouth_box=box, microphone=microphone)
+        try:
+            await client.connect(avatar="astronaut", echo_mic=True)
+            await client.wait_for_frames(5)
+            await frames_for(client, 0.6 + voice.size / 16000 + 1.0)
+            session = session_of(app, client)
+            stats = session.pipeline.stats
+            received = client.received
+            tv, ta = viewer_timelines(received, session.video.stats.first_slot or 0,
+                                      session.audio.stats.first_slot or 0)
+        finally:
+            await client.close()
+    assert stats.mic_frames > 0 and microphone.speech_started is not None
+    activity = mouth_activity(received)
+    # The mouth follows the caller's voice: correlate activity (by arrival) with the envelope
+    # of what the microphone sent (by send time); the best lag is the mic -> mouth latency.
+    sent = np.array([float(np.sqrt(np.mean(voice[i : i + 320] ** 2)))
+                     for i in range(0, voice.size, 320)])
+    t_sent = microphone.speech_started + np.arange(sent.size) * 0.02
+    arrivals = np.array(received.video_times)
+    lag, corr = cross_correlation_lag(t_sent, sent, arrivals, activity, t_sent[0] - 0.2,
+                                      t_sent[-1] + 0.2, max_lag=0.8)
+    latency = -lag  # the video trails the voice
+    assert corr > 0.4 and 0.17 < latency < 0.6, (corr, latency)
+    # The echoed voice and the mouth leave together, as for speech.
+    envelope = audio_envelope(received)
+    speech = ta[envelope > 0.02]
+    assert speech.size > 25, "the echoed voice did not come back"
+    lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3,
+                                      speech[-1] + 0.3)
+    assert corr > 0.4 and abs(lag) <= SYNC_TOLERANCE, (lag, corr)
