@@ -109,7 +109,7 @@ class _Encoder(threading.Thread):
                  chunks: queue.Queue[tuple[list[np.ndarray], np.ndarray] | None]) -> None:
         super().__init__(name="mp4-encoder", daemon=True)
         self._path, self._size, self._chunks = path, (width, height), chunks
-        self.preset = "superfast"
+        self.preset = "ultrafast"
         self.busy = 0.0
         self.error: BaseException | None = None
 

@@ -79,6 +79,8 @@ class PipelineStats:
     expired: int = 0
     """Frames the batcher dropped because they would have been late."""
     mic_dropped: int = 0
+    late: int = 0
+    """Pictures that came back from the batcher after their slot had been released."""
     first_frame_latency: float | None = None
     """Seconds from the last ``say`` to the release of its first frame."""
     mic_latency: float | None = None
@@ -346,7 +348,10 @@ class Pipeline:
         if frame is None:
             self.stats.expired += 1
             return
-        self.video_queue.put(index, frame)
+        if not self.video_queue.put(index, frame):
+            self.stats.late += 1
+            log.debug("session=%s frame %d came back after its slot (now %d)",
+                      self.session_id, index, self.clock.current_video_index())
 
     # --- placing frames ----------------------------------------------------------------
 

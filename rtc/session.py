@@ -77,6 +77,8 @@ class Session:
 
     async def accept(self, sdp: str, kind: str) -> RTCSessionDescription:
         """Apply the browser's offer and return the answer (candidates included)."""
+        if "\nm=" not in sdp.replace("\r\n", "\n"):
+            raise OfferError("invalid SDP offer: it has no media sections (m= lines)")
         pc = self.pc
         pc.on("datachannel", self._on_datachannel)
         pc.on("track", self._on_track)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import av
 import numpy as np
@@ -44,7 +45,7 @@ class Rig:
         self.audio = AvatarAudioTrack(self.clock, self.audio_q)
 
     async def recv_at(self, track: AvatarVideoTrack | AvatarAudioTrack, when: float
-                      ) -> tuple[av.VideoFrame | av.AudioFrame, float]:
+                      ) -> tuple[Any, float]:
         """Start recv(), move the clock to ``when``; the frame and the time it came out."""
         task = asyncio.create_task(track.recv())
         await asyncio.sleep(0)

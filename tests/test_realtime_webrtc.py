@@ -81,11 +81,11 @@ async def test_say_streams_25_fps_continuous_audio_in_sync(services: Services,
             await client.wait_event("speaking_ended", timeout=30)
             await frames_for(client, 0.5)
             session = session_of(app, client)
-            received = client.received
-            tv, ta = viewer_timelines(received, session.video.stats.first_slot or 0,
-                                      session.audio.stats.first_slot or 0)
         finally:
             await client.close()
+    received = client.received  # complete: the client's recorders have stopped
+    tv, ta = viewer_timelines(received, session.video.stats.first_slot or 0,
+                              session.audio.stats.first_slot or 0)
     # Text -> first lip-synced frame on this machine.
     assert started["latency_ms"] < 300
     # 25 fps: every slot of the span arrived (>= 95 %), at the rate of the wall clock.
@@ -127,6 +127,7 @@ async def test_interrupt_silences_audio_within_150_ms(services: Services) -> Non
             await frames_for(client, 0.6)
         finally:
             await client.close()
+    received = client.received
     assert ended["interrupted"] and ended["utterance"] == body["utterance"]
     arrivals = np.array(received.audio_times)
     loud = np.array([float(np.sqrt(np.mean(a**2))) > 0.01 for a in received.audio])
@@ -150,11 +151,11 @@ async def test_microphone_speech_moves_the_mouth(services: Services, avatar_stor
             await frames_for(client, 0.6 + voice.size / 16000 + 1.0)
             session = session_of(app, client)
             stats = session.pipeline.stats
-            received = client.received
-            tv, ta = viewer_timelines(received, session.video.stats.first_slot or 0,
-                                      session.audio.stats.first_slot or 0)
         finally:
             await client.close()
+    received = client.received  # complete: the client's recorders have stopped
+    tv, ta = viewer_timelines(received, session.video.stats.first_slot or 0,
+                              session.audio.stats.first_slot or 0)
     assert stats.mic_frames > 0 and microphone.speech_started is not None
     activity = mouth_activity(received)
     # The mouth follows the caller's voice: correlate activity (by arrival) with the envelope
