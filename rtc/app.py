@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from inference.services import Services
-from rtc.auth import cors_middleware, token_middleware
+from rtc.auth import Middleware, cors_middleware, token_middleware
 from rtc.errors import error_middleware
 from rtc.generate import Generator
 from rtc.signalling import register_realtime
@@ -64,7 +64,7 @@ def build_app(services: Services) -> web.Application:
     # Bodies beyond the upload limit are refused by aiohttp itself (413) before being read.
     # Order matters: errors outermost (so a 401 or a failure is JSON), then CORS (so error
     # answers carry CORS headers too), then the token check.
-    middlewares = [error_middleware]
+    middlewares: list[Middleware] = [error_middleware]
     if http.cors_origins:
         middlewares.append(cors_middleware(http.cors_origins))
     if http.token:
