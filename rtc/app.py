@@ -7,9 +7,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from inference.services import Services
-from rtc.auth import Middleware, cors_middleware, token_middleware
+from rtc.auth import cors_middleware, token_middleware
 from rtc.errors import error_middleware
 from rtc.generate import Generator
 from rtc.signalling import register_realtime

@@ -9,14 +9,11 @@ EventSource and OBS/viewer pages cannot set headers, so ``?token=`` is accepted 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from rtc.errors import Handler, json_error
-
-Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
 
 PUBLIC_GETS = ("/api/languages", "/api/engines", "/api/avatars")
 """Read-only API endpoints that stay open: the pages need them before asking for a token."""
