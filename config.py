@@ -66,6 +66,12 @@ class HttpConfig:
     """Largest audio upload accepted by /api/generate."""
     max_upload_seconds: float = 300.0
     """Longest audio upload accepted, after decoding."""
+    max_json_bytes: int = 1024 * 1024
+    """Largest JSON body (texts, SDP offers) by its Content-Length; larger ones get 413."""
+    max_parallel_renders: int = 2
+    """/api/generate renders running at once (the machine has few cores)."""
+    max_waiting_renders: int = 8
+    """/api/generate renders allowed to wait for a slot; beyond this 503 with Retry-After."""
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN URLs handed to peers; none by default (no traffic leaves the machine)."""
     ice_loopback: bool = False
@@ -74,6 +80,8 @@ class HttpConfig:
     """Concurrent realtime sessions; more get 503 with Retry-After."""
     session_idle_seconds: float = 600.0
     """A realtime session with no activity for this long is closed."""
+    max_queued_utterances: int = 16
+    """Utterances one realtime session holds (queued or speaking); more 'say's get 429."""
     token: str | None = None
     """When set, control endpoints need 'Authorization: Bearer <token>' (see rtc/auth.py)."""
     cors_origins: tuple[str, ...] = ()

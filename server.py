@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gather 127.0.0.1 ICE candidates (local use and tests)")
     serve.add_argument("--max-sessions", type=int, default=http.max_sessions,
                        help="concurrent realtime sessions")
+    serve.add_argument("--max-queued-utterances", type=int, default=http.max_queued_utterances,
+                       help="utterances one realtime session holds; more 'say's get 429")
     serve.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
                        help="require 'Authorization: Bearer TOKEN' on control endpoints "
                             "(default: $AVATAR_TOKEN; none)")
@@ -107,6 +109,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         ice_servers=tuple(getattr(args, "ice_server", ())),
         ice_loopback=getattr(args, "ice_loopback", False),
         max_sessions=getattr(args, "max_sessions", HttpConfig.max_sessions),
+        max_queued_utterances=getattr(args, "max_queued_utterances",
+                                      HttpConfig.max_queued_utterances),
         token=getattr(args, "token", None) or None,
         cors_origins=tuple(getattr(args, "cors_origin", ())),
     )

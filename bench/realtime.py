@@ -107,6 +107,22 @@ def write_synthetic_checkpoint(folder: Path) -> None:
     torch.save({"state_dict": synthetic_model().state_dict()}, folder / "wav2lip_gan.pth")
 
 
+def server_cpu_seconds(url: str) -> float:
+    """CPU seconds (user + system) used so far by the server process listening on url."""
+    port = url.rsplit(":", 1)[1]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"server.py" in b" ".join(argv) and port.encode() in argv:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return float("nan")
+
+
 async def get_json(url: str) -> Any:
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         return await resp.json()
@@ -127,26 +143,34 @@ async def one_session_run(clients: list[TestClient], url: str) -> list[dict[str,
     await asyncio.gather(*(c.connect(avatar="astronaut", language="ru") for c in clients))
     await asyncio.gather(*(c.wait_for_frames(10, timeout=30) for c in clients))
     before = await asyncio.gather(*(c.state() for c in clients))
+    cpu0, t0 = server_cpu_seconds(url), time.monotonic()
     await asyncio.gather(*(c.post("/say", {"text": TEXT}) for c in clients))
     await asyncio.gather(*(c.wait_event("speaking_started", 30) for c in clients))
     await asyncio.gather(*(c.wait_event("speaking_ended", 60) for c in clients))
     after = await asyncio.gather(*(c.state() for c in clients))
+    cpu = (server_cpu_seconds(url) - cpu0) / (time.monotonic() - t0)
     await asyncio.gather(*(c.wait_for_frames(len(c.received.video_times) + 10, 30)
                            for c in clients))
     await asyncio.gather(*(c.close() for c in clients))
     out = []
     for client, b, a in zip(clients, before, after, strict=True):
-        print("DEBUG", a["video"], a["pipeline"], a["batcher"])
         sent = a["video"]["sent"] - b["video"]["sent"]
         repeated = a["video"]["missing"] - b["video"]["missing"]
+        skipped = a["video"]["skipped"] - b["video"]["skipped"]
         received = client.received
         tv, ta = viewer_timelines(received, a["video"]["first_slot"], a["audio"]["first_slot"])
         envelope = audio_envelope(received)
         speech = ta[envelope > 0.02]
         lag, corr = cross_correlation_lag(tv, mouth_activity(received), ta, envelope,
                                           speech[0] - 0.3, speech[-1] + 0.3)
-        out.append({"fps": 25.0 * (sent - repeated) / max(1, sent), "lag": lag, "corr": corr,
-                    "expired": a["pipeline"]["expired"] - b["pipeline"]["expired"]})
+        # Fresh pictures per slot of the clock: repeats and slots skipped by a late sender
+        # both count against it.
+        fresh = 25.0 * (sent - repeated) / max(1, sent + skipped)
+        out.append({"fps": fresh, "lag": lag, "corr": corr, "cpu": cpu,
+                    "expired": a["pipeline"]["expired"] - b["pipeline"]["expired"],
+                    "late": a["pipeline"]["late"] - b["pipeline"]["late"],
+                    "speech": a["pipeline"]["speech_frames"] - b["pipeline"]["speech_frames"],
+                    "batcher_ms": a["batcher"]["latency_ms"]})
     return out
 
 
@@ -223,18 +247,23 @@ async def bench_config(config: str, max_sessions: int, checkpoints: Path) -> dic
             fps = min(r["fps"] for r in runs)
             lag = max((r["lag"] for r in runs), key=abs)
             ok = fps >= 24 and abs(lag) <= 0.040
-            result["levels"][n] = (fps, lag, ok)
+            cpu = runs[0]["cpu"]
+            result["levels"][n] = (fps, lag, ok, cpu)
             print(f"{config:28s} sessions={n}: min fresh fps {fps:5.1f}, worst lag "
-                  f"{lag * 1000:+4.0f} ms (corr {min(r['corr'] for r in runs):.2f}) "
-                  f"{'ok' if ok else 'NOT sustained'}", flush=True)
+                  f"{lag * 1000:+4.0f} ms (corr {min(r['corr'] for r in runs):.2f}), "
+                  f"server CPU {cpu * 100:.0f}% {'ok' if ok else 'NOT sustained'}; per session "
+                  "speech/expired/late/batcher ms: "
+                  + ", ".join(f"{r['speech']}/{r['expired']}/{r['late']}/{r['batcher_ms']:.0f}"
+                              for r in runs), flush=True)
             if not ok:
                 break
     return result
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| engine | backend | sessions sustained | per level: min fresh fps / worst lag "
-             "| text -> first frame (server / end to end) | mic -> mouth (end to end / server) |",
+    lines = ["| engine | backend | sessions sustained | per level: min fresh fps / worst lag / "
+             "server CPU | text -> first frame (server / end to end) | mic -> mouth (end to "
+             "end / server) |",
              "|---|---|---:|---|---|---|"]
     for r in results:
         engine = r["config"].partition(":")[0]
@@ -242,9 +271,9 @@ def table(results: list[dict[str, Any]]) -> str:
             lines.append(f"| {engine} | {r['config'].partition(':')[2]} | not run: "
                          f"{r['error'][:80]} | | | |")
             continue
-        sustained = max((n for n, (_, _, ok) in r["levels"].items() if ok), default=0)
-        levels = "; ".join(f"{n}: {fps:.1f} / {lag * 1000:+.0f} ms"
-                           for n, (fps, lag, _) in r["levels"].items())
+        sustained = max((n for n, (_, _, ok, _) in r["levels"].items() if ok), default=0)
+        levels = "; ".join(f"{n}: {fps:.1f} / {lag * 1000:+.0f} ms / {cpu * 100:.0f}%"
+                           for n, (fps, lag, _, cpu) in r["levels"].items())
         server, e2e = r["text_ms"]
         mic, share, corr = r["mic"]
         lines.append(f"| {engine} | {r['backend']} | {sustained} | {levels} | "

@@ -11,8 +11,11 @@ from aiohttp.typedefs import Middleware
 
 from inference.services import Services
 from rtc.auth import cors_middleware, token_middleware
-from rtc.errors import error_middleware
+from rtc.errors import ApiError, error_middleware
 from rtc.generate import Generator
+from rtc.limits import json_limit_middleware
+from rtc.metrics import Metrics, install_metrics, metrics_middleware
+from rtc.openapi import openapi_handler
 from rtc.signalling import register_realtime
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,22 @@ async def avatars(request: web.Request) -> web.Response:
                               "avatars": services.avatars.describe()})
 
 
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """GET /static/{filename}: a file of the pages; never one outside WEB_DIR.
+
+    Not aiohttp's add_static: its 404 for a missing file is an empty octet-stream answer that
+    no middleware sees, and every error here is JSON.
+    """
+    root = WEB_DIR.resolve()
+    try:
+        path = (root / request.match_info["filename"]).resolve()
+    except (OSError, ValueError):  # e.g. a NUL byte in the name
+        raise ApiError(404, "no such file") from None
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ApiError(404, "no such file")
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
 async def health(_: web.Request) -> web.Response:
     """GET /healthz: the server answers."""
     return web.json_response({"status": "ok"})
@@ -63,24 +82,28 @@ def build_app(services: Services) -> web.Application:
     """The application with every route; ``services`` are already loaded."""
     http = services.config.http
     # Bodies beyond the upload limit are refused by aiohttp itself (413) before being read.
-    # Order matters: errors outermost (so a 401 or a failure is JSON), then CORS (so error
-    # answers carry CORS headers too), then the token check.
-    middlewares: list[Middleware] = [error_middleware]
+    # Order matters: metrics outermost (they count the final status), then errors (so a 401
+    # or a failure is JSON), then CORS (so error answers carry CORS headers too), then the
+    # token check, then the JSON size limit (unauthenticated clients learn nothing more).
+    metrics = Metrics()
+    middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
     if http.cors_origins:
         middlewares.append(cors_middleware(http.cors_origins))
     if http.token:
         middlewares.append(token_middleware(http.token))
+    middlewares.append(json_limit_middleware(http.max_json_bytes))
     app = web.Application(middlewares=middlewares,
                           client_max_size=http.max_upload_bytes + 64 * 1024)
     app[SERVICES_KEY] = services
-    generator = Generator(services)
+    generator = Generator(services, metrics)
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/api/languages", languages)
     app.router.add_get("/api/engines", engines)
     app.router.add_get("/api/avatars", avatars)
     app.router.add_post("/api/generate", generator.handle)
     app.router.add_get("/healthz", health)
-    register_realtime(app, services)  # realtime routes; closes its sessions on shutdown
-    # add_static never serves files outside WEB_DIR (it resolves and checks the path).
-    app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)
+    app.router.add_get("/api/openapi.json", openapi_handler(services.config))
+    realtime = register_realtime(app, services)  # realtime routes; closes sessions on shutdown
+    install_metrics(app, metrics, services, realtime)  # GET /metrics
+    app.router.add_get("/static/{filename:.+}", static_file)
     return app

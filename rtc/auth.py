@@ -15,20 +15,23 @@ from aiohttp.typedefs import Middleware
 
 from rtc.errors import Handler, json_error
 
-PUBLIC_GETS = ("/api/languages", "/api/engines", "/api/avatars")
+PUBLIC_GETS = ("/api/languages", "/api/engines", "/api/avatars", "/api/openapi.json")
 """Read-only API endpoints that stay open: the pages need them before asking for a token."""
-GUARDED_PREFIXES = ("/api/", "/offer", "/whep/", "/whip/")
-"""Paths whose requests (other than the public GETs and CORS preflights) need the token."""
+GUARDED_PREFIXES = ("/api/", "/offer", "/whep/", "/whip/", "/metrics")
+"""Paths whose requests (other than the public GETs and CORS preflights) need the token.
+/metrics is among them: its labels carry session ids, which grant control of a session."""
+
+
+def guarded(method: str, path: str) -> bool:
+    """Whether ``method path`` needs the token (when one is set)."""
+    if method == "OPTIONS" or not path.startswith(GUARDED_PREFIXES):
+        return False
+    return not (method in ("GET", "HEAD") and path in PUBLIC_GETS)
 
 
 def needs_token(request: web.Request) -> bool:
     """Whether ``request`` is a control request (see the module docstring)."""
-    if request.method == "OPTIONS":
-        return False
-    path = request.path
-    if not path.startswith(GUARDED_PREFIXES):
-        return False
-    return not (request.method in ("GET", "HEAD") and path in PUBLIC_GETS)
+    return guarded(request.method, request.path)
 
 
 def presented_token(request: web.Request) -> str | None:

@@ -65,7 +65,8 @@ class BatcherStats:
     busy: float = 0.0
     """Seconds the worker spent in the engine and compositor."""
     latency: float = 0.05
-    """Smoothed seconds from submit to result (used to schedule new speech early enough)."""
+    """Expected seconds from submit to result of an urgent frame (the batch in flight plus
+    its own, smoothed): new speech is scheduled at least this far ahead."""
 
 
 class Batcher:
@@ -87,6 +88,7 @@ class Batcher:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._batch_cost = 0.01  # smoothed seconds per batch, to stop waiting in time
+        self._frame_cost = 0.0  # smoothed seconds per frame, to size batches for deadlines
 
     @property
     def pending(self) -> int:
@@ -184,29 +186,36 @@ class Batcher:
             if self._closed:
                 return None, []
             expired: list[_Item] = []
+            now = self._now()
             if self.drop_expired:
-                now = self._now()
-                while self._heap and self._heap[0].deadline < now:
+                # Past its slot, or too late to make it even alone: inferring it would only
+                # delay the frames that can still be on time.
+                while self._heap and self._heap[0].deadline < now + self._frame_cost:
                     expired.append(heapq.heappop(self._heap))
                 self.stats.expired += len(expired)
-            return self._select(), expired
+            if not self._heap:
+                return [], expired
+            # Small enough that the most urgent frame is back before its slot.
+            budget = self._heap[0].deadline - now
+            size = max(1, min(self.max_batch, int(budget / max(self._frame_cost, 1e-4))))
+            return self._select(size), expired
 
-    def _select(self) -> list[_Item]:
-        """Up to max_batch items: each owner's fair share first, then by deadline."""
+    def _select(self, size: int) -> list[_Item]:
+        """Up to ``size`` items: each owner's fair share first, then by deadline."""
         ordered = sorted(self._heap)
         owners = {item.owner for item in ordered}
-        share = max(1, self.max_batch // max(1, len(owners)))
+        share = max(1, size // max(1, len(owners)))
         taken: list[_Item] = []
         per_owner: dict[str, int] = {}
         rest: list[_Item] = []
         for item in ordered:
             count = per_owner.get(item.owner, 0)
-            if count < share and len(taken) < self.max_batch:
+            if count < share and len(taken) < size:
                 per_owner[item.owner] = count + 1
                 taken.append(item)
             else:
                 rest.append(item)
-        room = self.max_batch - len(taken)
+        room = size - len(taken)
         taken += rest[:room]
         chosen = {id(item) for item in taken}
         self._heap = [item for item in ordered if id(item) not in chosen]  # sorted: a heap
@@ -231,13 +240,17 @@ class Batcher:
                 item.loop.call_soon_threadsafe(_fail, item.future, e)
             return
         cost = time.perf_counter() - t0
-        done = self._now()
         self.stats.batches += 1
         self.stats.frames += len(batch)
         self.stats.busy += cost
         self._batch_cost = 0.8 * self._batch_cost + 0.2 * cost
-        latency = max(done - item.submitted for item in batch)
-        self.stats.latency = 0.8 * self.stats.latency + 0.2 * latency
+        per_frame = cost / len(batch)
+        self._frame_cost = per_frame if not self._frame_cost else (
+            0.8 * self._frame_cost + 0.2 * per_frame)
+        # An urgent frame submitted now waits for the batch in flight, then runs in its own.
+        # (Measured submit-to-result times would include the slack of frames submitted early
+        # on purpose, and scheduling by them would push speech ever further ahead.)
+        self.stats.latency = self.max_wait + 2 * self._batch_cost
         for item, result in zip(batch, results, strict=True):
             item.loop.call_soon_threadsafe(_resolve, item.future, result)
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                                               if k.lower() in ("allow", "retry-after")})
     except json.JSONDecodeError:
         return json_error(400, "malformed JSON body")
+    except HttpProcessingError as e:  # e.g. a multipart body with broken part headers
+        log.info("malformed request body in %s %s: %s", request.method, request.path, e)
+        status = e.code if 400 <= e.code < 500 else 400
+        return json_error(status, f"malformed request body: {e.message or type(e).__name__}")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal error; the server log has the details")

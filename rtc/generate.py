@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import tempfile
 import time
@@ -17,14 +18,14 @@ from inference.engines.base import EngineUnavailable, LipSyncEngine
 from inference.frames import PhonemeMark
 from inference.render import RenderStats, render_to_mp4
 from inference.services import Services
+from inference.tts import TtsError
 from rtc.errors import ApiError, optional_str, read_json_object
+from rtc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-MAX_PARALLEL_RENDERS = 2
-"""Renders running at once (the machine has few cores); further requests wait their turn."""
-MAX_WAITING_RENDERS = 8
-"""Renders allowed to wait; beyond this the server answers 503 instead of piling up work."""
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""OSError numbers meaning the temporary folder has no room left for the render."""
 
 
 @dataclass
@@ -41,13 +42,31 @@ class GenerateJob:
 class Generator:
     """Validates requests, renders off the event loop and answers with the MP4."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, metrics: Metrics | None = None) -> None:
         self._services = services
-        self._slots = asyncio.Semaphore(MAX_PARALLEL_RENDERS)
+        self._metrics = metrics or Metrics()
+        http = services.config.http
+        # Renders running at once (few cores) and allowed to wait; beyond that 503, so a
+        # burst of requests cannot pile up unbounded work and memory.
+        self._slots = asyncio.Semaphore(max(1, http.max_parallel_renders))
+        self._max_waiting = max(0, http.max_waiting_renders)
         self._waiting = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The aiohttp handler."""
+        """The aiohttp handler; counts every request by input and outcome."""
+        source = "audio" if request.content_type.startswith("multipart/") else "text"
+        status = 500
+        try:
+            response = await self._handle(request)
+            status = response.status
+            return response
+        except ApiError as e:
+            status = e.status
+            raise
+        finally:
+            self._metrics.generate_requests.labels(source, str(status)).inc()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         job = await self._parse(request)
         # Validate names before queueing so mistakes answer at once.
         try:
@@ -57,9 +76,9 @@ class Generator:
             raise ApiError(503, str(e)) from None
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        if self._waiting >= MAX_WAITING_RENDERS:
-            raise ApiError(503, "too many renders queued; try again shortly",
-                           {"Retry-After": "5"})
+        if self._slots.locked() and self._waiting >= self._max_waiting:
+            raise ApiError(503, f"too many renders queued (limit {self._max_waiting} waiting); "
+                                "try again shortly", {"Retry-After": "5"})
         self._waiting += 1
         try:
             await self._slots.acquire()
@@ -68,8 +87,23 @@ class Generator:
         try:
             loop = asyncio.get_running_loop()
             data, stats = await loop.run_in_executor(None, self._render, job, engine, avatar)
+        except TtsError as e:
+            # The TTS itself broke (not the text): the request may work later, others too.
+            log.error("speech synthesis failed for /api/generate: %s", e)
+            self._metrics.error("tts")
+            raise ApiError(503, f"speech synthesis failed: {e}") from None
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            log.error("no space left to render /api/generate in %s: %s",
+                      tempfile.gettempdir(), e)
+            self._metrics.error("disk")
+            raise ApiError(507, "the server has no disk space left for the render; free "
+                                f"space in {tempfile.gettempdir()}") from None
         finally:
             self._slots.release()
+        self._metrics.generate_seconds.observe(stats.total)
+        self._metrics.generate_video_seconds.inc(stats.duration)
         headers = stats.headers() | {"Content-Disposition": 'inline; filename="avatar.mp4"'}
         return web.Response(body=data, content_type="video/mp4", headers=headers)
 
@@ -79,15 +113,18 @@ class Generator:
             fields: dict[str, str] = {}
             audio: bytes | None = None
             limit = services.config.http.max_upload_bytes
-            reader = await request.multipart()
-            async for part in reader:
-                if not isinstance(part, BodyPartReader) or part.name is None:
-                    continue
-                if part.name == "audio":
-                    audio = await _read_limited(part, limit)
-                else:
-                    fields[part.name] = (await _read_limited(part, 10_000)).decode(
-                        "utf-8", "replace")
+            try:
+                reader = await request.multipart()
+                async for part in reader:
+                    if not isinstance(part, BodyPartReader) or part.name is None:
+                        continue
+                    if part.name == "audio":
+                        audio = await _read_limited(part, limit)
+                    else:
+                        fields[part.name] = (await _read_limited(part, 10_000)).decode(
+                            "utf-8", "replace")
+            except (ValueError, AssertionError) as e:  # aiohttp's parser on a broken body
+                raise ApiError(400, f"malformed multipart body: {e}") from None
             if audio is None:
                 raise ApiError(400, "multipart upload needs an 'audio' file field")
             if not audio:
@@ -114,7 +151,10 @@ class Generator:
         t0 = time.perf_counter()
         phonemes: tuple[PhonemeMark, ...] = ()
         if job.text is not None:
-            speech = services.tts.synthesize(job.text, job.language)
+            try:
+                speech = services.tts.synthesize(job.text, job.language)
+            except ValueError as e:  # text the TTS cannot speak: the client's to change
+                raise ApiError(400, str(e)) from None
             pcm, phonemes = speech.pcm, speech.phonemes
         else:
             assert job.audio is not None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,10 +54,12 @@ class PipelineOptions:
     """Speech frames scheduled ahead of the clock at most (320 ms): bounds every queue."""
     chunk: int = 4
     """Speech frames submitted to the batcher together (bigger batches run faster)."""
-    idle_lead: int = 2
-    """Idle frames are placed this many slots ahead, so speech can start right after them."""
-    mic_jitter: int = 1
-    """Extra slots of delay for microphone frames, absorbing their arrival jitter."""
+    idle_lead: int = 1
+    """Idle frames are placed this many slots ahead (the producer runs every slot, so one
+    is enough), so speech can start right after them."""
+    mic_jitter: float = 0.02
+    """Extra seconds of delay for microphone frames, absorbing their arrival jitter (they
+    come in 20 ms packets)."""
     mic_backlog: int = 8
     """Microphone frames waiting to be scheduled at most; older ones are dropped."""
     echo_mic: bool = False
@@ -102,7 +103,7 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.stats = PipelineStats()
         self._emit = emit
-        ahead = self.options.max_ahead + self.options.idle_lead + self.options.mic_jitter + 8
+        ahead = self.options.max_ahead + self.options.idle_lead + 10
         self.video_queue: SlotQueue[av.VideoFrame] = SlotQueue(ahead)
         self.audio_queue: SlotQueue[np.ndarray] = SlotQueue(ahead * AUDIO_PER_VIDEO)
         self.speaker = Speaker(session_id, tts, on_clip=self._schedule,
@@ -211,10 +212,12 @@ class Pipeline:
 
     # --- scheduling --------------------------------------------------------------------
 
-    def _speech_lead(self) -> int:
-        """Slots between now and the first frame of new speech: the batcher must make it."""
-        latency = self.batcher.stats.latency + self.options.margin
-        return max(self.options.idle_lead + 1, math.ceil(latency * FPS) + 1)
+    def _speech_lead(self, extra: float = 0.0) -> int:
+        """Slots from the current one to the first slot new speech may use: the first one
+        released after the batcher's measured latency (plus margins) has passed."""
+        ready = self.clock.now() + self.batcher.stats.latency + self.options.margin + extra
+        first = self.clock.video_index_at(ready) + 1
+        return max(self.options.idle_lead + 1, first - self.clock.current_video_index())
 
     def _schedule(self) -> None:
         """Fill the queues up to the horizon; called every slot and on every new input."""
@@ -231,7 +234,7 @@ class Pipeline:
             self._mic_offset = None
             self._schedule_speech(slot, lead, horizon, batch)
         else:
-            self._schedule_mic(slot, lead + self.options.mic_jitter, horizon, batch)
+            self._schedule_mic(slot, self._speech_lead(self.options.mic_jitter), horizon, batch)
         while self._next <= slot + self.options.idle_lead:
             self._place_idle(self._next)
             self._next += 1

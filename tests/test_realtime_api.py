@@ -6,9 +6,12 @@ import asyncio
 import dataclasses
 import gc
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -224,3 +227,12 @@ async def test_twenty_sessions_leave_no_tasks_or_threads(services: Services) -> 
         assert not extra_threads, extra_threads
         pool = [t for t in threading.enumerate() if t.name.startswith("asyncio_")]
         assert len(pool) <= 32
+
+
+def test_realtime_modules_do_not_import_torch() -> None:
+    code = ("import sys; import rtc.app, rtc.signalling, rtc.session, rtc.pipeline, "
+            "rtc.batcher, rtc.tracks, rtc.clock, rtc.ice, rtc.events, rtc.speech, "
+            "inference.live; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False"
