@@ -61,6 +61,11 @@ CONFIGS = ("viseme", "wav2lip-gan:torch-bf16", "wav2lip-gan:openvino-bf16",
 
 
 DOCS = ROOT / "docs" / "benchmarks.md"
+NOTE = (" With random Wav2Lip weights the lag and mic -> mouth figures of the Wav2Lip rows are"
+        " not meaningful (correlation below 0.35: the mouth does not follow the voice); the"
+        " pipeline's pairing is the same for every engine and is what the viseme rows measure."
+        " Clients decoding every stream share the 2 CPUs with the server, so capacity is a"
+        " lower bound (server CPU per viseme session: about 35-40% of one core).")
 
 
 def machine() -> str:
@@ -328,7 +333,8 @@ def main() -> None:
         "end to end = POST until that frame has arrived at the client. Mic -> mouth end to end "
         "includes the server's and the client's aiortc jitter buffers (80 ms audio prefetch "
         "on the server's receiver, one frame of video completion on the client); the server "
-        "share is the 172 ms Wav2Lip look-ahead plus scheduling.\n"
+        "share is the 172 ms Wav2Lip look-ahead plus scheduling."
+        f"{NOTE}\n"
     )
 
 

@@ -101,6 +101,7 @@ def build_app(services: Services) -> web.Application:
     app.router.add_get("/api/engines", engines)
     app.router.add_get("/api/avatars", avatars)
     app.router.add_post("/api/generate", generator.handle)
+    app.on_cleanup.append(generator.close)
     app.router.add_get("/healthz", health)
     app.router.add_get("/api/openapi.json", openapi_handler(services.config))
     realtime = register_realtime(app, services)  # realtime routes; closes sessions on shutdown

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +51,15 @@ class Generator:
         http = services.config.http
         # Renders running at once (few cores) and allowed to wait; beyond that 503, so a
         # burst of requests cannot pile up unbounded work and memory.
-        self._slots = asyncio.Semaphore(max(1, http.max_parallel_renders))
+        parallel = max(1, http.max_parallel_renders)
+        self._slots = asyncio.Semaphore(parallel)
+        self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="render")
         self._max_waiting = max(0, http.max_waiting_renders)
         self._waiting = 0
+
+    async def close(self, _: web.Application | None = None) -> None:
+        """Wait for running renders and stop the render threads (app.on_cleanup)."""
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler; counts every request by input and outcome."""
@@ -63,10 +72,14 @@ class Generator:
         except ApiError as e:
             status = e.status
             raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's code for it)
+            raise
         finally:
             self._metrics.generate_requests.labels(source, str(status)).inc()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
         job = await self._parse(request)
         # Validate names before queueing so mistakes answer at once.
         try:
@@ -84,9 +97,18 @@ class Generator:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
+        # The slot is given back when the render thread finishes, not when this request
+        # does: a client that disconnects mid-render must not free a slot whose thread still
+        # runs (else disconnecting clients could start any number of renders).
+        loop = asyncio.get_running_loop()
         try:
-            loop = asyncio.get_running_loop()
-            data, stats = await loop.run_in_executor(None, self._render, job, engine, avatar)
+            render = self._pool.submit(self._render, job, engine, avatar)
+        except BaseException:
+            self._slots.release()
+            raise
+        render.add_done_callback(lambda _: _call_soon(loop, self._slots.release))
+        try:
+            data, stats = await asyncio.wrap_future(render)
         except TtsError as e:
             # The TTS itself broke (not the text): the request may work later, others too.
             log.error("speech synthesis failed for /api/generate: %s", e)
@@ -100,9 +122,7 @@ class Generator:
             self._metrics.error("disk")
             raise ApiError(507, "the server has no disk space left for the render; free "
                                 f"space in {tempfile.gettempdir()}") from None
-        finally:
-            self._slots.release()
-        self._metrics.generate_seconds.observe(stats.total)
+        self._metrics.generate_seconds.observe(time.perf_counter() - started)
         self._metrics.generate_video_seconds.inc(stats.duration)
         headers = stats.headers() | {"Content-Disposition": 'inline; filename="avatar.mp4"'}
         return web.Response(body=data, content_type="video/mp4", headers=headers)
@@ -173,6 +193,13 @@ class Generator:
         log.info("generated %.2f s of video with %s in %.2f s", stats.duration, engine.name,
                  stats.total)
         return data, stats
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """Run ``callback`` on ``loop`` from another thread (nothing to do if it has closed)."""
+    # RuntimeError: the loop closed while the render ran, and nobody waits for the slot.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
 
 
 async def _read_limited(part: BodyPartReader, limit: int) -> bytes:

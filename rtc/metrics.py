@@ -9,7 +9,9 @@ already keep it, at scrape time, so the realtime code carries no metrics calls.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
@@ -17,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -48,6 +56,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total ...:
+        # with the task and thread counts below, what a leak hunt (bench/soak.py) reads.
+        ProcessCollector(registry=self.registry)
         self.errors: Tally[str] = Tally({kind: 0 for kind in ERROR_KINDS})
         """Errors by the layer that saw them; exported by :class:`LiveCollector`."""
         self.http_responses = Counter(
@@ -58,8 +69,9 @@ class Metrics:
             "avatar_generate_requests", "POST /api/generate requests by input and outcome",
             ["source", "status"], registry=self.registry)
         self.generate_seconds = Histogram(
-            "avatar_generate_seconds", "Wall seconds of successful /api/generate renders "
-            "(TTS + lip-sync + encode)", buckets=GENERATE_BUCKETS, registry=self.registry)
+            "avatar_generate_seconds", "Wall seconds of successful /api/generate requests, "
+            "from the request to the finished MP4 (waiting for a render slot included)",
+            buckets=GENERATE_BUCKETS, registry=self.registry)
         self.generate_video_seconds = Counter(
             "avatar_generate_video_seconds", "Seconds of video rendered by /api/generate",
             registry=self.registry)
@@ -102,6 +114,7 @@ class LiveCollector(Collector):
         for kind, count in sorted(counts.items()):
             errors.add_metric([kind], count)
         yield errors
+        yield from _runtime()
         yield from self._engines()
         realtime = self._realtime
         if realtime is not None:
@@ -202,6 +215,32 @@ class LiveCollector(Collector):
             for key, family in families.items():
                 family.add_metric([engine], float(stats.get(key, 0)))
         yield from families.values()
+
+
+def _runtime() -> Iterator[Metric]:
+    """Asyncio tasks and threads of the process: both must return to their level after
+    sessions end (bench/soak.py's connect/disconnect storm reads them)."""
+    try:
+        tasks = len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the event loop (a test calling collect())
+        tasks = 0
+    yield GaugeMetricFamily("avatar_asyncio_tasks", "Asyncio tasks of the server's loop",
+                            value=tasks)
+    threads = GaugeMetricFamily("avatar_threads", "Threads by name group (asyncio and "
+                                "render are bounded pools; batcher: one per engine)",
+                                labels=["group"])
+    groups = Tally(_thread_group(t.name) for t in threading.enumerate())
+    for group, count in sorted(groups.items()):
+        threads.add_metric([group], count)
+    yield threads
+
+
+def _thread_group(name: str) -> str:
+    """``asyncio_3`` -> ``asyncio``, ``batcher-viseme`` -> ``batcher``, ``Thread-7 (run)``
+    -> ``Thread``: a bounded label set."""
+    for separator in ("_", "-", " "):
+        name = name.split(separator, 1)[0]
+    return name or "unnamed"
 
 
 def _queue_depths(session: Session) -> Iterable[tuple[str, int]]:

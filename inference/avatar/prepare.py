@@ -8,6 +8,7 @@ the reference pads (top, bottom, left, right) = (0, 10, 0, 0) are applied.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -254,7 +255,6 @@ def prepare(path: Path, cache_dir: Path, progress: bool = False) -> PreparedMedi
         except (ValueError, KeyError, TypeError, OSError) as e:
             log.warning("avatar cache %s is corrupt (%s); preparing again", entry, e)
     media = detect(path, progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "version": PREP_VERSION,
         "sha256": key,
@@ -263,6 +263,14 @@ def prepare(path: Path, cache_dir: Path, progress: bool = False) -> PreparedMedi
         "mouths": np.round(media.mouths, 2).tolist(),
     }
     tmp = entry.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta))
-    tmp.replace(entry)  # atomic: a crash never leaves half an entry
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(entry)  # atomic: a crash never leaves half an entry
+    except OSError as e:
+        # A full disk or a read-only cache costs the next start its speed, not the avatar.
+        log.warning("avatar cache %s could not be written (%s); %s is prepared but will be "
+                    "detected again next time", entry, e, path.name)
+        with contextlib.suppress(OSError):  # half a temporary file must not stay behind
+            tmp.unlink(missing_ok=True)
     return media

@@ -1,0 +1,98 @@
+"""Prometheus metrics at /metrics: every family is exposed, values move with activity, and
+each application has its own registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from inference.services import Services
+from rtc.app import build_app
+
+pytestmark = pytest.mark.timeout(90)
+
+ALWAYS = ("avatar_errors", "avatar_http_responses", "avatar_generate_requests",
+          "avatar_generate_seconds", "avatar_generate_video_seconds",
+          "avatar_inference_batch_size", "avatar_inference_seconds",
+          "avatar_inference_failures", "avatar_sessions", "avatar_sessions_limit",
+          "avatar_session_fps", "avatar_session_frames_sent", "avatar_session_frames_skipped",
+          "avatar_session_frames_missing", "avatar_session_pictures_late",
+          "avatar_session_queue_depth", "avatar_session_av_offset_seconds",
+          "avatar_batcher_batches", "avatar_batcher_frames", "avatar_batcher_latency_seconds")
+"""Families present from the start (per-session ones without samples until a session)."""
+
+
+async def scrape(client: TestClient) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+    """Samples by name, then by their label set."""
+    r = await client.get("/metrics")
+    assert r.status == 200
+    assert r.headers["Content-Type"].startswith("text/plain; version=")
+    out: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    families = list(text_string_to_metric_families(await r.text()))
+    for family in families:
+        out.setdefault("#family " + family.name, {})
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+    return out
+
+
+def value(samples: dict[str, dict[frozenset[tuple[str, str]], float]], name: str,
+          labels: Mapping[str, str] | None = None) -> float:
+    """One sample's value (0 when absent)."""
+    return samples.get(name, {}).get(frozenset((labels or {}).items()), 0.0)
+
+
+async def test_every_family_is_exposed(loaded_services: Services) -> None:
+    async with TestClient(TestServer(build_app(loaded_services), host="127.0.0.1")) as client:
+        samples = await scrape(client)
+    for name in ALWAYS:
+        assert "#family " + name in samples, name
+    for kind in ("engine", "tts", "disk", "http_500", "session"):
+        assert value(samples, "avatar_errors_total", {"kind": kind}) == 0
+    assert value(samples, "avatar_sessions") == 0
+    assert value(samples, "avatar_sessions_limit") == loaded_services.config.http.max_sessions
+
+
+async def test_generate_moves_its_counters_and_the_engine_histograms(
+        loaded_services: Services) -> None:
+    async with TestClient(TestServer(build_app(loaded_services), host="127.0.0.1")) as client:
+        before = await scrape(client)
+        r = await client.post("/api/generate", json={"text": "Привет! Как дела?"})
+        assert r.status == 200
+        assert (await client.post("/api/generate", json={"text": ""})).status == 400
+        after = await scrape(client)
+    ok = {"source": "text", "status": "200"}
+    assert value(after, "avatar_generate_requests_total", ok) == 1
+    assert value(after, "avatar_generate_requests_total", {"source": "text",
+                                                           "status": "400"}) == 1
+    assert value(after, "avatar_generate_seconds_count") == 1
+    assert value(after, "avatar_generate_seconds_sum") > 0
+    duration = float(r.headers["X-Video-Duration"])
+    assert value(after, "avatar_generate_video_seconds_total") == pytest.approx(duration)
+    engine = {"engine": "viseme"}
+    # The engine is shared by the whole test session: compare with the scrape before.
+    calls = value(after, "avatar_inference_seconds_count", engine) - value(
+        before, "avatar_inference_seconds_count", engine)
+    frames = value(after, "avatar_inference_batch_size_sum", engine) - value(
+        before, "avatar_inference_batch_size_sum", engine)
+    assert calls >= 1
+    assert frames == int(r.headers["X-Video-Frames"])
+    inf = value(after, "avatar_inference_batch_size_bucket", engine | {"le": "+Inf"})
+    assert inf == value(after, "avatar_inference_batch_size_count", engine)
+    route = {"route": "/api/generate", "method": "POST"}
+    assert value(after, "avatar_http_responses_total", route | {"status": "200"}) == 1
+    assert value(after, "avatar_http_responses_total", route | {"status": "400"}) == 1
+
+
+async def test_each_app_has_its_own_registry(loaded_services: Services) -> None:
+    first, second = build_app(loaded_services), build_app(loaded_services)
+    async with TestClient(TestServer(first, host="127.0.0.1")) as a, \
+            TestClient(TestServer(second, host="127.0.0.1")) as b:
+        for _ in range(3):
+            assert (await a.get("/api/nothing")).status == 404
+        missing = {"route": "unmatched", "method": "GET", "status": "404"}
+        assert value(await scrape(a), "avatar_http_responses_total", missing) == 3
+        assert value(await scrape(b), "avatar_http_responses_total", missing) == 0
