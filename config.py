@@ -78,6 +78,8 @@ class HttpConfig:
     """Gather 127.0.0.1 ICE candidates (local use and tests)."""
     max_sessions: int = 8
     """Concurrent realtime sessions; more get 503 with Retry-After."""
+    max_viewers_per_stream: int = 8
+    """WHEP/OBS viewers one live stream may have (each costs an encoder); more get 503."""
     session_idle_seconds: float = 600.0
     """A realtime session with no activity for this long is closed."""
     max_queued_utterances: int = 16

@@ -17,6 +17,7 @@ from rtc.limits import json_limit_middleware
 from rtc.metrics import Metrics, install_metrics, metrics_middleware
 from rtc.openapi import openapi_handler
 from rtc.signalling import register_realtime
+from rtc.whep import register_whep
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def build_app(services: Services) -> web.Application:
     app.router.add_get("/healthz", health)
     app.router.add_get("/api/openapi.json", openapi_handler(services.config))
     realtime = register_realtime(app, services)  # realtime routes; closes sessions on shutdown
+    register_whep(app)  # WHEP viewers of live streams, /api/streams, /obs/{stream}
     install_metrics(app, metrics, services, realtime)  # GET /metrics
     app.router.add_get("/static/{filename:.+}", static_file)
     return app

@@ -71,6 +71,8 @@ def cors_middleware(origins: tuple[str, ...]) -> Middleware:
         if request.method == "OPTIONS" and allowed and \
                 "Access-Control-Request-Method" in request.headers:
             response: web.StreamResponse = web.Response(status=204)
+            if request.path.startswith("/whep/"):  # WHEP clients learn the body type here
+                response.headers["Accept-Post"] = "application/sdp"
         else:
             response = await handler(request)
         if allowed and origin is not None:

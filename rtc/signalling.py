@@ -33,6 +33,7 @@ from rtc.ice import use_loopback_ice
 from rtc.pipeline import PipelineOptions
 from rtc.session import OfferError, Session
 from rtc.speech import QueueFull
+from rtc.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class Realtime:
         self.batchers = BatcherPool(max_batch=config.engines.max_batch,
                                     feather=config.avatars.feather)
         self.sessions: dict[str, Session] = {}
+        self.streams = StreamRegistry(self.http.max_viewers_per_stream)
+        self._stream_of: dict[str, str] = {}  # session id -> stream name
         self._opening = 0  # offers being negotiated count against the limit too
         mel_basis()  # built lazily otherwise: ~0.4 s added to the first utterance's latency
 
@@ -80,6 +83,13 @@ class Realtime:
             raise ApiError(400, f"{request.path} always uses {pinned}; "
                                 "POST /offer to choose another engine")
         name = pinned or name
+        stream_name = optional_str(body, "stream")
+        if stream_name is not None:
+            try:
+                self.streams.check_name(stream_name)
+            except ValueError as e:
+                raise ApiError(409 if stream_name in self.streams.streams else 400,
+                               str(e)) from None
         try:
             engine = self.services.engine(name)
         except EngineUnavailable as e:
@@ -111,9 +121,14 @@ class Realtime:
         finally:
             self._opening -= 1
         self.sessions[session.id] = session
+        stream_name = stream_name or session.id
+        if stream_name in self.streams.streams:  # taken while this offer was negotiated
+            stream_name = session.id
+        self.streams.open(stream_name, session.id, session.video, session.audio)
+        self._stream_of[session.id] = stream_name
         return web.json_response({"sdp": answer.sdp, "type": answer.type,
                                   "session_id": session.id, "engine": engine.name,
-                                  "avatar": avatar.name})
+                                  "avatar": avatar.name, "stream": stream_name})
 
     def _unavailable(self, name: str, reason: str) -> web.Response:
         fallback = FALLBACK_ENGINE if FALLBACK_ENGINE in self.services.engines else None
@@ -123,6 +138,9 @@ class Realtime:
 
     def _forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        stream_name = self._stream_of.pop(session.id, None)
+        if stream_name is not None:  # its viewers end with it
+            self.streams.close(stream_name)
 
     # --- session control ---------------------------------------------------------------
 

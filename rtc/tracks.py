@@ -9,6 +9,7 @@ waits for video: an empty audio slot is sent as silence, so time is never stretc
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Generic, TypeVar
@@ -112,6 +113,8 @@ class AvatarVideoTrack(MediaStreamTrack):
         self.stats = TrackStats()
         self._last = first
         self._next: int | None = None
+        self.release_listeners: list[Callable[[int, av.VideoFrame], None]] = []
+        """Called with (slot, frame) as each frame is released (stream viewers, recordings)."""
 
     async def recv(self) -> av.VideoFrame:
         """The frame of the next video slot, released at its time."""
@@ -138,6 +141,8 @@ class AvatarVideoTrack(MediaStreamTrack):
         frame.time_base = VIDEO_TIME_BASE
         self._next = slot + 1
         self.stats.sent += 1
+        for listener in self.release_listeners:
+            listener(slot, frame)
         return frame
 
 
@@ -152,6 +157,8 @@ class AvatarAudioTrack(MediaStreamTrack):
         self.queue = queue
         self.stats = TrackStats()
         self._next: int | None = None
+        self.release_listeners: list[Callable[[int, np.ndarray], None]] = []
+        """Called with (slot, s16 samples) as each audio frame is released."""
 
     async def recv(self) -> av.AudioFrame:
         """The audio of the next slot, released at its time; never waits for video."""
@@ -178,4 +185,6 @@ class AvatarAudioTrack(MediaStreamTrack):
         frame.time_base = AUDIO_TIME_BASE
         self._next = slot + 1
         self.stats.sent += 1
+        for listener in self.release_listeners:
+            listener(slot, samples)
         return frame
