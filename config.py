@@ -80,6 +80,12 @@ class HttpConfig:
     """Concurrent realtime sessions; more get 503 with Retry-After."""
     max_viewers_per_stream: int = 8
     """WHEP/OBS viewers one live stream may have (each costs an encoder); more get 503."""
+    recordings_dir: Path = PROJECT_ROOT / "recordings"
+    """Where stream recordings (fragmented MP4) are written and served from."""
+    max_recording_seconds: float = 3600.0
+    """A recording stops by itself after this long (an event says why)."""
+    max_recording_bytes: int = 2 * 1024**3
+    """A recording stops by itself when its file reaches this size."""
     session_idle_seconds: float = 600.0
     """A realtime session with no activity for this long is closed."""
     max_queued_utterances: int = 16

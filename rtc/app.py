@@ -16,6 +16,7 @@ from rtc.generate import Generator
 from rtc.limits import json_limit_middleware
 from rtc.metrics import Metrics, install_metrics, metrics_middleware
 from rtc.openapi import openapi_handler
+from rtc.recording import register_recordings
 from rtc.signalling import register_realtime
 from rtc.whep import register_whep
 
@@ -107,6 +108,7 @@ def build_app(services: Services) -> web.Application:
     app.router.add_get("/api/openapi.json", openapi_handler(services.config))
     realtime = register_realtime(app, services)  # realtime routes; closes sessions on shutdown
     register_whep(app)  # WHEP viewers of live streams, /api/streams, /obs/{stream}
+    register_recordings(app)  # /api/streams/{stream}/recording/*, /api/recordings
     install_metrics(app, metrics, services, realtime)  # GET /metrics
     app.router.add_get("/static/{filename:.+}", static_file)
     return app

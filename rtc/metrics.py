@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -79,6 +79,12 @@ class Metrics:
     def error(self, kind: str) -> None:
         """Count one error of ``kind`` (engine, tts, disk, http_500, session ...)."""
         self.errors[kind] += 1
+
+    def session_event(self, event: dict[str, Any]) -> None:
+        """A realtime session's event: its errors are counted (speech failures as tts)."""
+        if event.get("type") == "error":
+            message = str(event.get("message", ""))
+            self.error("tts" if message.startswith("speech synthesis") else "session")
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
@@ -295,4 +301,6 @@ def install_metrics(app: web.Application, metrics: Metrics, services: Services,
     """Register the live collector and the /metrics route of ``app``."""
     app[METRICS_KEY] = metrics
     metrics.registry.register(LiveCollector(metrics, services, realtime))
+    if realtime is not None:
+        realtime.event_listeners.append(metrics.session_event)
     app.router.add_get("/metrics", metrics_handler)

@@ -19,8 +19,9 @@ from rtc.auth import guarded
 Schema = dict[str, Any]
 Operation = dict[str, Any]
 
-SKIPPED_METHODS = ("HEAD", "OPTIONS")
-"""aiohttp adds HEAD to every GET; CORS preflights are answered by middleware."""
+SKIPPED_METHODS = ("HEAD",)
+"""aiohttp adds HEAD to every GET. (CORS preflights are answered by middleware; OPTIONS
+routes registered on purpose, like WHEP's, are described.)"""
 
 
 def _ref(name: str) -> Schema:
@@ -47,6 +48,12 @@ def _page(summary: str) -> Operation:
 
 SESSION_ID = {"name": "session_id", "in": "path", "required": True,
               "description": "the id /offer answered", "schema": {"type": "string"}}
+STREAM = {"name": "stream", "in": "path", "required": True,
+          "description": "the 'stream' /offer answered", "schema": {"type": "string"}}
+VIEWER = {"name": "viewer", "in": "path", "required": True,
+          "description": "the last part of the Location a WHEP POST answered",
+          "schema": {"type": "string"}}
+SDP_BODY = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
 NO_SESSION = _error("no such session (it ended or timed out)")
 RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 TIMING = {name: {"description": "seconds", "schema": {"type": "number"}}
@@ -76,11 +83,13 @@ def _schemas(config: AppConfig) -> dict[str, Schema]:
             "sdp": {"type": "string", "maxLength": 64 * 1024,
                     "description": "the browser's SDP offer, with a video m-line"},
             "type": {"const": "offer"}, "engine": name, "avatar": name, "language": language,
-            "echo_mic": {"type": "boolean", "description": "send the caller's voice back"}}},
+            "echo_mic": {"type": "boolean", "description": "send the caller's voice back"},
+            "stream": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                       "description": "name viewers use (WHEP, /obs/); default: the id"}}},
         "Answer": {"type": "object", "required": ["sdp", "type", "session_id"], "properties": {
             "sdp": {"type": "string"}, "type": {"const": "answer"},
             "session_id": {"type": "string"}, "engine": {"type": "string"},
-            "avatar": {"type": "string"}}},
+            "avatar": {"type": "string"}, "stream": {"type": "string"}}},
         "EngineUnavailable": {"type": "object", "required": ["error"], "properties": {
             "error": {"type": "string"}, "engine": {"type": "string"},
             "reason": {"type": "string"},
@@ -105,6 +114,7 @@ def _realtime_offer(summary: str) -> Operation:
                   _ref("Answer")),
             "400": _error("malformed JSON, bad SDP, no video m-line, unknown engine/avatar/"
                           "language"),
+            "409": _error("the stream name is already live"),
             "413": _error("the body or the SDP is too large"),
             "503": {"description": "the engine cannot run here (with a fallback), or every "
                                    "session slot is taken (Retry-After)", "headers": RETRY,
@@ -194,6 +204,8 @@ def _operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
             "responses": {**_ok("the dropped utterances", {"type": "object", "properties": {
                 "interrupted": {"type": "array", "items": {"type": "string"}}}}),
                 "404": NO_SESSION}},
+        **_whep_operations(config),
+        **_recording_operations(),
         ("GET", "/api/sessions/{session_id}/events"): {
             "summary": "The session's events as Server-Sent Events", "tags": ["realtime"],
             "parameters": [SESSION_ID,
@@ -204,6 +216,92 @@ def _operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
                                   "content": {"text/event-stream": {"schema":
                                                                     {"type": "string"}}}},
                           "404": NO_SESSION}},
+    }
+
+
+def _whep_operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
+    """WHEP playback of live streams (rtc/whep.py) and the OBS page."""
+    viewers = config.http.max_viewers_per_stream
+    no_stream = _error("no live stream of that name")
+    return {
+        ("OPTIONS", "/whep/{stream}"): {
+            "summary": "What the WHEP resource accepts (also a CORS preflight)",
+            "tags": ["whep"], "parameters": [STREAM],
+            "responses": {"204": {"description": "Accept-Post: application/sdp"}}},
+        ("POST", "/whep/{stream}"): {
+            "summary": "Watch a live stream: a recvonly SDP offer in, the answer out",
+            "tags": ["whep"], "parameters": [STREAM], "requestBody": SDP_BODY,
+            "responses": {
+                "201": {"description": "the SDP answer; Location: the viewer's URL",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": {"application/sdp": {"schema": {"type": "string"}}}},
+                "400": _error("no video m-line or unusable SDP"), "404": no_stream,
+                "413": _error("the offer is too large"),
+                "415": _error("not application/sdp"),
+                "503": {"description": f"the stream already has {viewers} viewers "
+                                       "(Retry-After)", "headers": RETRY,
+                        **_json(_ref("Error"))}}},
+        ("OPTIONS", "/whep/{stream}/{viewer}"): {
+            "summary": "What a viewer resource accepts", "tags": ["whep"],
+            "parameters": [STREAM, VIEWER],
+            "responses": {"204": {"description": "Allow: DELETE, OPTIONS"}}},
+        ("DELETE", "/whep/{stream}/{viewer}"): {
+            "summary": "Stop watching", "tags": ["whep"], "parameters": [STREAM, VIEWER],
+            "responses": {**_ok("ended", {"type": "object", "properties": {
+                "closed": {"type": "string"}}}),
+                "404": _error("no such stream or viewer (it may have ended)")}},
+        ("PATCH", "/whep/{stream}/{viewer}"): {
+            "summary": "Trickle ICE: not supported (the answer carries every candidate)",
+            "tags": ["whep"], "parameters": [STREAM, VIEWER],
+            "requestBody": {"content": {"application/trickle-ice-sdpfrag": {
+                "schema": {"type": "string"}}}},
+            "responses": {"404": no_stream, "405": _error("not supported")}},
+        ("GET", "/api/streams"): {
+            "summary": "Live streams and their viewers", "tags": ["whep"],
+            "responses": _ok("the streams", {"type": "object", "required": ["streams"],
+                                             "properties": {"streams": {"type": "array"}}})},
+        ("GET", "/obs/{stream}"): {**_page("Full-window viewer page for OBS Browser Sources"),
+                                   "parameters": [STREAM]},
+    }
+
+
+def _recording_operations() -> dict[tuple[str, str], Operation]:
+    """Recordings of live streams (rtc/recording.py)."""
+    recording = {"type": "object", "properties": {
+        "recording": {"type": "string"}, "stream": {"type": "string"},
+        "frames": {"type": "integer"}, "seconds": {"type": "number"},
+        "dropped": {"type": "integer"}, "active": {"type": "boolean"},
+        "stop_reason": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}}}
+    no_stream = _error("no live stream of that name")
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "a file name from GET /api/recordings"}
+    return {
+        ("POST", "/api/streams/{stream}/recording/start"): {
+            "summary": "Start recording a live stream to fragmented MP4", "tags": ["recordings"],
+            "parameters": [STREAM],
+            "responses": {**_ok("recording", recording, "201"), "404": no_stream,
+                          "409": _error("already recording"),
+                          "507": _error("the recordings folder cannot be created")}},
+        ("POST", "/api/streams/{stream}/recording/stop"): {
+            "summary": "Stop recording; answers once the file is complete",
+            "tags": ["recordings"], "parameters": [STREAM],
+            "responses": {**_ok("the finished recording", recording), "404": no_stream,
+                          "409": _error("not recording")}},
+        ("GET", "/api/streams/{stream}/recording"): {
+            "summary": "The stream's current or last recording", "tags": ["recordings"],
+            "parameters": [STREAM],
+            "responses": {**_ok("recording", recording), "404": no_stream}},
+        ("GET", "/api/recordings"): {
+            "summary": "Recordings on disk, newest first", "tags": ["recordings"],
+            "responses": _ok("the files", {"type": "object", "properties": {
+                "recordings": {"type": "array"}}})},
+        ("GET", "/api/recordings/{name}"): {
+            "summary": "Download a recording", "tags": ["recordings"], "parameters": [name],
+            "responses": {"200": {"description": "the MP4 file",
+                                  "content": {"video/mp4": {"schema": {
+                                      "type": "string", "format": "binary"}}}},
+                          "400": _error("not a recording name"),
+                          "404": _error("no such recording")}},
     }
 
 

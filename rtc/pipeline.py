@@ -68,6 +68,8 @@ class PipelineOptions:
     """Windows quieter than this count as silence."""
     margin: float = 0.02
     """Seconds added to the batcher's latency when choosing where speech starts."""
+    max_utterances: int = 16
+    """Utterances queued or speaking at most; more ``say`` calls raise QueueFull (429)."""
 
 
 @dataclass
@@ -107,7 +109,8 @@ class Pipeline:
         self.video_queue: SlotQueue[av.VideoFrame] = SlotQueue(ahead)
         self.audio_queue: SlotQueue[np.ndarray] = SlotQueue(ahead * AUDIO_PER_VIDEO)
         self.speaker = Speaker(session_id, tts, on_clip=self._schedule,
-                               on_error=self._speech_error, now=clock.now)
+                               on_error=self._speech_error, now=clock.now,
+                               max_utterances=self.options.max_utterances)
         self.generation = 0
         self._next = clock.current_video_index() + 1
         self._clip: Clip | None = None

@@ -69,6 +69,8 @@ class Session:
         self.closed = asyncio.Event()
         self._idle_seconds = http.session_idle_seconds
         self._on_closed = on_closed
+        self.event_listeners: list[Callable[[Event], None]] = []
+        """Called with every event the session emits (metrics count the errors)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.last_activity = self.clock.now()
@@ -220,6 +222,8 @@ class Session:
     def _emit(self, event: Event) -> None:
         event = {**event, "session": self.id}
         self.events.publish(event)
+        for listener in self.event_listeners:
+            listener(event)
         if self.channel is not None:
             _send(self.channel, event)
 

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -60,6 +61,8 @@ class Realtime:
         self.streams = StreamRegistry(self.http.max_viewers_per_stream)
         self._stream_of: dict[str, str] = {}  # session id -> stream name
         self._opening = 0  # offers being negotiated count against the limit too
+        self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
+        """Given to every new session (see Session.event_listeners)."""
         mel_basis()  # built lazily otherwise: ~0.4 s added to the first utterance's latency
 
     # --- offers ------------------------------------------------------------------------
@@ -105,10 +108,12 @@ class Realtime:
             raise ApiError(503, f"all {self.http.max_sessions} realtime sessions are in use; "
                                 "try again later", {"Retry-After": RETRY_AFTER})
         options = PipelineOptions(echo_mic=echo,
-                                  silence_rms=self.services.config.engines.silence_rms)
+                                  silence_rms=self.services.config.engines.silence_rms,
+                                  max_utterances=self.http.max_queued_utterances)
         session = Session(self.services, self.batchers.get(engine), engine=engine.name,
                           avatar=avatar, language=language, http=self.http, options=options,
                           on_closed=self._forget)
+        session.event_listeners.extend(self.event_listeners)
         self._opening += 1
         try:
             answer = await session.accept(sdp, kind)

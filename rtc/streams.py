@@ -92,26 +92,31 @@ class ViewerVideoTrack(MediaStreamTrack):
 
     def __init__(self, capacity: int = VIEWER_QUEUE_FRAMES) -> None:
         super().__init__()
-        self.queue: DropOldestQueue[av.VideoFrame] = DropOldestQueue(capacity)
+        self.queue: DropOldestQueue[tuple[int, av.VideoFrame]] = DropOldestQueue(capacity)
         self.active = False
         """Set by the first recv(): frames are queued only once the sender pulls, so a
         viewer still connecting does not receive a burst of stale frames."""
         self.sent = 0
+        self.first_slot: int | None = None
+        """Session clock slot of the first frame sent (maps receiver pts to the clock)."""
 
     def offer(self, slot: int, frame: av.VideoFrame) -> None:
         """Listener of the session's video track (``slot`` is already stamped as pts)."""
         if self.active:
-            self.queue.put(frame)
+            self.queue.put((slot, frame))
 
     async def recv(self) -> av.VideoFrame:
         """The next released frame; MediaStreamError once the stream or viewer ended."""
         if self.readyState != "live":
             raise MediaStreamError
         self.active = True
-        frame = await self.queue.get()
-        if frame is None:
+        item = await self.queue.get()
+        if item is None:
             self.stop()
             raise MediaStreamError
+        slot, frame = item
+        if self.first_slot is None:
+            self.first_slot = slot
         self.sent += 1
         return frame
 
@@ -126,6 +131,7 @@ class ViewerAudioTrack(MediaStreamTrack):
         self.queue: DropOldestQueue[tuple[int, np.ndarray]] = DropOldestQueue(capacity)
         self.active = False
         self.sent = 0
+        self.first_slot: int | None = None
 
     def offer(self, slot: int, samples: np.ndarray) -> None:
         """Listener of the session's audio track: s16 mono samples of audio ``slot``."""
@@ -142,6 +148,8 @@ class ViewerAudioTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         slot, samples = item
+        if self.first_slot is None:
+            self.first_slot = slot
         # A frame per viewer: aiortc's encoder resamples it and must not share that state.
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
@@ -189,6 +197,8 @@ class Stream:
         self.video_listeners: list[Callable[[int, av.VideoFrame], None]] = []
         """Other consumers of released frames (recordings); called like viewers are."""
         self.audio_listeners: list[Callable[[int, np.ndarray], None]] = []
+        self.on_end: list[Callable[[Stream], None]] = []
+        """Called once when the session ends (recordings stop there)."""
 
     def publish_video(self, slot: int, frame: av.VideoFrame) -> None:
         """Called by the session's video track as it releases ``frame`` for ``slot``."""
@@ -228,6 +238,9 @@ class Stream:
         """The session ended: end every viewer."""
         for viewer_id in list(self.viewers):
             self.remove_viewer(viewer_id)
+        callbacks, self.on_end = self.on_end, []
+        for callback in callbacks:
+            callback(self)
 
     def describe(self) -> dict[str, object]:
         """State for the API."""

@@ -41,7 +41,8 @@ RETRY_AFTER = "10"
 def preferred_video_codecs(first: str = "video/VP8") -> list[RTCRtpCodecCapability]:
     """aiortc's video codecs with ``first`` (and its retransmission codec) in front."""
     codecs = RTCRtpSender.getCapabilities("video").codecs
-    lead = [c for c in codecs if c.mimeType.lower() in (first.lower(), "video/rtx")]
+    lead = [c for c in codecs if c.mimeType.lower() == first.lower()]
+    lead += [c for c in codecs if c.mimeType.lower() == "video/rtx"]
     return lead + [c for c in codecs if c not in lead]
 
 

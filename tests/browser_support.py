@@ -26,6 +26,23 @@ CHROMIUM_FLAGS = [
     "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def save_screenshot(name: str, png: bytes) -> None:
+    """Keep a page screenshot: full size in test-artifacts/, a small copy in docs/screenshots/.
+
+    The docs copy (at most 800 px, 128 colours) is what README/docs show as the current page.
+    """
+    from PIL import Image
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / name).write_bytes(png)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with Image.open(ARTIFACTS / name) as image:
+        small = image.convert("RGB")
+        small.thumbnail((800, 800))
+        small.quantize(colors=128).save(SCREENSHOTS / name, optimize=True)
 
 
 def require_browser() -> None:

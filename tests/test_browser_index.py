@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.browser_support import (
-    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_FLAGS,
     require_browser,
     running_server,
+    save_screenshot,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -66,8 +66,7 @@ async def test_russian_text_becomes_a_playing_downloadable_video(page, tmp_path:
     await download.save_as(saved)
     head = saved.read_bytes()[:12]
     assert head[4:8] == b"ftyp", "the download is not an MP4"
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "index.png"))
+    save_screenshot("index.png", await page.screenshot())
 
 
 async def test_engine_without_checkpoint_shows_a_readable_error(page) -> None:
@@ -78,5 +77,4 @@ async def test_engine_without_checkpoint_shows_a_readable_error(page) -> None:
     message = await page.text_content("#error")
     assert message is not None
     assert "Wav2Lip-SD-NOGAN.pt" in message and "{" not in message
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "index-error.png"))
+    save_screenshot("index-error.png", await page.screenshot())

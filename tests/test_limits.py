@@ -20,15 +20,20 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiortc import RTCPeerConnection
 
-from config import HttpConfig, TtsConfig
-from inference.avatar.store import Avatar
+from config import AppConfig, HttpConfig, TtsConfig
+from inference.avatar.store import Avatar, AvatarStore
 from inference.engines.base import LipSyncEngine
 from inference.render import RenderStats
 from inference.services import Services
+from inference.tts import TextToSpeech
 from rtc.app import build_app
 from rtc.generate import GenerateJob, Generator
+from rtc.ice import rtc_configuration, use_loopback_ice
 from tests.media import encode_audio, tone
+from tests.realtime_peer import TestClient as PeerClient
+from tests.realtime_peer import realtime_services, running_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -219,3 +224,53 @@ async def test_server_answers_normally_after_every_limit(client: TestClient) -> 
     assert r.status == 200 and r.content_type == "video/mp4"
     assert len(await r.read()) > 1000
     assert np.isfinite(float(r.headers["X-Video-Duration"]))
+
+
+# --- realtime: sessions and queued utterances ----------------------------------------------
+
+
+@pytest.fixture
+def loopback_ice() -> Iterator[None]:
+    use_loopback_ice(True)
+    yield
+    use_loopback_ice(False)
+
+
+async def test_sessions_and_queued_utterances_limits(
+        loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
+        espeak_tts: TextToSpeech) -> None:
+    config = dataclasses.replace(app_config, http=HttpConfig(
+        ice_loopback=True, max_sessions=1, max_queued_utterances=2))
+    async with running_server(realtime_services(config, avatar_store, espeak_tts)) as (url, _):
+        first = PeerClient(url)
+        try:
+            await first.connect()
+            await first.wait_for_frames(2)
+            second = RTCPeerConnection(rtc_configuration([]))
+            second.addTransceiver("video", direction="recvonly")
+            await second.setLocalDescription(await second.createOffer())
+            offer = {"sdp": second.localDescription.sdp, "type": "offer"}
+            await second.close()
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url + "/offer", json=offer) as r:
+                    await expect_error(r, 503, "sessions are in use")
+                    assert int(r.headers["Retry-After"]) > 0
+                long_text = "Раз, два, три, четыре, пять. " * 4
+                for _ in range(2):
+                    status, _reply = await first.post("/say", {"text": long_text})
+                    assert status == 202
+                status, reply = await first.post("/say", {"text": "Ещё."})
+                assert status == 429 and "already queued" in reply["error"]
+                async with http.post(f"{url}/api/sessions/{first.session_id}/say",
+                                     json={"text": "Ещё."}) as r:
+                    assert int(r.headers["Retry-After"]) > 0
+                status, reply = await first.post("/interrupt")
+                assert status == 200 and len(reply["interrupted"]) == 2
+                status, _reply = await first.post("/say", {"text": "Ещё."})
+                assert status == 202  # the queue has room again
+                async with http.get(url + "/healthz") as r:
+                    assert r.status == 200
+                state = await first.state()
+                assert state["connection"] == "connected"
+        finally:
+            await first.close()

@@ -227,7 +227,29 @@
       },
     });
 
+    // Where others can watch this session: a WHEP player URL and the OBS Browser Source page.
+    function showWatchLinks(stream) {
+      if (!el.watch) return;
+      el.watch.replaceChildren();
+      el.watch.hidden = !stream;
+      if (!stream) return;
+      const base = window.location.origin;
+      const name = encodeURIComponent(stream);
+      const links = [["WHEP", `${base}/whep/${name}`], ["OBS", `${base}/obs/${name}`]];
+      el.watch.append("Watch: ");
+      links.forEach(([label, url], i) => {
+        const a = document.createElement("a");
+        a.href = url;
+        a.textContent = `${label} ${url}`;
+        a.target = "_blank";
+        a.rel = "noopener";
+        if (i) el.watch.append(" · ");
+        el.watch.append(a);
+      });
+    }
+
     function setConnected(on) {
+      if (!on) showWatchLinks(null);
       el.connect.textContent = on ? "Disconnect" : "Connect";
       [el.say, el.interrupt, el.mic].forEach((b) => { if (b) b.disabled = !on; });
       if (!on && el.mic) { el.mic.setAttribute("aria-pressed", "false"); el.mic.textContent = "Mic off"; }
@@ -257,6 +279,7 @@
         const answer = await live.connect({ endpoint: state.endpoint, engine: state.engine || opts.engine,
           avatar: opts.avatar, language: opts.language, echoMic: opts.echoMic });
         show(el.status, `connected: ${answer.engine}, ${answer.avatar}`);
+        showWatchLinks(answer.stream);
         setConnected(true);
       } catch (e) {
         if (e instanceof ApiError && e.status === 503 && e.body.engine) {
@@ -308,7 +331,7 @@
         video: "rt-video", connect: "rt-connect", say: "rt-say", interrupt: "rt-interrupt", mic: "rt-mic",
         status: "rt-status", error: "rt-error", fallback: "rt-fallback", engineNote: "rt-engine",
         fps: "rt-fps", latency: "rt-latency", offset: "rt-offset", rtt: "rt-rtt", speech: "rt-speech",
-        dropped: "rt-dropped",
+        dropped: "rt-dropped", watch: "rt-watch",
       }, {
         endpoint, engine: null,
         options: () => ({ text: byId("rt-text").value, language: byId("rt-language").value,

@@ -1,0 +1,178 @@
+"""What a viewer of the live pages sees and hears, measured inside headless Chromium.
+
+The mouth is read from the displayed video (requestVideoFrameCallback + canvas) and the
+sound from the received audio track (WebAudio); see tests/browser_sync.py. No Wav2Lip
+checkpoint exists here, so the pages run the viseme engine they offer instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import wave
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.browser_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    require_browser,
+    running_server,
+    save_screenshot,
+)
+from tests.browser_sync import (
+    BT1359_WINDOW_MS,
+    SYNC_JS,
+    SyncResult,
+    av_offset,
+    mouth_activity,
+    record_phrases,
+    speech_level,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
+
+PLAYING = ("(id) => { const v = document.getElementById(id);"
+           " return v.videoWidth > 0 && v.currentTime > 0.5; }")
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require_browser()
+    empty = tmp_path_factory.mktemp("no-checkpoints")
+    with running_server(tmp_path_factory.mktemp("sync-cache"), "--checkpoints", str(empty),
+                        "--engine", "viseme") as url:
+        yield url
+
+
+def speech_wav(path: Path) -> np.ndarray:
+    """Write espeak speech then silence as a 16 kHz WAV; return the PCM (float32)."""
+    from inference.tts import create_tts
+
+    pcm = create_tts().synthesize("Раз, два, три, четыре, пять.", "ru").pcm
+    pcm = np.concatenate([pcm, np.zeros(16000 * 2, np.float32)])
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(pcm, -1, 1) * 32000).astype("<i2").tobytes())
+    return pcm
+
+
+@asynccontextmanager
+async def open_live(url: str, path: str, *flags: str, echo: bool = False,
+                    shot: str | None = None) -> AsyncIterator[Any]:
+    """A page of ``path`` that fell back to the viseme engine and plays; ``shot`` names a
+    screenshot of the unavailability notice taken before switching."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM,
+                                          args=[*CHROMIUM_FLAGS, *flags])
+        context = await browser.new_context(viewport={"width": 1100, "height": 760})
+        await context.add_init_script(SYNC_JS)
+        page = await context.new_page()
+        await page.goto(url + path)
+        await page.wait_for_selector("#rt-fallback:not([hidden])")
+        if shot:
+            # Readable: shown, inside the viewport, next to the way out.
+            box = await page.locator("#rt-error").bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 1100
+            assert "checkpoint" in (await page.text_content("#rt-error") or "")
+            save_screenshot(shot, await page.screenshot())
+        if echo:
+            await page.check("#rt-echo")
+        await page.click("#rt-fallback")
+        await page.wait_for_function(PLAYING, arg="rt-video", timeout=30_000)
+        try:
+            yield page
+        finally:
+            await browser.close()
+
+
+def save_result(name: str, sync: SyncResult) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / name).write_text(json.dumps(dataclasses.asdict(sync), indent=1))
+
+
+async def test_realtime2_lip_sync_mouth_interrupt_and_stats(server_url: str) -> None:
+    async with open_live(server_url, "/realtime2") as page:
+        rec = await record_phrases(page)
+        # The mouth moves while the avatar speaks and rests while it is idle.
+        times, activity = mouth_activity(rec)
+        first, last = rec["spans"][0][0], rec["spans"][-1][1]
+        idle = activity[times < first]
+        speaking = activity[(times > first) & (times < last)]
+        assert len(idle) >= 10 and len(speaking) >= 50
+        assert speaking.mean() > 3 * max(idle.mean(), 0.3), (speaking.mean(), idle.mean())
+        # Lip-sync as heard and seen: inside ITU-R BT.1359's acceptability window.
+        sync = av_offset(rec)
+        assert len(sync.onsets_ms) >= 2, sync
+        save_result("realtime2-sync.json", sync)
+        assert BT1359_WINDOW_MS[0] <= sync.offset_ms <= BT1359_WINDOW_MS[1], sync
+        # The stats panel and the browser's own getStats show a live stream.
+        assert float((await page.text_content("#rt-fps") or "0").split()[0]) > 0
+        inbound = await page.evaluate("window.__avsync.inbound()")
+        assert inbound["video"]["framesPerSecond"] > 0
+        assert inbound["video"]["framesDecoded"] > 50
+        save_screenshot("realtime2.png", await page.screenshot())
+        # Interrupt: the sound stops within a moment of pressing the button.
+        await page.fill("#rt-text", "Раз два три четыре пять шесть семь восемь девять десять. " * 3)
+        await page.evaluate("window.__avsync.start('rt-video')")
+        await page.click("#rt-say")
+        await page.wait_for_function(
+            "document.getElementById('rt-status').textContent.startsWith('speaking')",
+            timeout=30_000)
+        await page.wait_for_timeout(1500)
+        pressed = await page.evaluate("performance.now()")
+        await page.click("#rt-interrupt")
+        await page.wait_for_function(
+            "document.getElementById('rt-status').textContent === 'interrupted'",
+            timeout=10_000)
+        await page.wait_for_timeout(1500)
+        rec = await page.evaluate("window.__avsync.stop()")
+        before = speech_level(rec, pressed - 1200, pressed)
+        after = speech_level(rec, pressed + 700, pressed + 1500)
+        assert after < 0.2 * before, (before, after)
+
+
+async def test_realtime_gan_page_is_readable_without_checkpoint(server_url: str) -> None:
+    async with open_live(server_url, "/realtime", shot="realtime-unavailable.png") as page:
+        # The fallback notice stays on the page after switching: the user knows why.
+        assert "viseme" in (await page.text_content("#rt-engine") or "")
+        save_screenshot("realtime.png", await page.screenshot())
+
+
+async def test_microphone_speech_moves_the_mouth(server_url: str, tmp_path: Path) -> None:
+    wav = tmp_path / "speech.wav"
+    pcm = speech_wav(wav)
+    speech_fraction = float((np.abs(pcm) > 0.02).mean())
+    async with open_live(server_url, "/realtime2",
+                                f"--use-file-for-fake-audio-capture={wav}", echo=True) as page:
+        await page.evaluate("window.__avsync.start('rt-video')")
+        await page.wait_for_timeout(2000)
+        pressed = await page.evaluate("performance.now()")
+        await page.click("#rt-mic")
+        await page.wait_for_selector("#rt-mic[aria-pressed='true']", timeout=10_000)
+        # Keep recording while the fake microphone loops the WAV about twice.
+        await page.wait_for_timeout(int(2.2 * len(pcm) / 16))
+        rec = await page.evaluate("window.__avsync.stop()")
+        times, all_activity = mouth_activity(rec)
+        idle_activity = all_activity[times < pressed]
+        activity = all_activity[times > pressed + 1000]
+        assert activity.mean() > 3 * max(idle_activity.mean(), 0.3)
+        # The mouth moves only while the WAV speaks: part of the time it rests.
+        moving = float((activity > 0.25 * activity.max()).mean())
+        assert 0.15 < moving < min(0.95, speech_fraction + 0.4), (moving, speech_fraction)
+        # The echoed voice ("send my voice back") and the mouth rise and fall together.
+        # Their offset is recorded, not asserted: the presenter path is not held to
+        # BT.1359 yet (seen: the voice ~280 ms after the mouth).
+        sync = av_offset(rec)
+        assert sync.onsets_ms and sync.correlation > 0.3, sync
+        save_result("mic-echo-sync.json", sync)

@@ -1,0 +1,124 @@
+// OBS viewer: plays /whep/{stream} full-window, with sound, and reconnects on its own.
+// The stream name comes from the page URL (/obs/{stream}); ?token= and ?bg= from its query.
+"use strict";
+
+(function () {
+  const params = new URLSearchParams(location.search);
+  const stream = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
+  const token = params.get("token");
+  const bg = params.get("bg");
+  const video = document.getElementById("video");
+  const canvas = document.getElementById("canvas");
+  const status = document.getElementById("status");
+  const RETRY_MS = 2000;
+  let pc = null;
+  let resource = null; // the WHEP session URL (Location), deleted when we leave
+  let retryTimer = null;
+  // Counters the browser test reads (frames actually presented).
+  window.obsStats = { frames: 0, connects: 0, state: "new" };
+
+  if (bg === "green") document.body.classList.add("bg-green");
+  if (bg === "transparent") document.body.classList.add("bg-transparent");
+
+  function authHeaders(extra) {
+    const headers = Object.assign({}, extra);
+    if (token) headers.Authorization = "Bearer " + token;
+    return headers;
+  }
+
+  function show(text) {
+    status.textContent = text;
+    document.body.classList.toggle("waiting", Boolean(text));
+  }
+
+  function waitForIce(peer) {
+    // aiortc answers with every candidate; gathering ours first avoids trickle (PATCH).
+    if (peer.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => { if (peer.iceGatheringState === "complete") resolve(); };
+      peer.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 2000);
+    });
+  }
+
+  async function connect() {
+    retryTimer = null;
+    window.obsStats.connects += 1;
+    show("connecting…");
+    const peer = new RTCPeerConnection({ iceServers: [] });
+    pc = peer;
+    peer.addTransceiver("video", { direction: "recvonly" });
+    peer.addTransceiver("audio", { direction: "recvonly" });
+    const media = new MediaStream();
+    peer.ontrack = (e) => {
+      media.addTrack(e.track);
+      video.srcObject = media;
+      video.play().catch(() => { video.muted = true; video.play(); }); // autoplay fallback
+    };
+    peer.onconnectionstatechange = () => {
+      window.obsStats.state = peer.connectionState;
+      if (peer.connectionState === "connected") show("");
+      if (["failed", "disconnected", "closed"].includes(peer.connectionState)) retry();
+    };
+    try {
+      await peer.setLocalDescription(await peer.createOffer());
+      await waitForIce(peer);
+      const response = await fetch("/whep/" + encodeURIComponent(stream), {
+        method: "POST",
+        headers: authHeaders({ "Content-Type": "application/sdp" }),
+        body: peer.localDescription.sdp,
+      });
+      if (response.status !== 201) throw new Error("WHEP " + response.status + ": " + await response.text());
+      resource = response.headers.get("Location");
+      await peer.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    } catch (err) {
+      show("waiting for stream " + stream + " (" + err.message + ")");
+      retry();
+    }
+  }
+
+  function retry() {
+    if (retryTimer !== null) return;
+    leave();
+    retryTimer = setTimeout(connect, RETRY_MS);
+  }
+
+  function leave() {
+    if (resource) {
+      fetch(resource, { method: "DELETE", headers: authHeaders({}), keepalive: true }).catch(() => {});
+      resource = null;
+    }
+    if (pc) { pc.onconnectionstatechange = null; pc.close(); pc = null; }
+  }
+
+  // ?bg=transparent: WebRTC video has no alpha, so the avatar's uniform background (its
+  // matte colour, read from the top-left pixel) is keyed out into a transparent canvas.
+  function keyOut() {
+    const w = video.videoWidth, h = video.videoHeight;
+    if (!w || !h) return;
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(video, 0, 0, w, h);
+    const image = ctx.getImageData(0, 0, w, h);
+    const px = image.data;
+    const r0 = px[0], g0 = px[1], b0 = px[2];
+    for (let i = 0; i < px.length; i += 4) {
+      const d = Math.abs(px[i] - r0) + Math.abs(px[i + 1] - g0) + Math.abs(px[i + 2] - b0);
+      if (d < 40) px[i + 3] = 0;
+    }
+    ctx.putImageData(image, 0, 0);
+  }
+
+  function onFrame() {
+    window.obsStats.frames += 1;
+    if (bg === "transparent") keyOut();
+    video.requestVideoFrameCallback(onFrame);
+  }
+
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    video.requestVideoFrameCallback(onFrame);
+  }
+  window.addEventListener("pagehide", leave);
+  if (!stream) show("no stream in the URL: open /obs/{stream}");
+  else connect();
+})();
