@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     cal_source.add_argument("--audio", type=Path, help="representative speech recording")
     calibrate.add_argument("--language", default=TtsConfig().default_language)
 
+    present = sub.add_parser(
+        "present", help="virtual presenter: the avatar follows a server-side microphone")
+    _add_engine_options(present)
+    present.add_argument("--mic", required=True,
+                         help="input device (index or name; 'list' shows them)")
+    present.add_argument("--vcam", action="store_true",
+                         help="send the frames to a virtual camera (pyvirtualcam)")
+    present.add_argument("--speaker", default=None,
+                         help="output device for the voice (index or name; 'list' shows them)")
+    present.add_argument("--engine", default=None)
+    present.add_argument("--avatar", default=None)
+
     prepare = sub.add_parser("prepare", help="detect and cache an avatar's face")
     _add_engine_options(prepare)
     prepare.add_argument("path", type=Path, help="photo, video or drawn-character folder")
@@ -191,6 +203,49 @@ def cmd_calibrate(config: AppConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_present(config: AppConfig, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from inference.services import Services
+    from rtc.batcher import BatcherPool
+    from rtc.present import (
+        Presenter,
+        SoundDeviceMic,
+        SoundDeviceSpeaker,
+        VirtualCamera,
+        list_audio_devices,
+    )
+
+    if args.mic == "list" or args.speaker == "list":
+        kind = "input" if args.mic == "list" else "output"
+        sys.stdout.write(f"{kind} devices:\n{list_audio_devices(kind)}\n")
+        return 0
+    names = [args.engine] if args.engine else None
+    services = Services.load(config, names) if names else Services.load(config)
+    engine = services.engine(args.engine)
+    avatar = services.avatars.get(args.avatar)
+    pool = BatcherPool(max_batch=config.engines.max_batch, feather=config.avatars.feather)
+
+    async def run() -> None:
+        mic = SoundDeviceMic(args.mic)
+        speaker = SoundDeviceSpeaker(args.speaker) if args.speaker else None
+        camera = None
+        if args.vcam:
+            height, width = avatar.frames[0].image.shape[:2]
+            camera = VirtualCamera(width, height)
+        log.info("presenting %s with %s: mic=%s vcam=%s speaker=%s (Ctrl+C stops)",
+                 avatar.name, engine.name, args.mic, args.vcam, args.speaker)
+        await Presenter(pool.get(engine), avatar, services.tts, mic, camera, speaker).run()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pool.close()
+    return 0
+
+
 def cmd_prepare(config: AppConfig, path: Path) -> int:
     from inference.avatar.store import load_avatar
 
@@ -214,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_render(config, args)
         if args.command == "calibrate":
             return cmd_calibrate(config, args)
+        if args.command == "present":
+            return cmd_present(config, args)
         if args.command == "prepare":
             return cmd_prepare(config, args.path)
         return cmd_serve(config)

@@ -160,14 +160,16 @@ async def speak_until(speaker: Speaker, deadline: float) -> None:
         uid = reply["utterance"]
         while time.monotonic() < deadline + 30:
             events = client.received.events
-            if any(e.get("type") == "speaking_ended" and e.get("utterance") == uid
+            # A failed utterance may end with its error event (nothing was spoken).
+            if any(e.get("type") in ("speaking_ended", "error") and e.get("utterance") == uid
                    for e in events):
                 break
             await asyncio.sleep(0.05)
         speaker.utterances += 1
-        # Events are only needed until their utterance ended.
-        client.received.events[:] = [e for e in client.received.events
-                                     if e.get("type") != "speaking_ended"][-20:]
+        for event in client.received.events:
+            if event.get("type") == "error":
+                speaker.errors.append(str(event.get("message")))
+        client.received.events.clear()  # only needed until their utterance ended
 
 
 async def soak(url: str, sessions: int, seconds: float, avatar: str) -> dict[str, Any]:
@@ -338,9 +340,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     began = time.perf_counter()
+    load_before = os.getloadavg()[0]
     soaked, stormed = asyncio.run(run(args))
+    # Other work on the machine takes CPU from the server: say how busy it was.
+    load = f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     lines = "\n".join(report(soaked, stormed))
     print(lines)
+    print(load)
     if args.no_docs:
         return
     command = "python bench/soak.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
@@ -357,7 +363,7 @@ def main() -> None:
         "the server's /metrics (`avatar_asyncio_tasks`, `avatar_threads` outside the bounded "
         "asyncio/render pools, `process_open_fds`).\n\n"
         f"- command: `{command}` ({time.perf_counter() - began:.0f} s)\n"
-        f"- machine: {machine()}\n"
+        f"- machine: {machine()}; {load}\n"
         f"- date: {time.strftime('%Y-%m-%d')}\n\n"
         f"{lines}\n")
 

@@ -4,7 +4,8 @@ Each application has its own :class:`prometheus_client.CollectorRegistry` (never
 one), so tests can build many apps in one process. Things that happen once (a request, an
 error) are counted where they happen; live state (sessions, their fps, skipped frames, queue
 depths, the A/V offset estimate, batcher and engine counters) is read from the objects that
-already keep it, at scrape time, so the realtime code carries no metrics calls.
+already keep it, at scrape time, so the realtime code carries no metrics calls: its error
+events reach :meth:`Metrics.session_event` through the sessions' event listeners.
 """
 
 from __future__ import annotations
@@ -189,6 +190,12 @@ class LiveCollector(Collector):
                 offset.add_metric(key, estimate)
         self._last_sent = {s.id: (now, s.video.stats.sent) for s in sessions}
         yield from (fps, sent, skipped, missing, late, depth, offset)
+        viewers = GaugeMetricFamily("avatar_stream_viewers", "WHEP/OBS viewers of a live "
+                                    "stream (limit: max_viewers_per_stream)",
+                                    labels=["stream"])
+        for name, stream in realtime.streams.streams.items():
+            viewers.add_metric([name], len(stream.viewers))
+        yield viewers
 
     def _fps(self, session: Session, now: float) -> float:
         previous = self._last_sent.get(session.id)

@@ -1,6 +1,7 @@
 """Realtime HTTP endpoints: offers, session control, events, and the realtime pages.
 
-    POST   /offer                          {sdp, type, engine?, avatar?, language?, echo_mic?}
+    POST   /offer                          {sdp, type, engine?, avatar?, language?, echo_mic?,
+                                            stream?}
     POST   /api/generate_stream            same, engine pinned to wav2lip-gan
     POST   /api/generate_stream_nogan      same, engine pinned to wav2lip-nogan
     GET    /api/sessions/{id}              state and counters

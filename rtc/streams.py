@@ -35,7 +35,10 @@ T = TypeVar("T")
 
 VIEWER_QUEUE_FRAMES = 6
 """Video frames (240 ms) a viewer may lag before its oldest ones are dropped."""
-AUDIO_PER_VIDEO = 2
+VIEWER_AUDIO_FRAMES = 25
+"""20 ms audio frames (500 ms) a viewer may lag. Larger than the video bound because the Opus
+encoder ignores pts: a dropped audio frame shortens the viewer's audio timeline, while a
+dropped video frame only leaves a gap (its pts are kept)."""
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """Stream names appear in URLs (/whep/{stream}, /obs/{stream}): keep them URL-safe."""
 
@@ -126,7 +129,7 @@ class ViewerAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, capacity: int = VIEWER_QUEUE_FRAMES * AUDIO_PER_VIDEO) -> None:
+    def __init__(self, capacity: int = VIEWER_AUDIO_FRAMES) -> None:
         super().__init__()
         self.queue: DropOldestQueue[tuple[int, np.ndarray]] = DropOldestQueue(capacity)
         self.active = False

@@ -42,6 +42,8 @@ class SyncResult:
     """Normalised cross-correlation at that lag, in [-1, 1]."""
     frames: int
     """Displayed video frames analysed."""
+    output_latency_ms: float
+    """Audio output latency the page reported and added to the sound's times."""
 
 
 def mouth_activity(recording: dict[str, Any], cells: int = 24) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +132,8 @@ def av_offset(recording: dict[str, Any], max_lag_ms: float = 400.0,
     if not diffs:
         raise ValueError("no speech onset was seen in both the picture and the sound")
     return SyncResult(offset_ms=float(np.median(diffs)), onsets_ms=tuple(diffs),
-                      xcorr_ms=best_lag * step_ms, correlation=best, frames=len(vt))
+                      xcorr_ms=best_lag * step_ms, correlation=best, frames=len(vt),
+                      output_latency_ms=float(np.median(np.asarray(recording["audio"])[:, 2])))
 
 
 def speech_level(recording: dict[str, Any], t0: float, t1: float) -> float:

@@ -28,6 +28,7 @@ from tests.browser_support import (
 )
 from tests.browser_sync import (
     BT1359_WINDOW_MS,
+    PHRASES,
     SYNC_JS,
     SyncResult,
     av_offset,
@@ -85,7 +86,7 @@ async def open_live(url: str, path: str, *flags: str, echo: bool = False,
             box = await page.locator("#rt-error").bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 1100
             assert "checkpoint" in (await page.text_content("#rt-error") or "")
-            save_screenshot(shot, await page.screenshot())
+            save_screenshot(shot, await page.screenshot(full_page=True))
         if echo:
             await page.check("#rt-echo")
         await page.click("#rt-fallback")
@@ -103,7 +104,8 @@ def save_result(name: str, sync: SyncResult) -> None:
 
 async def test_realtime2_lip_sync_mouth_interrupt_and_stats(server_url: str) -> None:
     async with open_live(server_url, "/realtime2") as page:
-        rec = await record_phrases(page)
+        # Six onsets: a median that one frame of jitter on a loaded machine does not move.
+        rec = await record_phrases(page, PHRASES * 2)
         # The mouth moves while the avatar speaks and rests while it is idle.
         times, activity = mouth_activity(rec)
         first, last = rec["spans"][0][0], rec["spans"][-1][1]
@@ -113,7 +115,7 @@ async def test_realtime2_lip_sync_mouth_interrupt_and_stats(server_url: str) -> 
         assert speaking.mean() > 3 * max(idle.mean(), 0.3), (speaking.mean(), idle.mean())
         # Lip-sync as heard and seen: inside ITU-R BT.1359's acceptability window.
         sync = av_offset(rec)
-        assert len(sync.onsets_ms) >= 2, sync
+        assert len(sync.onsets_ms) >= 4, sync
         save_result("realtime2-sync.json", sync)
         assert BT1359_WINDOW_MS[0] <= sync.offset_ms <= BT1359_WINDOW_MS[1], sync
         # The stats panel and the browser's own getStats show a live stream.
@@ -121,7 +123,7 @@ async def test_realtime2_lip_sync_mouth_interrupt_and_stats(server_url: str) -> 
         inbound = await page.evaluate("window.__avsync.inbound()")
         assert inbound["video"]["framesPerSecond"] > 0
         assert inbound["video"]["framesDecoded"] > 50
-        save_screenshot("realtime2.png", await page.screenshot())
+        save_screenshot("realtime2.png", await page.screenshot(full_page=True))
         # Interrupt: the sound stops within a moment of pressing the button.
         await page.fill("#rt-text", "Раз два три четыре пять шесть семь восемь девять десять. " * 3)
         await page.evaluate("window.__avsync.start('rt-video')")
@@ -146,7 +148,7 @@ async def test_realtime_gan_page_is_readable_without_checkpoint(server_url: str)
     async with open_live(server_url, "/realtime", shot="realtime-unavailable.png") as page:
         # The fallback notice stays on the page after switching: the user knows why.
         assert "viseme" in (await page.text_content("#rt-engine") or "")
-        save_screenshot("realtime.png", await page.screenshot())
+        save_screenshot("realtime.png", await page.screenshot(full_page=True))
 
 
 async def test_microphone_speech_moves_the_mouth(server_url: str, tmp_path: Path) -> None:

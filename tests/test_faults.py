@@ -2,23 +2,34 @@
 
 HTTP: a TTS failure, an engine exception and a full disk during /api/generate; an avatar
 cache that cannot be written. (A corrupt avatar cache is covered by
-tests/test_avatar.py::test_damaged_cache_is_rebuilt.)
+tests/test_avatar.py::test_damaged_cache_is_rebuilt.) Realtime, over loopback WebRTC: a TTS
+failure and an engine exception during an utterance, a peer that vanishes mid-utterance (a
+client process killed), and an ICE failure. aioice's timers are shortened where the fault
+would otherwise take a minute to show.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
 import logging
+import subprocess
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import aioice.ice
+import aioice.stun
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiortc import RTCPeerConnection
 
-from config import PROJECT_ROOT
+import rtc.session
+from config import PROJECT_ROOT, AppConfig, HttpConfig
 from inference.avatar.prepare import prepare
 from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine
@@ -26,7 +37,11 @@ from inference.frames import FacePatch, LipSyncRequest
 from inference.services import SerialEngine, Services
 from inference.tts import Language, Speech, TextToSpeech, TtsError
 from rtc.app import build_app
+from rtc.ice import rtc_configuration, use_loopback_ice
 from rtc.metrics import METRICS_KEY
+from rtc.signalling import REALTIME_KEY
+from tests.realtime_peer import TestClient as PeerClient
+from tests.realtime_peer import realtime_services, running_server
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -163,3 +178,163 @@ def test_unwritable_avatar_cache_keeps_the_avatar(tmp_path: Path,
     with caplog.at_level(logging.WARNING):
         store = AvatarStore.load(PROJECT_ROOT / "avatars", blocker / "cache", "astronaut")
     assert set(store.names()) >= {"astronaut", "cartoon"}
+
+
+# --- realtime sessions --------------------------------------------------------------------
+
+VANISHING_PEER = """
+import asyncio, sys
+from rtc.ice import use_loopback_ice
+from tests.realtime_peer import TestClient
+
+async def main() -> None:
+    use_loopback_ice(True)
+    client = TestClient(sys.argv[1])
+    await client.connect()
+    await client.wait_for_frames(3, timeout=20)
+    await client.post("/say", {"text": "Раз, два, три, четыре, пять. Раз, два, три."})
+    await client.wait_event("speaking_started", 20)
+    print("speaking", client.session_id, flush=True)
+    await asyncio.sleep(60)  # killed long before
+
+asyncio.run(main())
+"""
+"""A browser tab in its own process, so it can vanish without a word (SIGKILL)."""
+
+
+@pytest.fixture
+def loopback_ice() -> Iterator[None]:
+    use_loopback_ice(True)
+    yield
+    use_loopback_ice(False)
+
+
+@pytest.fixture
+def realtime(loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
+             espeak_tts: TextToSpeech) -> Services:
+    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True))
+    services = realtime_services(config, avatar_store, FlakyTTS(espeak_tts))
+    services.engines["broken"] = SerialEngine(BrokenEngine())
+    return services
+
+
+async def keeps_streaming(client: PeerClient, frames: int = 10) -> None:
+    await client.wait_for_frames(len(client.received.video_times) + frames, timeout=10)
+    assert (await client.state())["connection"] == "connected"
+
+
+async def test_realtime_tts_failure_is_an_error_event_and_the_session_lives_on(
+        realtime: Services, caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server(realtime) as (url, app):
+        client = PeerClient(url)
+        try:
+            await client.connect()
+            await client.wait_for_frames(3)
+            with caplog.at_level(logging.WARNING, "rtc.speech"):
+                status, reply = await client.post("/say", {"text": f"{BREAK}."})
+                assert status == 202
+                event = await client.wait_event("error")
+            assert event["utterance"] == reply["utterance"]
+            assert "speech synthesis failed" in event["message"]
+            assert any("TTS failed" in r.getMessage() for r in caplog.records)
+            # Nothing was spoken: the error is the utterance's last event, and it is gone.
+            await keeps_streaming(client)
+            assert (await client.state())["speaking"] is False
+            status, reply = await client.post("/say", {"text": "Да."})
+            assert status == 202
+            started = await client.wait_event("speaking_started")
+            assert started["utterance"] == reply["utterance"]
+            assert app[METRICS_KEY].errors["tts"] == 1
+        finally:
+            await client.close()
+
+
+async def test_realtime_engine_exception_is_an_error_event_and_only_that_session_suffers(
+        realtime: Services, caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server(realtime) as (url, app):
+        broken, healthy = PeerClient(url), PeerClient(url)
+        try:
+            await broken.connect(engine="broken")
+            await healthy.connect()
+            await asyncio.gather(broken.wait_for_frames(3), healthy.wait_for_frames(3))
+            with caplog.at_level(logging.ERROR, "rtc.batcher"):
+                assert (await broken.post("/say", {"text": "Привет."}))[0] == 202
+                assert (await healthy.post("/say", {"text": "Привет."}))[0] == 202
+                event = await broken.wait_event("error")
+            assert "lip-sync engine failed" in event["message"]
+            assert any("engine broken failed" in r.getMessage() for r in caplog.records)
+            # The broken session keeps its audio and idle face and ends the utterance...
+            await broken.wait_event("speaking_ended", 15)
+            await keeps_streaming(broken)
+            # ... and the other session speaks as if nothing happened.
+            await healthy.wait_event("speaking_ended", 15)
+            assert not any(e["type"] == "error" for e in healthy.received.events)
+            assert set(app[REALTIME_KEY].sessions) == {broken.session_id, healthy.session_id}
+            assert app[METRICS_KEY].errors["session"] == 1
+        finally:
+            await asyncio.gather(broken.close(), healthy.close())
+
+
+async def test_peer_vanishing_mid_utterance_ends_only_its_session(
+        realtime: Services, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Consent checks every 0.2 s, given up after 2 misses (RFC 7675; aioice: 5 s x 6).
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
+    monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 2)
+    monkeypatch.setattr(rtc.session, "DISCONNECT_GRACE", 0.5)
+    async with running_server(realtime) as (url, app):
+        survivor = PeerClient(url)
+        tab = subprocess.Popen([sys.executable, "-c", VANISHING_PEER, url], cwd=PROJECT_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            await survivor.connect()
+            assert tab.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(tab.stdout.readline), 30)
+            assert line.startswith("speaking"), tab.stderr.read() if tab.stderr else line
+            gone = line.split()[1]
+            session = app[REALTIME_KEY].sessions[gone]
+            with caplog.at_level(logging.INFO, "rtc.session"):
+                tab.kill()  # no BYE, no DTLS close: the peer just stops answering
+                await asyncio.wait_for(session.closed.wait(), 20)
+            assert any(f"session={gone} closing: peer" in r.getMessage()
+                       for r in caplog.records)
+            assert gone not in app[REALTIME_KEY].sessions
+            await keeps_streaming(survivor)
+            assert (await survivor.post("/say", {"text": "Да."}))[0] == 202
+            await survivor.wait_event("speaking_started")
+        finally:
+            tab.kill()
+            tab.wait(5)
+            await survivor.close()
+
+
+async def test_ice_failure_ends_the_session_and_frees_its_slot(
+        loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
+        espeak_tts: TextToSpeech, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Connectivity checks give up after 1 retransmission (1.5 s) instead of 6 (63.5 s).
+    monkeypatch.setattr(aioice.stun, "RETRY_MAX", 1)
+    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True,
+                                                             max_sessions=1))
+    async with running_server(realtime_services(config, avatar_store, espeak_tts)) as (url,
+                                                                                      app):
+        ghost = RTCPeerConnection(rtc_configuration([]))
+        ghost.addTransceiver("video", direction="recvonly")
+        await ghost.setLocalDescription(await ghost.createOffer())
+        offer = {"sdp": ghost.localDescription.sdp, "type": "offer"}
+        await ghost.close()  # its candidates will never answer a check
+        async with aiohttp.ClientSession() as http, http.post(url + "/offer",
+                                                              json=offer) as r:
+            assert r.status == 200
+            gone = (await r.json())["session_id"]
+        session = app[REALTIME_KEY].sessions[gone]
+        with caplog.at_level(logging.INFO, "rtc.session"):
+            await asyncio.wait_for(session.closed.wait(), 20)
+        assert any(f"session={gone} closing: peer connection failed" in r.getMessage()
+                   for r in caplog.records)
+        client = PeerClient(url)  # the only slot is free again
+        try:
+            await client.connect()
+            await keeps_streaming(client, 3)
+        finally:
+            await client.close()

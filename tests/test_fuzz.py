@@ -57,11 +57,21 @@ REQUEST_TIMEOUT = 15.0
 """A request without an answer by then counts as a hang."""
 MAX_TEXT = 80
 """The fuzzed server's text limit: keeps valid renders short."""
-SDP_PATHS = ("/offer", "/api/generate_stream", "/api/generate_stream_nogan")
+SDP_PATHS = ("/offer", "/api/generate_stream", "/api/generate_stream_nogan", "/whep/{stream}")
 DOCUMENTED_5XX = {503, 507}
 LIVE_SESSION_OPS = ("POST /api/sessions/{session_id}/say",
                     "POST /api/sessions/{session_id}/interrupt", "GET /api/sessions/{session_id}")
 """Sent to the live session (its events stream would never end; DELETE would end it)."""
+
+
+@schemathesis.serializer("application/sdp", "application/trickle-ice-sdpfrag")
+def _sdp_text(_ctx: schemathesis.SerializationContext, value: Any) -> bytes:
+    """SDP bodies are text: whatever the fuzzer made, as UTF-8."""
+    if isinstance(value, bytes):
+        return value
+    return (value if isinstance(value, str) else json.dumps(value)).encode("utf-8", "replace")
+
+
 CHECKS: list[CheckFunction] = [status_code_conformance, content_type_conformance,
                                response_schema_conformance]
 
@@ -145,6 +155,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, avatar_cache: Path,
 
 def _has_input(operation: schemathesis.APIOperation) -> bool:
     return bool(operation.body) or bool(list(operation.iter_parameters()))
+
+
+def _negatable(operation: schemathesis.APIOperation) -> bool:
+    """Whether invalid input can be made: a body or a constrained query parameter. (A free
+    string path parameter cannot be invalid; hypothesis would search seconds to find so.)"""
+    return bool(operation.body) or any(p.location == "query"
+                                       for p in operation.iter_parameters())
 
 
 def _budget(operations: list[schemathesis.APIOperation]) -> dict[str, int]:
@@ -242,7 +259,7 @@ def _fuzz_all(operations: list[schemathesis.APIOperation], budget: dict[str, int
             skipped.append(operation.label)
             continue
         modes = [GenerationMode.POSITIVE]
-        if _has_input(operation):  # half the examples break the description on purpose
+        if _negatable(operation):  # half the examples break the description on purpose
             modes.append(GenerationMode.NEGATIVE)
         for mode in modes:
             examples = max(1, budget[operation.label] // len(modes))
