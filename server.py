@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gather 127.0.0.1 ICE candidates (local use and tests)")
     serve.add_argument("--max-sessions", type=int, default=http.max_sessions,
                        help="concurrent realtime sessions")
+    serve.add_argument("--max-viewers-per-stream", type=int,
+                       default=http.max_viewers_per_stream,
+                       help="WHEP/OBS viewers one live stream may have; more get 503")
+    serve.add_argument("--recordings", type=Path, default=http.recordings_dir,
+                       help="folder for stream recordings (default ./recordings)")
+    serve.add_argument("--max-recording-seconds", type=float,
+                       default=http.max_recording_seconds,
+                       help="a recording stops by itself after this long")
     serve.add_argument("--max-queued-utterances", type=int, default=http.max_queued_utterances,
                        help="utterances one realtime session holds; more 'say's get 429")
     serve.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
@@ -121,6 +129,11 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         ice_servers=tuple(getattr(args, "ice_server", ())),
         ice_loopback=getattr(args, "ice_loopback", False),
         max_sessions=getattr(args, "max_sessions", HttpConfig.max_sessions),
+        max_viewers_per_stream=getattr(args, "max_viewers_per_stream",
+                                       HttpConfig.max_viewers_per_stream),
+        recordings_dir=getattr(args, "recordings", HttpConfig.recordings_dir),
+        max_recording_seconds=getattr(args, "max_recording_seconds",
+                                      HttpConfig.max_recording_seconds),
         max_queued_utterances=getattr(args, "max_queued_utterances",
                                       HttpConfig.max_queued_utterances),
         token=getattr(args, "token", None) or None,
