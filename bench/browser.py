@@ -30,40 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # allow `python bench/browser.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from bench.report import cpu_model, write_section  # noqa: E402
 from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, running_server  # noqa: E402
 from tests.browser_sync import SYNC_JS, av_offset, record_phrases  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Browser (bench/browser.py)"
 TARGET_MS = 40.0
 
 
 def machine() -> str:
     """One line describing this machine and the browser stack."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     from importlib.metadata import version
 
     return (f"nproc {os.cpu_count()}, {cpu}; Python {platform.python_version()}, "
             f"playwright {version('playwright')}, aiortc {version('aiortc')}")
-
-
-def write_section(body: str) -> None:
-    """Replace (or append) this benchmark's section; other sections stay as they are."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[end + 1 :] if end >= 0 else "")
-    DOCS.write_text(text.rstrip("\n") + "\n")
 
 
 async def measure(url: str, runs: int) -> tuple[str, list[dict[str, Any]]]:
@@ -172,7 +153,7 @@ def main() -> None:
     body = report(command, time.monotonic() - started, version, rows, load)
     sys.stdout.write(body)
     if not args.no_docs:
-        write_section(body)
+        write_section(SECTION, body)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:  # allow `python bench/engine.py` from anywhere
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.report import DOCS, cpu_model, write_section  # noqa: E402
 from inference.engines.wav2lip_backends import (  # noqa: E402
     CPU_BACKENDS,
     Backend,
@@ -35,17 +36,6 @@ from inference.engines.wav2lip_backends import (  # noqa: E402
 from inference.engines.wav2lip_model import Wav2Lip  # noqa: E402
 
 SECTION = "## Wav2Lip engine (bench/engine.py)"
-DOCS = ROOT / "docs" / "benchmarks.md"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build(name: str, model: Wav2Lip, ov_cache: dict[str, object]) -> Backend:
@@ -106,18 +96,6 @@ def machine() -> str:
     )
 
 
-def write_docs(body: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[end + 1 :] if end >= 0 else "")
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = [b for b in (*CPU_BACKENDS, "cuda") if backend_status(b) is None]
@@ -164,7 +142,7 @@ def main() -> None:
             "int8 ranges were calibrated on synthetic inputs (speed does not depend on them). "
             "Shared, virtualised CPUs make single cells noisy (+-30% seen between runs).\n"
         )
-        write_docs(body)
+        write_section(SECTION, body)
         print(f"\nupdated {DOCS}")
 
 

@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:  # allow `python bench/realtime.py` from anywhere
 import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.report import cpu_model, write_section  # noqa: E402
 from inference.tts import create_tts  # noqa: E402
 from rtc.ice import use_loopback_ice  # noqa: E402
 from tests.browser_support import running_server  # noqa: E402
@@ -60,7 +61,6 @@ CONFIGS = ("viseme", "wav2lip-gan:torch-bf16", "wav2lip-gan:openvino-bf16",
            "wav2lip-gan:openvino-int8")
 
 
-DOCS = ROOT / "docs" / "benchmarks.md"
 NOTE = (" With random Wav2Lip weights the lag and mic -> mouth figures of the Wav2Lip rows are"
         " not meaningful (correlation below 0.35: the mouth does not follow the voice); the"
         " pipeline's pairing is the same for every engine and is what the viseme rows measure."
@@ -73,29 +73,8 @@ def machine() -> str:
     import aiortc
     import av
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"nproc {os.cpu_count()}, {model}; Python {platform.python_version()}, "
+    return (f"nproc {os.cpu_count()}, {cpu_model()}; Python {platform.python_version()}, "
             f"aiortc {aiortc.__version__}, PyAV {av.__version__}")
-
-
-def write_section(body: str) -> None:
-    """Replace (or append) this benchmark's section; other sections stay as they are."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[end + 1 :] if end >= 0 else "")
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text.rstrip("\n") + "\n")
 
 
 def server_args(config: str, checkpoints: Path) -> list[str]:
@@ -316,7 +295,7 @@ def main() -> None:
     if args.no_docs:
         return
     command = "python bench/realtime.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
-    write_section(
+    write_section(SECTION,
         f"{SECTION}\n\n"
         "Concurrent live sessions over loopback WebRTC (server in its own process, aiortc "
         "clients in the bench process, all on this machine), each speaking the same Russian "

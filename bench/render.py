@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:  # allow `python bench/render.py` from anywhere
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.report import DOCS, cpu_model, write_section  # noqa: E402
 from inference.avatar.store import Avatar, AvatarStore  # noqa: E402
 from inference.engines.base import LipSyncEngine, create_engine  # noqa: E402
 from inference.frames import SAMPLE_RATE  # noqa: E402
@@ -36,7 +37,6 @@ from inference.render import RenderStats, render_to_mp4  # noqa: E402
 from inference.tts import Speech, create_tts  # noqa: E402
 
 SECTION = "## Render (bench/render.py)"
-DOCS = ROOT / "docs" / "benchmarks.md"
 TEXT = (
     "Добрый день! Меня зовут Алиса, и я говорящий аватар. Я умею читать любой текст вслух "
     "и двигать губами в такт речи. Сегодня хорошая погода, светит солнце, и птицы поют в "
@@ -70,23 +70,13 @@ class Result:
         return statistics.median(self.encodes)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> str:
     import cv2
 
     return (
         f"nproc {os.cpu_count()}, {cpu_model()}; Python {platform.python_version()}, "
         f"numpy {np.__version__}, OpenCV {cv2.__version__}, PyAV {av.__version__} "
-        f"(libx264 preset superfast, crf 23)"
+        f"(libx264 preset ultrafast, crf 23)"
     )
 
 
@@ -128,19 +118,6 @@ def table(results: list[Result]) -> str:
             f"| {r.video / r.lipsync:.1f} | {r.video / r.encode:.1f} |"
         )
     return "\n".join(rows)
-
-
-def write_docs(body: str) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (or append it); keep the rest."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("\n" + text[end + 1 :] if end >= 0 else "")
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text.rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -192,7 +169,7 @@ def main() -> None:
             "stage would reach alone. "
             f"TTS is not included (espeak took {tts_time:.2f} s for this text).\n"
         )
-        write_docs(body)
+        write_section(SECTION, body)
         print(f"\nupdated {DOCS}")
 
 
