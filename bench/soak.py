@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import platform
@@ -46,6 +45,7 @@ import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from bench.report import cpu_model, write_section  # noqa: E402
 from config import PROJECT_ROOT  # noqa: E402
 from inference.avatar.store import AvatarStore  # noqa: E402
 from inference.frames import Box  # noqa: E402
@@ -61,7 +61,6 @@ from tests.realtime_peer import (  # noqa: E402
 )
 
 SECTION = "## Soak (bench/soak.py)"
-DOCS = ROOT / "docs" / "benchmarks.md"
 SENTENCES = ("Раз, два, три, четыре, пять.", "Папа купил большую карту мира.",
              "Мама мыла раму.", "Сегодня хорошая погода, пойдём гулять.")
 WINDOW = 12.0
@@ -90,13 +89,7 @@ def machine() -> str:
     import aiortc
     import av
 
-    model = platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (f"nproc {os.cpu_count()}, {model}; Python {platform.python_version()}, "
+    return (f"nproc {os.cpu_count()}, {cpu_model()}; Python {platform.python_version()}, "
             f"aiortc {aiortc.__version__}, PyAV {av.__version__}")
 
 
@@ -312,18 +305,6 @@ def report(soaks: list[dict[str, Any]], stormed: dict[str, Any] | None) -> Itera
                    f"**{after[key] - before[key]:+.0f}** |")
 
 
-def write_section(body: str) -> None:
-    """Replace this section of docs/benchmarks.md (or append it); others stay untouched."""
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + ("\n" + text[end + 1:] if end >= 0 else "")
-    DOCS.write_text(text.rstrip("\n") + "\n")
-
-
 async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Start the server, soak (once per session count), storm."""
     use_loopback_ice(True)
@@ -364,7 +345,7 @@ def main() -> None:
     if args.no_docs:
         return
     command = "python bench/soak.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
-    write_section(
+    write_section(SECTION,
         f"{SECTION}\n\n"
         "Long-running sessions and a connect/disconnect storm against the server in its own "
         "process, aiortc clients in the bench process, loopback only, engine "
