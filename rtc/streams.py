@@ -88,77 +88,70 @@ class DropOldestQueue(Generic[T]):
         return item
 
 
-class ViewerVideoTrack(MediaStreamTrack):
+class _ViewerTrack(MediaStreamTrack, Generic[T]):
+    """What both viewer tracks share: a drop-oldest queue fed by the session's releases."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.queue: DropOldestQueue[tuple[int, T]] = DropOldestQueue(capacity)
+        self.active = False
+        """Set by the first recv(): items are queued only once the sender pulls, so a
+        viewer still connecting does not receive a burst of stale frames."""
+        self.sent = 0
+        self.first_slot: int | None = None
+        """Session clock slot of the first item sent (maps receiver pts to the clock)."""
+
+    def offer(self, slot: int, item: T) -> None:
+        """Listener of the session's track: what it released for clock ``slot``."""
+        if self.active:
+            self.queue.put((slot, item))
+
+    async def _next(self) -> tuple[int, T]:
+        """The next released item; MediaStreamError once the stream or viewer ended."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        self.active = True
+        entry = await self.queue.get()
+        if entry is None:
+            self.stop()
+            raise MediaStreamError
+        if self.first_slot is None:
+            self.first_slot = entry[0]
+        self.sent += 1
+        return entry
+
+
+class ViewerVideoTrack(_ViewerTrack[av.VideoFrame]):
     """Video of one viewer: frames exactly as (and when) the session released them."""
 
     kind = "video"
 
     def __init__(self, capacity: int = VIEWER_QUEUE_FRAMES) -> None:
-        super().__init__()
-        self.queue: DropOldestQueue[tuple[int, av.VideoFrame]] = DropOldestQueue(capacity)
-        self.active = False
-        """Set by the first recv(): frames are queued only once the sender pulls, so a
-        viewer still connecting does not receive a burst of stale frames."""
-        self.sent = 0
-        self.first_slot: int | None = None
-        """Session clock slot of the first frame sent (maps receiver pts to the clock)."""
-
-    def offer(self, slot: int, frame: av.VideoFrame) -> None:
-        """Listener of the session's video track (``slot`` is already stamped as pts)."""
-        if self.active:
-            self.queue.put((slot, frame))
+        super().__init__(capacity)
 
     async def recv(self) -> av.VideoFrame:
         """The next released frame; MediaStreamError once the stream or viewer ended."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        self.active = True
-        item = await self.queue.get()
-        if item is None:
-            self.stop()
-            raise MediaStreamError
-        slot, frame = item
-        if self.first_slot is None:
-            self.first_slot = slot
-        self.sent += 1
+        _, frame = await self._next()
         return frame
 
 
-class ViewerAudioTrack(MediaStreamTrack):
-    """Audio of one viewer: each 20 ms frame the session released, as a new AudioFrame."""
+class ViewerAudioTrack(_ViewerTrack[np.ndarray]):
+    """Audio of one viewer: each 20 ms of s16 mono samples the session released, as a new
+    AudioFrame."""
 
     kind = "audio"
 
     def __init__(self, capacity: int = VIEWER_AUDIO_FRAMES) -> None:
-        super().__init__()
-        self.queue: DropOldestQueue[tuple[int, np.ndarray]] = DropOldestQueue(capacity)
-        self.active = False
-        self.sent = 0
-        self.first_slot: int | None = None
-
-    def offer(self, slot: int, samples: np.ndarray) -> None:
-        """Listener of the session's audio track: s16 mono samples of audio ``slot``."""
-        if self.active:
-            self.queue.put((slot, samples))
+        super().__init__(capacity)
 
     async def recv(self) -> av.AudioFrame:
         """The next released audio frame; MediaStreamError once the stream or viewer ended."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        self.active = True
-        item = await self.queue.get()
-        if item is None:
-            self.stop()
-            raise MediaStreamError
-        slot, samples = item
-        if self.first_slot is None:
-            self.first_slot = slot
+        slot, samples = await self._next()
         # A frame per viewer: aiortc's encoder resamples it and must not share that state.
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = slot * samples.size
         frame.time_base = AUDIO_TIME_BASE
-        self.sent += 1
         return frame
 
 
