@@ -25,8 +25,33 @@ def bgr_to_video_frame(bgr: np.ndarray) -> av.VideoFrame:
 
     OpenCV's converter is about 3x faster than PyAV's bgr24 frame + swscale on this CPU.
     """
-    yuv = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
-    return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    return i420_to_video_frame(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420),
+                                          dtype=np.uint8))
+
+
+def i420_to_video_frame(yuv: np.ndarray) -> av.VideoFrame:
+    """uint8 (h * 3/2, w) I420 array (OpenCV's layout) -> yuv420p VideoFrame.
+
+    Copies plane by plane into a frame PyAV allocated: the same result as
+    ``VideoFrame.from_ndarray(yuv, format="yuv420p")`` at about a tenth of its cost here
+    (0.03 against 0.3-0.7 ms for 512x512), which matters at 25 frames a second per session.
+    """
+    height, width = yuv.shape[0] * 2 // 3, yuv.shape[1]
+    if yuv.ndim != 2 or height % 2 or width % 2 or yuv.shape[0] != height * 3 // 2:
+        raise ValueError(f"expected an even-sized I420 array, got shape {yuv.shape}")
+    # U and V follow Y as (h/2 * w/2)-byte blocks, which need not be whole rows of width w.
+    flat = np.ascontiguousarray(yuv).reshape(-1)
+    luma, chroma = height * width, height * width // 4
+    planes = (flat[:luma].reshape(height, width),
+              flat[luma : luma + chroma].reshape(height // 2, width // 2),
+              flat[luma + chroma :].reshape(height // 2, width // 2))
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, data in zip(frame.planes, planes, strict=True):
+        rows, cols = data.shape
+        # Rows of the frame may be padded past the picture's width (line_size).
+        target = np.frombuffer(plane, np.uint8, count=plane.line_size * rows)
+        target.reshape(rows, plane.line_size)[:, :cols] = data
+    return frame
 
 
 class Mp4Writer:

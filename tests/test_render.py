@@ -25,6 +25,7 @@ from inference.frames import (
     MouthGeometry,
 )
 from inference.mel import frame_count
+from inference.mp4 import i420_to_video_frame
 from inference.render import RenderStats, render_to_mp4
 from inference.tts import Speech, TextToSpeech
 from tests.media import (
@@ -294,3 +295,21 @@ def test_patch_alpha_wins_over_the_mask() -> None:
         changed = np.any(out != frame.image, axis=2)
         assert changed.sum() == 20 * 20
         assert changed[50:70, 40:60].all()
+
+
+@pytest.mark.parametrize("width,height", [(512, 512), (100, 62), (34, 18)])
+def test_i420_frame_matches_pyav(width: int, height: int) -> None:
+    """The plane-by-plane frame builder gives PyAV's own result, padded rows included."""
+    rng = np.random.default_rng(width)
+    yuv = rng.integers(0, 256, (height * 3 // 2, width), dtype=np.uint8)
+    ours = i420_to_video_frame(yuv)
+    theirs = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    assert (ours.width, ours.height, ours.format.name) == (width, height, "yuv420p")
+    np.testing.assert_array_equal(ours.to_ndarray(), theirs.to_ndarray())
+
+
+@pytest.mark.parametrize("shape", [(15, 9), (16, 10), (7, 10)])
+def test_i420_frame_rejects_odd_sizes(shape: tuple[int, int]) -> None:
+    """Odd widths, odd heights and row counts that are not 3/2 of a height are refused."""
+    with pytest.raises(ValueError, match="even-sized"):
+        i420_to_video_frame(np.zeros(shape, np.uint8))
