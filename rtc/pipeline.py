@@ -34,7 +34,7 @@ from inference.avatar.store import Avatar
 from inference.frames import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, LipSyncRequest, StreamState
 from inference.lipsync import ANTICIPATION
 from inference.live import FrameAudio, WindowStream
-from inference.mp4 import bgr_to_video_frame
+from inference.mp4 import bgr_to_video_frame, i420_to_video_frame
 from inference.tts import TextToSpeech
 from rtc.batcher import Batcher
 from rtc.clock import AUDIO_PER_VIDEO, MediaClock
@@ -385,7 +385,7 @@ class Pipeline:
         else:
             yuv = cached[1]
             self._idle_yuv.move_to_end(id(image))
-        return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        return i420_to_video_frame(yuv)
 
     def _release_marks(self, slot: int) -> None:
         for index in sorted(i for i in self._marks if i <= slot):
