@@ -88,6 +88,11 @@ class HttpConfig:
     """A recording stops by itself when its file reaches this size."""
     session_idle_seconds: float = 600.0
     """A realtime session with no activity for this long is closed."""
+    connect_timeout_seconds: float = 15.0
+    """A realtime session whose peer has not connected (ICE and DTLS) this long after its
+    offer was answered is closed, freeing its slot (aioice alone gives up after ~64 s)."""
+    video_bitrate: int = 1_000_000
+    """Bits per second of each realtime session's video (fixed: see rtc/encoding.py)."""
     max_queued_utterances: int = 16
     """Utterances one realtime session holds (queued or speaking); more 'say's get 429."""
     token: str | None = None

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gather 127.0.0.1 ICE candidates (local use and tests)")
     serve.add_argument("--max-sessions", type=int, default=http.max_sessions,
                        help="concurrent realtime sessions")
+    serve.add_argument("--video-bitrate", type=int, default=http.video_bitrate,
+                       help="bits per second of each realtime session's video (fixed rate)")
+    serve.add_argument("--connect-timeout", type=float, default=http.connect_timeout_seconds,
+                       help="close a realtime session whose peer has not connected after "
+                            "this many seconds (default 15)")
     serve.add_argument("--max-viewers-per-stream", type=int,
                        default=http.max_viewers_per_stream,
                        help="WHEP/OBS viewers one live stream may have; more get 503")
@@ -129,6 +134,9 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         ice_servers=tuple(getattr(args, "ice_server", ())),
         ice_loopback=getattr(args, "ice_loopback", False),
         max_sessions=getattr(args, "max_sessions", HttpConfig.max_sessions),
+        connect_timeout_seconds=getattr(args, "connect_timeout",
+                                        HttpConfig.connect_timeout_seconds),
+        video_bitrate=getattr(args, "video_bitrate", HttpConfig.video_bitrate),
         max_viewers_per_stream=getattr(args, "max_viewers_per_stream",
                                        HttpConfig.max_viewers_per_stream),
         recordings_dir=getattr(args, "recordings", HttpConfig.recordings_dir),

@@ -133,6 +133,9 @@ def forget(received: Received) -> None:
 async def measure_lag(speaker: Speaker, state: dict[str, Any]) -> tuple[float, float]:
     """Lip-sync lag over what the client received since the last :func:`forget`."""
     received = speaker.client.received
+    if "video" not in state:  # the session is gone: say why instead of failing the run
+        speaker.errors.append(f"session state: {state}")
+        return float("nan"), float("nan")
     tv, ta = viewer_timelines(received, state["video"]["first_slot"],
                               state["audio"]["first_slot"])
     envelope = audio_envelope(received)
@@ -169,10 +172,12 @@ async def speak_until(speaker: Speaker, deadline: float) -> None:
         client.received.events.clear()  # only needed until their utterance ended
 
 
-async def soak(url: str, sessions: int, seconds: float, avatar: str) -> dict[str, Any]:
+async def soak(url: str, sessions: int, seconds: float, avatar: str,
+               codec: str | None) -> dict[str, Any]:
     """N sessions speaking for ``seconds``; see the module docstring."""
     box = mouth_box(avatar)
-    speakers = [Speaker(TestClient(url, mouth_box=box)) for _ in range(sessions)]
+    speakers = [Speaker(TestClient(url, mouth_box=box, video_codec=codec))
+                for _ in range(sessions)]
     await asyncio.gather(*(s.client.connect(avatar=avatar, language="ru") for s in speakers))
     await asyncio.gather(*(s.client.wait_for_frames(10, timeout=30) for s in speakers))
     for s in speakers:  # the idle mouth, before anyone speaks
@@ -312,9 +317,14 @@ async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str,
     with tempfile.TemporaryDirectory() as tmp, running_server(
             Path(tmp), "--engine", args.engine, "--checkpoints", str(Path(tmp) / "none"),
             "--max-sessions", str(max(counts) + 2)) as url:
+        if args.client_nice:
+            # The clients stand in for browsers on other machines: run them below the
+            # server (started above, so it keeps its priority) so that they take only the
+            # CPU the server leaves over instead of competing with it for the two cores.
+            os.nice(args.client_nice)
         soaks = []
         for n in counts if args.seconds > 0 else []:
-            soaks.append(await soak(url, n, args.seconds, args.avatar))
+            soaks.append(await soak(url, n, args.seconds, args.avatar, args.codec))
             await wait_no_sessions(url, 20)
         stormed = await storm(url, args.cycles, args.avatar) if args.cycles > 0 else None
     return soaks, stormed
@@ -331,6 +341,12 @@ def main() -> None:
                         help="connect/disconnect cycles (documented: 200; 0 skips the storm)")
     parser.add_argument("--engine", default="viseme", help="engine the sessions use")
     parser.add_argument("--avatar", default="astronaut")
+    parser.add_argument("--codec", default=None,
+                        help="video codec the clients offer first (video/H264 or video/VP8; "
+                             "default: aiortc's order, VP8 first, like Chromium)")
+    parser.add_argument("--client-nice", type=int, default=10,
+                        help="niceness added to the client (bench) process once the server "
+                             "runs (0: clients compete with the server as equals)")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -49,7 +49,7 @@ def i420_to_video_frame(yuv: np.ndarray) -> av.VideoFrame:
     for plane, data in zip(frame.planes, planes, strict=True):
         rows, cols = data.shape
         # Rows of the frame may be padded past the picture's width (line_size).
-        target = np.frombuffer(plane, np.uint8, count=plane.line_size * rows)
+        target = np.frombuffer(memoryview(plane), np.uint8, count=plane.line_size * rows)
         target.reshape(rows, plane.line_size)[:, :cols] = data
     return frame
 

@@ -13,6 +13,12 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+JSON_LIMIT = web.RequestKey("max_json_bytes", int)
+"""Request key holding the JSON body limit (set by rtc.limits.json_limit_middleware), so that
+:func:`read_json_object` can hold a chunked body, which declares no length, to it too."""
+READ_CHUNK = 64 * 1024
+"""Bytes read from a JSON body at a time while it is counted against the limit."""
+
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON error response."""
@@ -56,14 +62,39 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def read_json_object(request: web.Request) -> dict[str, object]:
-    """The request's JSON body, which must be an object; ApiError(400) otherwise."""
+    """The request's JSON body, which must be an object; ApiError(400) otherwise.
+
+    The body is read under the JSON limit when one is set on the request: a body declaring
+    its length was checked before the handler ran, but a chunked one is only known to be too
+    large while it arrives (ApiError(413) then, without reading the rest).
+    """
+    limit = request.get(JSON_LIMIT)
+    # Reading the stream bypasses aiohttp's own cap (the upload limit): keep the smaller.
+    raw = await request.read() if limit is None else await _read_capped(
+        request, min(limit, request.client_max_size))
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = json.loads(raw.decode(request.charset or "utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
         raise ApiError(400, "malformed JSON body") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the JSON body must be an object")
     return body
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    """At most ``limit`` bytes of body; ApiError(413) as soon as more arrive."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        # request.content rather than request.read(): read() would buffer the whole body
+        # (up to client_max_size, the upload limit) before anything could be checked.
+        part = await request.content.read(READ_CHUNK)
+        if not part:
+            return b"".join(parts)
+        size += len(part)
+        if size > limit:
+            raise ApiError(413, f"JSON body too large: the limit is {limit} bytes")
+        parts.append(part)
 
 
 def optional_str(body: dict[str, object], key: str) -> str | None:

@@ -3,8 +3,9 @@
 aiohttp's ``client_max_size`` caps every body at the upload limit (20 MB by default), which
 would let a client make the server parse megabytes of JSON for a 2000-character text. JSON
 bodies are therefore held to ``max_json_bytes`` by their declared Content-Length, refused
-with 413 before a byte of the body is read. (A chunked JSON body, which declares no length,
-is still capped by ``client_max_size`` when the handler reads it.)
+with 413 before a byte of the body is read. A chunked JSON body declares no length: the limit
+is left on the request for :func:`rtc.errors.read_json_object`, which answers 413 as soon as
+more than ``max_json_bytes`` have arrived.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from rtc.errors import Handler, json_error
+from rtc.errors import JSON_LIMIT, Handler, json_error
 
 
 def json_limit_middleware(max_json_bytes: int) -> Middleware:
-    """Refuse JSON bodies whose Content-Length exceeds ``max_json_bytes`` (413)."""
+    """Refuse JSON bodies whose Content-Length exceeds ``max_json_bytes`` (413); leave the
+    limit on the request for the bodies that declare no length."""
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -25,6 +27,7 @@ def json_limit_middleware(max_json_bytes: int) -> Middleware:
                 request.content_type == "application/json":
             return json_error(413, f"JSON body too large: {length} bytes; the limit is "
                                    f"{max_json_bytes} bytes")
+        request[JSON_LIMIT] = max_json_bytes
         return await handler(request)
 
     return limit

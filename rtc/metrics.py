@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 GENERATE_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Upper bounds (seconds) of the /api/generate duration histogram."""
-ERROR_KINDS = ("engine", "tts", "disk", "http_500", "session")
+ERROR_KINDS = ("engine", "tts", "disk", "recording", "http_500", "session")
 """Kinds always exported (at 0 until they happen), so alerts can be written before a fault."""
 
 
@@ -82,10 +82,14 @@ class Metrics:
         self.errors[kind] += 1
 
     def session_event(self, event: dict[str, Any]) -> None:
-        """A realtime session's event: its errors are counted (speech failures as tts)."""
-        if event.get("type") == "error":
+        """A realtime session's event: its errors are counted (speech failures as tts, a
+        recording that ran out of space as disk, another recording failure as recording)."""
+        kind = event.get("type")
+        if kind == "error":
             message = str(event.get("message", ""))
             self.error("tts" if message.startswith("speech synthesis") else "session")
+        elif kind == "recording_error":
+            self.error("disk" if event.get("cause") == "disk" else "recording")
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
@@ -111,7 +115,8 @@ class LiveCollector(Collector):
         """Every live metric (called by the registry on each scrape)."""
         errors = CounterMetricFamily("avatar_errors", "Errors by the layer that saw them: "
                                      "engine (an engine call raised), tts, disk (no space), "
-                                     "http_500 (an answer 500), session (a realtime session "
+                                     "recording (a recording failed otherwise), http_500 "
+                                     "(an answer 500), session (a realtime session "
                                      "reported an error)", labels=["kind"])
         counts = self._metrics.errors.copy()
         # Engine calls are counted by the engines themselves (both /api/generate and the

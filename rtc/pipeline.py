@@ -187,14 +187,21 @@ class Pipeline:
         # The current audio slot has been sent already; everything after it goes.
         self.audio_queue.flush(after=self.clock.current_audio_index())
         self.video_queue.flush(after=slot)
+        # Utterances scheduled to the end, whose speaking_ended waits for their last slot,
+        # were cut short too: their end is announced here, or never (the marks go).
+        cut = [(e["utterance"], e.get("error")) for index in sorted(self._marks)
+               for e in self._marks[index] if e["type"] == "speaking_ended"]
         self._marks.clear()
         self._next = slot + 1
-        for utterance in dropped:
-            self._emit({"type": "speaking_ended", "utterance": utterance.id,
-                        "interrupted": True, "started": utterance.id in self._announced})
-            self._announced.discard(utterance.id)
+        for uid, error in [*cut, *((u.id, u.error) for u in dropped)]:
+            ended: Event = {"type": "speaking_ended", "utterance": uid, "interrupted": True,
+                            "started": uid in self._announced}
+            if error is not None:
+                ended["error"] = error
+            self._emit(ended)
+            self._announced.discard(uid)
         self._schedule()
-        return [u.id for u in dropped]
+        return [uid for uid, _ in cut] + [u.id for u in dropped]
 
     def push_mic(self, pcm: np.ndarray) -> None:
         """Add caller audio (16 kHz mono float32); frames are scheduled as windows complete."""
@@ -268,12 +275,13 @@ class Pipeline:
 
     def _start_clip(self, clip: Clip, slot: int, lead: int) -> None:
         self.speaker.clip_taken()
-        start = max(self._next, slot + lead)
+        # An empty clip (synthesis failed) only ends its utterance: no need to wait for the batcher.
+        start = max(self._next, slot + lead) if clip.frames else self._next
         for index in range(self._next, start):  # the batcher needs that long: idle until then
             self._place_idle(index)
         self._next = start
         utterance = clip.utterance
-        if not utterance.started:
+        if not utterance.started and clip.frames:
             utterance.started = True
             latency = self.clock.video_time(start) - utterance.requested
             self._marks.setdefault(start, []).append(
@@ -284,9 +292,11 @@ class Pipeline:
     def _end_clip(self, clip: Clip) -> None:
         self._clip = None
         if clip.last:
-            self._marks.setdefault(self._next, []).append(
-                {"type": "speaking_ended", "utterance": clip.utterance.id,
-                 "interrupted": False})
+            ended: Event = {"type": "speaking_ended", "utterance": clip.utterance.id,
+                            "interrupted": False}
+            if clip.utterance.error is not None:
+                ended["error"] = clip.utterance.error
+            self._marks.setdefault(self._next, []).append(ended)
             self.speaker.finished(clip.utterance)
 
     def _schedule_mic(self, slot: int, lead: int, horizon: int,

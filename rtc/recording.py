@@ -8,6 +8,7 @@ skipped slot, an item dropped because the writer fell behind) are filled with th
 picture or with silence, so a gap never shifts what follows.
 
 A full disk or any OSError stops the recording with an error event; the session goes on.
+The event goes out like the session's own events, so the metrics' error hook counts it too.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from aiohttp import web
 from inference.mp4 import Mp4Writer
 from rtc.clock import AUDIO_PER_VIDEO
 from rtc.errors import ApiError
+from rtc.generate import DISK_FULL
 from rtc.signalling import REALTIME_KEY, Realtime
 from rtc.streams import Stream
 from rtc.tracks import AUDIO_SAMPLES
@@ -154,12 +156,15 @@ class Recorder:
             self.stop_reason = "error"
             log.error("session=%s recording %s failed: %s", self.stream.session_id,
                       self.name, self.error)
-            event = {"type": "recording_error", "recording": self.name, "message": self.error}
+            cause = "disk" if e.errno in DISK_FULL else "io"
+            event = {"type": "recording_error", "recording": self.name, "message": self.error,
+                     "cause": cause}
         except Exception as e:  # an encoder failure must not take the server down either
             self.error = f"{type(e).__name__}: {e}"
             self.stop_reason = "error"
             log.exception("session=%s recording %s failed", self.stream.session_id, self.name)
-            event = {"type": "recording_error", "recording": self.name, "message": self.error}
+            event = {"type": "recording_error", "recording": self.name, "message": self.error,
+                     "cause": "encoder"}
         self._loop.call_soon_threadsafe(self._finished, event)
 
     def _finished(self, event: dict[str, Any]) -> None:
@@ -280,8 +285,14 @@ class Recordings:
                 from None
 
         def emit(event: dict[str, Any]) -> None:
-            if session is not None:  # a closed hub ignores late events
-                session.events.publish({**event, "session": session.id})
+            # Through the session's emit, not straight to its event hub: its listeners are
+            # how /metrics counts errors (a closed session's hub ignores late events, but
+            # its listeners still hear them).
+            if session is not None:
+                session.emit(event)
+            else:
+                for listener in self.realtime.event_listeners:
+                    listener({**event, "session": stream.session_id})
 
         recorder = Recorder(stream, self.folder / new_recording_name(stream.name), self.limits,
                             emit, self.writer_factory)

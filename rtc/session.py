@@ -2,8 +2,8 @@
 
 The session owns every task it starts and ends them all in :meth:`Session.close`, which is
 idempotent and is reached from every way a session can end: DELETE, a closed or failed peer,
-the idle timeout, server shutdown, or an error in one of its tasks (logged; the server keeps
-serving).
+the idle timeout, a peer that does not connect in time, server shutdown, or an error in one
+of its tasks (logged; the server keeps serving).
 """
 
 from __future__ import annotations
@@ -27,6 +27,15 @@ from inference.frames import SAMPLE_RATE
 from inference.services import Services
 from rtc.batcher import Batcher
 from rtc.clock import MediaClock
+from rtc.encoding import (
+    ENCODED_CODECS,
+    AudioEncoder,
+    EncodedAudioTrack,
+    EncodedVideoTrack,
+    VideoEncoder,
+    forward_keyframe_requests,
+    negotiated_video_codec,
+)
 from rtc.events import EventHub
 from rtc.ice import rtc_configuration
 from rtc.pipeline import Event, Pipeline, PipelineOptions
@@ -64,10 +73,17 @@ class Session:
         self.video = AvatarVideoTrack(self.clock, self.pipeline.video_queue,
                                       self.pipeline.first_frame)
         self.audio = AvatarAudioTrack(self.clock, self.pipeline.audio_queue)
+        self.encoded_video = EncodedVideoTrack(self.video)
+        """What the peer connection sends: ``video``'s frames, encoded by the session."""
+        self._video_bitrate = http.video_bitrate
+        self.encoded_audio = EncodedAudioTrack(self.audio, AudioEncoder(SAMPLE_RATE))
         self.pc = RTCPeerConnection(rtc_configuration(http.ice_servers))
         self.channel: RTCDataChannel | None = None
         self.closed = asyncio.Event()
         self._idle_seconds = http.session_idle_seconds
+        self._connect_timeout = http.connect_timeout_seconds
+        self._connected = asyncio.Event()
+        """Set once the peer connection has reached "connected" (it may drop later)."""
         self._on_closed = on_closed
         self.event_listeners: list[Callable[[Event], None]] = []
         """Called with every event the session emits (metrics count the errors)."""
@@ -93,13 +109,19 @@ class Session:
         kinds = [t.kind for t in pc.getTransceivers()]
         if "video" not in kinds:
             raise OfferError("the offer has no video m-line; add a recvonly video transceiver")
-        pc.addTrack(self.video)
+        forward_keyframe_requests(pc.addTrack(self.encoded_video), self.encoded_video)
         if "audio" in kinds:
-            pc.addTrack(self.audio)
+            pc.addTrack(self.encoded_audio)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
+        codec = negotiated_video_codec(pc)
+        if codec not in ENCODED_CODECS:  # aiortc itself sends only these two
+            raise OfferError(f"no common video codec: the server sends {ENCODED_CODECS}, "
+                             f"the answer chose {codec}")
+        self.encoded_video.encoder = VideoEncoder(codec, self._video_bitrate)
         self.pipeline.start()
         self._spawn(self._watchdog(), "watchdog")
+        self._spawn(self._connect_deadline(), "connect-deadline")
         log.info("session=%s started: engine=%s avatar=%s", self.id, self.engine,
                  self.avatar.name)
         return pc.localDescription
@@ -199,7 +221,9 @@ class Session:
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         log.info("session=%s connection %s", self.id, state)
-        if state in ("failed", "closed"):
+        if state == "connected":
+            self._connected.set()
+        elif state in ("failed", "closed"):
             self._close_soon(f"peer connection {state}")
         elif state == "disconnected":
             self._spawn(self._disconnect_grace(), "disconnect-grace")
@@ -208,6 +232,17 @@ class Session:
         await asyncio.sleep(DISCONNECT_GRACE)
         if self.pc.connectionState in ("disconnected", "failed"):
             await self.close("peer disconnected")
+
+    async def _connect_deadline(self) -> None:
+        # A peer that offers and then never answers connectivity checks would hold its slot
+        # until aioice gives up (~64 s): a few such offers could fill every slot.
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            log.warning("session=%s peer did not connect within %g s (connection %s)",
+                        self.id, self._connect_timeout, self.pc.connectionState)
+            self._close_soon(f"peer did not connect within {self._connect_timeout:g} s")
 
     async def _watchdog(self) -> None:
         period = max(0.05, min(5.0, self._idle_seconds / 4))
@@ -218,6 +253,11 @@ class Session:
                 return
 
     # --- events and state --------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Send an event about something the session carries (a recording of its stream) to
+        its SSE subscribers, its data channel and its listeners, as its own events go."""
+        self._emit(event)
 
     def _emit(self, event: Event) -> None:
         event = {**event, "session": self.id}
@@ -263,8 +303,8 @@ class Session:
             task.cancel()
         await asyncio.gather(*doomed, return_exceptions=True)
         await self.pipeline.close()
-        self.video.stop()
-        self.audio.stop()
+        self.encoded_video.stop()  # stops self.video too
+        self.encoded_audio.stop()  # stops self.audio too
         try:
             await self.pc.close()
         except Exception:  # a half-negotiated peer may fail to close; nothing is left to free

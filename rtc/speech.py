@@ -45,6 +45,8 @@ class Utterance:
     """Engine smoothing state shared by the utterance's sentences."""
     started: bool = False
     ended: bool = False
+    error: str | None = None
+    """Why synthesis failed (its speaking_ended event carries it); None while all is well."""
 
 
 @dataclass
@@ -163,12 +165,13 @@ class Speaker:
                             utterance.id, e)
                 if utterance.generation != self.generation:
                     return
-                self._on_error(utterance, f"speech synthesis failed: {e}")
-                if i > 0:  # earlier sentences are queued: end the utterance after them
-                    self.clips.append(Clip(utterance, deque(), None, last=True))
-                    self._on_clip()
-                else:
-                    self.finished(utterance)
+                utterance.error = f"speech synthesis failed: {e}"
+                self._on_error(utterance, utterance.error)
+                # An empty last clip ends the utterance through the pipeline, after any
+                # sentences already queued and in order with other utterances, so that every
+                # accepted utterance gets exactly one speaking_ended (with the error).
+                self.clips.append(Clip(utterance, deque(), None, last=True))
+                self._on_clip()
                 return
             if utterance.generation != self.generation:
                 return  # interrupted while synthesising: the result is stale

@@ -30,6 +30,7 @@ from inference.services import SerialEngine, Services
 from inference.tts import TextToSpeech
 from rtc.app import build_app
 from rtc.ice import rtc_configuration
+from rtc.whep import preferred_video_codecs
 
 MISSING_CHECKPOINT = ("no Wav2Lip {v} checkpoint: put Wav2Lip-SD-{v}.pt into checkpoints/ "
                       "(test services load no Wav2Lip)")
@@ -125,8 +126,11 @@ class TestClient:
     __test__ = False  # not a pytest class
 
     def __init__(self, base_url: str, mouth_box: Box | None = None,
-                 microphone: MediaStreamTrack | None = None) -> None:
+                 microphone: MediaStreamTrack | None = None,
+                 video_codec: str | None = None) -> None:
         self.base_url = base_url
+        self.video_codec = video_codec
+        """Mime type offered first (e.g. "video/H264"); None keeps aiortc's order (VP8)."""
         self.pc = RTCPeerConnection(rtc_configuration([]))
         self.mouth_box = mouth_box
         self.microphone = microphone
@@ -150,7 +154,9 @@ class TestClient:
 
     async def connect(self, path: str = "/offer", **body: Any) -> dict[str, Any]:
         """Negotiate; returns the answer JSON (raises AssertionError on an HTTP error)."""
-        self.pc.addTransceiver("video", direction="recvonly")
+        video = self.pc.addTransceiver("video", direction="recvonly")
+        if self.video_codec is not None:
+            video.setCodecPreferences(preferred_video_codecs(self.video_codec))
         if self.microphone is not None:
             self.pc.addTransceiver(self.microphone, direction="sendrecv")
         else:

@@ -4,8 +4,9 @@ HTTP: a TTS failure, an engine exception and a full disk during /api/generate; a
 cache that cannot be written. (A corrupt avatar cache is covered by
 tests/test_avatar.py::test_damaged_cache_is_rebuilt.) Realtime, over loopback WebRTC: a TTS
 failure and an engine exception during an utterance, a peer that vanishes mid-utterance (a
-client process killed), and an ICE failure. aioice's timers are shortened where the fault
-would otherwise take a minute to show.
+client process killed), an ICE failure, and a peer that never starts ICE (closed by the
+connect timeout, with aioice's timers left alone). aioice's timers are shortened where the
+fault would otherwise take a minute to show.
 """
 
 from __future__ import annotations
@@ -237,9 +238,16 @@ async def test_realtime_tts_failure_is_an_error_event_and_the_session_lives_on(
             assert event["utterance"] == reply["utterance"]
             assert "speech synthesis failed" in event["message"]
             assert any("TTS failed" in r.getMessage() for r in caplog.records)
-            # Nothing was spoken: the error is the utterance's last event, and it is gone.
+            # Nothing was spoken, yet the accepted utterance ends like any other: one
+            # speaking_ended, after the error, that says why (and no speaking_started).
+            ended = await client.wait_event("speaking_ended")
+            assert ended["utterance"] == reply["utterance"] and not ended["interrupted"]
+            assert ended["error"] == event["message"]
             await keeps_streaming(client)
             assert (await client.state())["speaking"] is False
+            mine = [e["type"] for e in client.received.events
+                    if e.get("utterance") == reply["utterance"] and e["type"] != "utterance_queued"]
+            assert mine == ["error", "speaking_ended"], mine
             status, reply = await client.post("/say", {"text": "Да."})
             assert status == 202
             started = await client.wait_event("speaking_started")
@@ -336,5 +344,52 @@ async def test_ice_failure_ends_the_session_and_frees_its_slot(
         try:
             await client.connect()
             await keeps_streaming(client, 3)
+        finally:
+            await client.close()
+
+
+async def test_peer_that_never_connects_is_closed_after_the_connect_timeout(
+        loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
+        espeak_tts: TextToSpeech, caplog: pytest.LogCaptureFixture) -> None:
+    # aioice's own timers are left alone: without the connect timeout the slot would be held
+    # for ~64 s (test_ice_failure... shortens them instead).
+    timeout, margin = 1.0, 3.0
+    config = dataclasses.replace(app_config, http=HttpConfig(
+        ice_loopback=True, max_sessions=1, connect_timeout_seconds=timeout))
+    async with running_server(realtime_services(config, avatar_store, espeak_tts)) as (url,
+                                                                                      app):
+        ghost = RTCPeerConnection(rtc_configuration([]))
+        ghost.addTransceiver("video", direction="recvonly")
+        await ghost.setLocalDescription(await ghost.createOffer())
+        offer = {"sdp": ghost.localDescription.sdp, "type": "offer"}
+        await ghost.close()  # offers, never applies the answer, never does ICE
+        async with aiohttp.ClientSession() as http:
+            with caplog.at_level(logging.INFO, "rtc.session"):
+                async with http.post(url + "/offer", json=offer) as r:
+                    assert r.status == 200
+                    gone = (await r.json())["session_id"]
+                answered = asyncio.get_running_loop().time()
+                events: list[str] = []
+                async with http.get(f"{url}/api/sessions/{gone}/events") as sse:
+                    async with asyncio.timeout(timeout + margin):
+                        async for line in sse.content:  # ends when the session closes
+                            if line.startswith(b"event: "):
+                                events.append(line.decode().split()[1])
+                elapsed = asyncio.get_running_loop().time() - answered
+            assert timeout * 0.9 <= elapsed < timeout + margin, elapsed
+            assert events[-1] == "session_closed", events
+            assert any(f"session={gone} closing: peer did not connect within 1 s"
+                       in r.getMessage() for r in caplog.records)
+            async with http.get(f"{url}/api/sessions/{gone}") as r:
+                assert r.status == 404
+            async with http.get(f"{url}/metrics") as r:
+                assert "\navatar_sessions 0.0\n" in await r.text()
+        assert gone not in app[REALTIME_KEY].sessions
+        client = PeerClient(url)  # the only slot is free again, and a real peer still connects
+        try:
+            await client.connect()
+            await keeps_streaming(client, 3)
+            await asyncio.sleep(timeout + 0.5)  # a connected session outlives the deadline
+            assert client.session_id in app[REALTIME_KEY].sessions
         finally:
             await client.close()

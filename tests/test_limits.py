@@ -100,6 +100,23 @@ async def test_json_bodies_are_refused_by_declared_size(client: TestClient) -> N
     await expect_healthy(client)
 
 
+async def test_chunked_json_bodies_are_held_to_the_json_limit(client: TestClient) -> None:
+    # Under client_max_size (the upload limit) but over max_json_bytes, with no
+    # Content-Length to refuse it by: the JSON reader must count while it reads.
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"text": "'
+        for _ in range(4):
+            yield b"a" * (JSON_LIMIT // 2)
+        yield b'"}'
+
+    for path in ("/api/generate", "/offer"):
+        r = await client.post(path, data=chunks(),
+                              headers={"Content-Type": "application/json"})
+        assert "Content-Length" not in r.request_info.headers
+        await expect_error(r, 413, "too large", str(JSON_LIMIT))
+    await expect_healthy(client)
+
+
 async def test_text_length_limit(client: TestClient) -> None:
     r = await client.post("/api/generate", json={"text": "а" * (TEXT_LIMIT + 1)})
     await expect_error(r, 400, f"{TEXT_LIMIT + 1} characters", f"limit is {TEXT_LIMIT}")

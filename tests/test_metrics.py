@@ -75,7 +75,7 @@ async def test_every_family_is_exposed(loaded_services: Services) -> None:
         samples = await scrape(client)
     for name in ALWAYS:
         assert "#family " + name in samples, name
-    for kind in ("engine", "tts", "disk", "http_500", "session"):
+    for kind in ("engine", "tts", "disk", "recording", "http_500", "session"):
         assert value(samples, "avatar_errors_total", {"kind": kind}) == 0
     assert value(samples, "avatar_sessions") == 0
     assert value(samples, "avatar_sessions_limit") == loaded_services.config.http.max_sessions

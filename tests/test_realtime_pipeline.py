@@ -18,7 +18,7 @@ from inference.frames import SAMPLES_PER_FRAME, FacePatch, LipSyncRequest
 from inference.lipsync import audio_for_frames, window_rms
 from inference.live import LOOKAHEAD_SAMPLES, WindowStream
 from inference.mel import frame_count, mel_start, melspectrogram, window_for_frame
-from inference.tts import Language, Speech, TextToSpeech
+from inference.tts import Language, Speech, TextToSpeech, TtsError
 from rtc.batcher import Batcher
 from rtc.clock import ManualTime, MediaClock
 from rtc.pipeline import Pipeline, PipelineOptions
@@ -232,6 +232,63 @@ async def test_interrupt_flushes_every_queue(rig: Rig) -> None:
         assert rig.pipeline.audio_queue.take(2 * rig.slot) is None  # silent at once
         assert rig.pipeline.video_queue.take(rig.slot) is not None  # and idle pictures
     assert rig.pipeline.stats.speech_frames == speech_before
+
+
+class FailingTTS(RecordingTTS):
+    """Raises TtsError for sentences containing "Сбой" (like an engine crash)."""
+
+    def synthesize(self, text: str, language: str) -> Speech:
+        if "Сбой" in text:
+            raise TtsError("injected failure")
+        return super().synthesize(text, language)
+
+
+async def test_every_accepted_utterance_ends_once_even_when_tts_fails(
+        avatar_store: AvatarStore, espeak_tts: TextToSpeech) -> None:
+    rig = Rig(avatar_store, FailingTTS(espeak_tts))
+    rig.pipeline.start()
+    try:
+        await rig.step()
+        later = rig.pipeline.say("Да. Сбой.", "ru")  # fails on its second sentence
+        first = rig.pipeline.say("Сбой.", "ru")  # fails on its first, queued behind
+        fine = rig.pipeline.say("Нет.", "ru")
+        for _ in range(200):
+            await rig.step()
+            await asyncio.sleep(0.005)  # let TTS threads land between slots
+            if not rig.pipeline.speaking:
+                break
+        assert not rig.pipeline.speaking
+        await rig.step(rig.pipeline.options.max_ahead)  # the last end mark is released
+        ended = [e for e in rig.events if e["type"] == "speaking_ended"]
+        assert [e["utterance"] for e in ended] == [later.id, first.id, fine.id]
+        assert [e.get("error") for e in ended] == [
+            "speech synthesis failed: injected failure",
+            "speech synthesis failed: injected failure", None]
+        assert not any(e["interrupted"] for e in ended)
+        started = {e["utterance"] for e in rig.events if e["type"] == "speaking_started"}
+        assert started == {later.id, fine.id}  # nothing of the first-sentence failure played
+        errors = [e["utterance"] for e in rig.events if e["type"] == "error"]
+        assert errors == [later.id, first.id]
+    finally:
+        await rig.close()
+
+
+async def test_interrupt_after_the_last_frame_was_scheduled_still_ends_it_once(
+        rig: Rig) -> None:
+    # The utterance is fully scheduled (its end waits for its last slot) when the interrupt
+    # comes: the flushed end must still be announced, once, as interrupted.
+    await rig.step()
+    utterance = rig.pipeline.say("Да.", "ru")
+    await until(lambda: rig.pipeline.stats.speech_frames > 0)
+    while rig.pipeline.speaking:
+        await rig.step()
+        await asyncio.sleep(0.005)
+    assert not any(e["type"] == "speaking_ended" for e in rig.events)  # not released yet
+    assert rig.pipeline.interrupt() == [utterance.id]
+    await rig.step(rig.pipeline.options.max_ahead + 2)
+    ended = [e for e in rig.events if e["type"] == "speaking_ended"]
+    assert len(ended) == 1 and ended[0]["utterance"] == utterance.id
+    assert ended[0]["interrupted"] is True
 
 
 @pytest.mark.parametrize("echo", [True, False])

@@ -156,6 +156,17 @@ async def wait_stopped(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         await asyncio.sleep(0.05)
 
 
+async def disk_errors(http: aiohttp.ClientSession, url: str) -> float:
+    """avatar_errors_total{kind="disk"} as GET /metrics reports it."""
+    async with http.get(f"{url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith('avatar_errors_total{kind="disk"}'):
+            return float(line.split()[-1])
+    raise AssertionError("no disk errors series in /metrics")
+
+
 async def test_disk_full_and_limits_stop_the_recording_not_the_session(
         services: Services) -> None:
     async with running_server(services) as (url, app), aiohttp.ClientSession() as http:
@@ -166,10 +177,15 @@ async def test_disk_full_and_limits_stop_the_recording_not_the_session(
             await client.wait_for_frames(3)
             recordings = app[RECORDINGS_KEY]
             recordings.writer_factory = FullDisk
+            assert await disk_errors(http, url) == 0
             status, _ = await api(http, "POST", f"{url}/api/streams/{stream}/recording/start")
             assert status == 201
             failed = await wait_stopped(http, f"{url}/api/streams/{stream}/recording")
             assert failed["stop_reason"] == "error" and "No space" in str(failed["error"])
+            # The failure reached the metrics' error hook like other components' errors.
+            assert await disk_errors(http, url) == 1
+            error = await client.wait_event("recording_error")
+            assert error["cause"] == "disk" and error["session"] == client.session_id
             status, state = await api(http, "GET", f"{url}/api/sessions/{client.session_id}")
             assert status == 200 and state["connection"] == "connected"
             frames = len(client.received.video_times)

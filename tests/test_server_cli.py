@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from config import PROJECT_ROOT
+from config import PROJECT_ROOT, HttpConfig
 from inference.frames import SAMPLE_RATE
 from inference.tts import TextToSpeech
+from server import build_config, build_parser
 from tests.media import decode_mp4, encode_audio
 
 
@@ -99,3 +100,11 @@ def test_bad_usage_exits_2(dirs: dict[str, Path], args: tuple[str, ...]) -> None
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_connect_timeout_flag_reaches_the_config() -> None:
+    parser = build_parser()
+    config = build_config(parser.parse_args(["serve", "--connect-timeout", "2.5"]))
+    assert config.http.connect_timeout_seconds == 2.5
+    default = build_config(parser.parse_args(["serve"]))
+    assert default.http.connect_timeout_seconds == HttpConfig().connect_timeout_seconds == 15.0
