@@ -344,7 +344,7 @@ def main() -> None:
     parser.add_argument("--codec", default=None,
                         help="video codec the clients offer first (video/H264 or video/VP8; "
                              "default: aiortc's order, VP8 first, like Chromium)")
-    parser.add_argument("--client-nice", type=int, default=10,
+    parser.add_argument("--client-nice", type=int, default=0,
                         help="niceness added to the client (bench) process once the server "
                              "runs (0: clients compete with the server as equals)")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
