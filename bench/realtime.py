@@ -158,12 +158,13 @@ async def one_session_run(clients: list[TestClient], url: str) -> list[dict[str,
     return out
 
 
-async def text_latency(url: str, box: Any, runs: int = 3) -> tuple[float, float]:
+async def text_latency(url: str, box: Any, codec: str | None,
+                       runs: int = 3) -> tuple[float, float]:
     """Median server latency (say -> first frame released) and end-to-end (say -> first
     changed mouth frame received), in ms."""
     server, e2e = [], []
     for _ in range(runs):
-        client = TestClient(url, mouth_box=box)
+        client = TestClient(url, mouth_box=box, video_codec=codec)
         await client.connect(avatar="astronaut", language="ru")
         await client.wait_for_frames(10, timeout=30)
         reference = client.received.mouth[-1].astype(np.float32)
@@ -188,11 +189,11 @@ async def text_latency(url: str, box: Any, runs: int = 3) -> tuple[float, float]
     return float(np.median(server)), float(np.median(e2e)) if e2e else float("nan")
 
 
-async def mic_latency(url: str, box: Any) -> tuple[float, float, float]:
+async def mic_latency(url: str, box: Any, codec: str | None) -> tuple[float, float, float]:
     """(end-to-end ms, server share ms, correlation) for speech sent as a microphone."""
     voice = create_tts().synthesize("Раз, два, три. Папа, мама, баба.", "ru").pcm
     microphone = FakeMicrophone(voice, start_delay=0.6)
-    client = TestClient(url, mouth_box=box, microphone=microphone)
+    client = TestClient(url, mouth_box=box, microphone=microphone, video_codec=codec)
     await client.connect(avatar="astronaut")
     await client.wait_for_frames(5, timeout=30)
     await client.wait_for_frames(len(client.received.video_times)
@@ -210,7 +211,8 @@ async def mic_latency(url: str, box: Any) -> tuple[float, float, float]:
     return -lag * 1000, (share or float("nan")) * 1000, corr
 
 
-async def bench_config(config: str, max_sessions: int, checkpoints: Path) -> dict[str, Any]:
+async def bench_config(config: str, max_sessions: int, checkpoints: Path,
+                       codec: str | None) -> dict[str, Any]:
     result: dict[str, Any] = {"config": config, "levels": {}}
     with tempfile.TemporaryDirectory() as cache, running_server(
             Path(cache), *server_args(config, checkpoints),
@@ -223,11 +225,13 @@ async def bench_config(config: str, max_sessions: int, checkpoints: Path) -> dic
             return result
         result["backend"] = info.get("backend")
         box = await mouth_box(url)
-        await one_session_run([TestClient(url, mouth_box=box)], url)  # warm everything up
-        result["text_ms"] = await text_latency(url, box)
-        result["mic"] = await mic_latency(url, box)
+        # warm everything up
+        await one_session_run([TestClient(url, mouth_box=box, video_codec=codec)], url)
+        result["text_ms"] = await text_latency(url, box, codec)
+        result["mic"] = await mic_latency(url, box, codec)
         for n in range(1, max_sessions + 1):
-            runs = await one_session_run([TestClient(url, mouth_box=box) for _ in range(n)], url)
+            runs = await one_session_run(
+                [TestClient(url, mouth_box=box, video_codec=codec) for _ in range(n)], url)
             fps = min(r["fps"] for r in runs)
             lag = max((r["lag"] for r in runs), key=abs)
             ok = fps >= 24 and abs(lag) <= 0.040
@@ -266,7 +270,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def run(configs: list[str], max_sessions: int) -> list[dict[str, Any]]:
+async def run(configs: list[str], max_sessions: int, codec: str | None) -> list[dict[str, Any]]:
     use_loopback_ice(True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -274,7 +278,7 @@ async def run(configs: list[str], max_sessions: int) -> list[dict[str, Any]]:
         if any(c.startswith("wav2lip") for c in configs):
             write_synthetic_checkpoint(checkpoints)
         for config in configs:
-            results.append(await bench_config(config, max_sessions, checkpoints))
+            results.append(await bench_config(config, max_sessions, checkpoints, codec))
     return results
 
 
@@ -283,11 +287,15 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help="engine[:backend] list, e.g. viseme,wav2lip-gan:openvino-int8")
     parser.add_argument("--max-sessions", type=int, default=8)
+    parser.add_argument("--codec", default=None,
+                        help="video codec the clients offer first (video/H264 like the pages "
+                             "where the browser has it; default: aiortc's order, VP8 first)")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     began = time.perf_counter()
-    results = asyncio.run(run([c for c in args.configs.split(",") if c], args.max_sessions))
+    results = asyncio.run(run([c for c in args.configs.split(",") if c], args.max_sessions,
+                              args.codec))
     elapsed = time.perf_counter() - began
     md = table(results)
     print()

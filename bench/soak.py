@@ -360,6 +360,7 @@ def main() -> None:
     print(load)
     if args.no_docs:
         return
+    offered = args.codec or "aiortc's default order (VP8)"
     command = "python bench/soak.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
     write_section(SECTION,
         f"{SECTION}\n\n"
@@ -374,11 +375,12 @@ def main() -> None:
         "the server's /metrics (`avatar_asyncio_tasks`, `avatar_threads` outside the bounded "
         "asyncio/render pools, `process_open_fds`). The clients decode every stream on the "
         "same CPUs as the server, so a session count beyond what the Realtime section "
-        "sustains is an overload here, and its fps and lag show that overload.\n\n"
+        "sustains is an overload here, and its fps and lag show that overload. Clients "
+        f"offer {offered} first; client niceness +{args.client_nice}.\n\n"
         "The issue's long run is `python bench/soak.py --sessions 4 --seconds 1800 --cycles "
-        "200` (about 35 min); unless the command below is that one, it has not been run "
-        "and its targets (memory growth <= 5%, drift <= 40 ms, 0 leaks after 200 cycles) "
-        "are not shown here.\n\n"
+        "200 --codec video/H264` (about 35 min; H.264 is what the pages ask for where the "
+        "browser has it). Its targets: memory growth <= 5%, drift <= 40 ms, 0 leaks after "
+        "200 cycles. A shorter command below is not that run.\n\n"
         f"- command: `{command}` ({time.perf_counter() - began:.0f} s)\n"
         f"- machine: {machine()}; {load}\n"
         f"- date: {time.strftime('%Y-%m-%d')}\n\n"
