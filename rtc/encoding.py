@@ -29,6 +29,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
+from inference.mp4 import clone_video_frame
 from rtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,12 @@ class VideoEncoder:
             codec = self._codec = self._open(frame.width, frame.height)
             keyframe = True
         pts, time_base = frame.pts, frame.time_base
-        # The encoder counts in frames; the packet gets the frame's own clock back below.
-        frame.pict_type = (av.video.frame.PictureType.I if keyframe
-                           else av.video.frame.PictureType.NONE)
-        data = b"".join(bytes(p) for p in codec.encode(frame))
+        # The frame is shared with viewers and recordings; the encoder rescales the pts of
+        # the frame it gets (it counts in frames) and reads its picture type: a copy.
+        own = clone_video_frame(frame)
+        own.pict_type = (av.video.frame.PictureType.I if keyframe
+                         else av.video.frame.PictureType.NONE)
+        data = b"".join(bytes(p) for p in codec.encode(own))
         return _stamped(data, pts, time_base)
 
 

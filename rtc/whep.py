@@ -66,6 +66,10 @@ class Whep:
         self.realtime = realtime
         self.peers: dict[str, RTCPeerConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: set[asyncio.Task[None]] = set()
+        """One per viewer not yet known to be connected (see :meth:`_connect_deadline`)."""
+        self._connected: set[str] = set()
+        """Viewers whose peer has reached "connected" at least once."""
 
     def _stream(self, request: web.Request) -> Stream:
         name = request.match_info["stream"]
@@ -117,7 +121,22 @@ class Whep:
             response.headers.add("Link", link)
         log.info("session=%s WHEP viewer %s of stream %s", stream.session_id, viewer.id,
                  stream.name)
+        deadline = asyncio.get_running_loop().create_task(
+            self._connect_deadline(viewer, pc), name=f"whep-deadline-{viewer.id}")
+        self._deadlines.add(deadline)
+        deadline.add_done_callback(self._deadlines.discard)
         return response
+
+    async def _connect_deadline(self, viewer: Viewer, pc: RTCPeerConnection) -> None:
+        """End a viewer whose peer has not connected in time: without this, a player that
+        took the answer and never did ICE would hold a viewer slot until aioice gives up
+        (about 64 s), and a few of them would lock everyone else out of the stream."""
+        await asyncio.sleep(self.realtime.http.connect_timeout_seconds)
+        if self.peers.get(viewer.id) is pc and viewer.id not in self._connected:
+            log.warning("WHEP viewer %s of stream %s did not connect within %.0f s "
+                        "(state %s); ending it", viewer.id, viewer.stream,
+                        self.realtime.http.connect_timeout_seconds, pc.connectionState)
+            self._remove(viewer)
 
     async def _answer(self, pc: RTCPeerConnection, viewer: Viewer, sdp: str) -> str:
         # Transceivers added before the offer is applied are matched to its m-lines by kind,
@@ -128,6 +147,8 @@ class Whep:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
+            if pc.connectionState == "connected":
+                self._connected.add(viewer.id)
             if pc.connectionState in ("failed", "closed"):
                 self._remove(viewer)
 
@@ -147,6 +168,7 @@ class Whep:
 
     def _viewer_ended(self, viewer: Viewer) -> None:
         pc = self.peers.pop(viewer.id, None)
+        self._connected.discard(viewer.id)
         if pc is not None:
             task = asyncio.get_running_loop().create_task(pc.close(),
                                                           name=f"whep-close-{viewer.id}")
@@ -181,6 +203,8 @@ class Whep:
 
     async def shutdown(self, _: web.Application | None = None) -> None:
         """Close every viewer peer (app.on_shutdown; sessions end their streams too)."""
+        for deadline in self._deadlines:
+            deadline.cancel()
         peers = list(self.peers.values())
         self.peers.clear()
         await asyncio.gather(*(pc.close() for pc in peers), *self._tasks,

@@ -27,6 +27,9 @@ CHROMIUM_FLAGS = [
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+PLAYING = ("(id) => { const v = document.getElementById(id);"
+           " return v.videoWidth > 0 && v.currentTime > 0.5; }")
+"""Page function: the <video> with this id shows frames and has played half a second."""
 
 
 def save_screenshot(name: str, png: bytes) -> None:

@@ -6,6 +6,7 @@ Names are chosen not to clash with fixtures other test modules define themselves
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine, create_engine
 from inference.services import Services
 from inference.tts import TextToSpeech, create_tts
+from rtc.ice import use_loopback_ice
+from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, require_browser, running_server
 
 SHIPPED_AVATARS = PROJECT_ROOT / "avatars"
 """The avatars the project ships: astronaut.jpg (photo) and cartoon/ (drawn)."""
@@ -65,3 +68,33 @@ def app_config(avatar_cache: Path, empty_checkpoints: Path) -> AppConfig:
 def loaded_services(app_config: AppConfig) -> Services:
     """Everything the server loads at start-up, loaded once for the whole session."""
     return Services.load(app_config)
+
+
+@pytest.fixture
+def loopback_ice() -> Iterator[None]:
+    """aiortc peers in this process gather only 127.0.0.1 candidates (tests stay on loopback)."""
+    use_loopback_ice(True)
+    yield
+    use_loopback_ice(False)
+
+
+@pytest.fixture(scope="module")
+def viseme_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python server.py serve`` with no checkpoints (so the viseme engine), one per module
+    of browser tests; skips when no browser can run here."""
+    require_browser()
+    empty = tmp_path_factory.mktemp("no-checkpoints")
+    with running_server(tmp_path_factory.mktemp("server-cache"), "--checkpoints", str(empty),
+                        "--engine", "viseme") as url:
+        yield url
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        instance = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield instance
+        await instance.close()

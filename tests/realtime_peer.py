@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fractions
 import json
 import time
@@ -22,7 +23,7 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from config import AppConfig
+from config import AppConfig, HttpConfig
 from inference.avatar.store import AvatarStore
 from inference.engines.base import create_engine
 from inference.frames import Box
@@ -38,14 +39,28 @@ MIC_RATE = 48_000
 """What browsers send."""
 
 
-def realtime_services(config: AppConfig, avatars: AvatarStore, tts: TextToSpeech) -> Services:
-    """Services with only the viseme engine; both Wav2Lip engines report a missing file."""
+def realtime_services(app_config: AppConfig, avatars: AvatarStore, tts: TextToSpeech,
+                      **http: Any) -> Services:
+    """Services with only the viseme engine (both Wav2Lip engines report a missing file),
+    serving on loopback ICE with ``http`` as the other HttpConfig fields."""
+    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True, **http))
     services = Services(config=config, tts=tts, avatars=avatars, languages=tts.languages())
     services.engines["viseme"] = SerialEngine(create_engine("viseme"))
     services.unavailable["wav2lip-gan"] = MISSING_CHECKPOINT.format(v="GAN")
     services.unavailable["wav2lip-nogan"] = MISSING_CHECKPOINT.format(v="NOGAN")
     services.default_engine = "viseme"
     return services
+
+
+async def abandoned_offer() -> dict[str, str]:
+    """An offer (video recvonly) from a peer that is closed at once: the server can answer
+    it, but nothing will ever answer its connectivity checks."""
+    ghost = RTCPeerConnection(rtc_configuration([]))
+    ghost.addTransceiver("video", direction="recvonly")
+    await ghost.setLocalDescription(await ghost.createOffer())
+    offer = {"sdp": ghost.localDescription.sdp, "type": "offer"}
+    await ghost.close()
+    return offer
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,7 @@ from tests.browser_support import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_FLAGS,
-    require_browser,
-    running_server,
+    PLAYING,
     save_screenshot,
 )
 from tests.browser_sync import (
@@ -38,18 +37,6 @@ from tests.browser_sync import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
-
-PLAYING = ("(id) => { const v = document.getElementById(id);"
-           " return v.videoWidth > 0 && v.currentTime > 0.5; }")
-
-
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require_browser()
-    empty = tmp_path_factory.mktemp("no-checkpoints")
-    with running_server(tmp_path_factory.mktemp("sync-cache"), "--checkpoints", str(empty),
-                        "--engine", "viseme") as url:
-        yield url
 
 
 def speech_wav(path: Path) -> np.ndarray:
@@ -102,8 +89,8 @@ def save_result(name: str, sync: SyncResult) -> None:
     (ARTIFACTS / name).write_text(json.dumps(dataclasses.asdict(sync), indent=1))
 
 
-async def test_realtime2_lip_sync_mouth_interrupt_and_stats(server_url: str) -> None:
-    async with open_live(server_url, "/realtime2") as page:
+async def test_realtime2_lip_sync_mouth_interrupt_and_stats(viseme_server_url: str) -> None:
+    async with open_live(viseme_server_url, "/realtime2") as page:
         # Six onsets: a median that one frame of jitter on a loaded machine does not move.
         rec = await record_phrases(page, PHRASES * 2)
         # The mouth moves while the avatar speaks and rests while it is idle.
@@ -144,18 +131,18 @@ async def test_realtime2_lip_sync_mouth_interrupt_and_stats(server_url: str) -> 
         assert after < 0.2 * before, (before, after)
 
 
-async def test_realtime_gan_page_is_readable_without_checkpoint(server_url: str) -> None:
-    async with open_live(server_url, "/realtime", shot="realtime-unavailable.png") as page:
+async def test_realtime_gan_page_is_readable_without_checkpoint(viseme_server_url: str) -> None:
+    async with open_live(viseme_server_url, "/realtime", shot="realtime-unavailable.png") as page:
         # The fallback notice stays on the page after switching: the user knows why.
         assert "viseme" in (await page.text_content("#rt-engine") or "")
         save_screenshot("realtime.png", await page.screenshot(full_page=True))
 
 
-async def test_microphone_speech_moves_the_mouth(server_url: str, tmp_path: Path) -> None:
+async def test_microphone_speech_moves_the_mouth(viseme_server_url: str, tmp_path: Path) -> None:
     wav = tmp_path / "speech.wav"
     pcm = speech_wav(wav)
     speech_fraction = float((np.abs(pcm) > 0.02).mean())
-    async with open_live(server_url, "/realtime2",
+    async with open_live(viseme_server_url, "/realtime2",
                                 f"--use-file-for-fake-audio-capture={wav}", echo=True) as page:
         await page.evaluate("window.__avsync.start('rt-video')")
         await page.wait_for_timeout(2000)

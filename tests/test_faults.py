@@ -18,7 +18,7 @@ import logging
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,9 @@ import aioice.ice
 import aioice.stun
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCPeerConnection
 
 import rtc.session
-from config import PROJECT_ROOT, AppConfig, HttpConfig
+from config import PROJECT_ROOT, AppConfig
 from inference.avatar.prepare import prepare
 from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine
@@ -38,13 +37,10 @@ from inference.frames import FacePatch, LipSyncRequest
 from inference.services import SerialEngine, Services
 from inference.tts import Language, Speech, TextToSpeech, TtsError
 from rtc.app import build_app
-from rtc.ice import rtc_configuration, use_loopback_ice
 from rtc.metrics import METRICS_KEY
 from rtc.signalling import REALTIME_KEY
 from tests.realtime_peer import TestClient as PeerClient
-from tests.realtime_peer import realtime_services, running_server
-
-pytestmark = pytest.mark.timeout(90)
+from tests.realtime_peer import abandoned_offer, realtime_services, running_server
 
 BREAK = "СЛОМАЙСЯ"
 """Texts containing this make the flaky TTS fail."""
@@ -204,17 +200,9 @@ asyncio.run(main())
 
 
 @pytest.fixture
-def loopback_ice() -> Iterator[None]:
-    use_loopback_ice(True)
-    yield
-    use_loopback_ice(False)
-
-
-@pytest.fixture
 def realtime(loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
              espeak_tts: TextToSpeech) -> Services:
-    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True))
-    services = realtime_services(config, avatar_store, FlakyTTS(espeak_tts))
+    services = realtime_services(app_config, avatar_store, FlakyTTS(espeak_tts))
     services.engines["broken"] = SerialEngine(BrokenEngine())
     return services
 
@@ -322,15 +310,9 @@ async def test_ice_failure_ends_the_session_and_frees_its_slot(
         caplog: pytest.LogCaptureFixture) -> None:
     # Connectivity checks give up after 1 retransmission (1.5 s) instead of 6 (63.5 s).
     monkeypatch.setattr(aioice.stun, "RETRY_MAX", 1)
-    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True,
-                                                             max_sessions=1))
-    async with running_server(realtime_services(config, avatar_store, espeak_tts)) as (url,
-                                                                                      app):
-        ghost = RTCPeerConnection(rtc_configuration([]))
-        ghost.addTransceiver("video", direction="recvonly")
-        await ghost.setLocalDescription(await ghost.createOffer())
-        offer = {"sdp": ghost.localDescription.sdp, "type": "offer"}
-        await ghost.close()  # its candidates will never answer a check
+    services = realtime_services(app_config, avatar_store, espeak_tts, max_sessions=1)
+    async with running_server(services) as (url, app):
+        offer = await abandoned_offer()  # its candidates will never answer a check
         async with aiohttp.ClientSession() as http, http.post(url + "/offer",
                                                               json=offer) as r:
             assert r.status == 200
@@ -354,15 +336,10 @@ async def test_peer_that_never_connects_is_closed_after_the_connect_timeout(
     # aioice's own timers are left alone: without the connect timeout the slot would be held
     # for ~64 s (test_ice_failure... shortens them instead).
     timeout, margin = 1.0, 3.0
-    config = dataclasses.replace(app_config, http=HttpConfig(
-        ice_loopback=True, max_sessions=1, connect_timeout_seconds=timeout))
-    async with running_server(realtime_services(config, avatar_store, espeak_tts)) as (url,
-                                                                                      app):
-        ghost = RTCPeerConnection(rtc_configuration([]))
-        ghost.addTransceiver("video", direction="recvonly")
-        await ghost.setLocalDescription(await ghost.createOffer())
-        offer = {"sdp": ghost.localDescription.sdp, "type": "offer"}
-        await ghost.close()  # offers, never applies the answer, never does ICE
+    services = realtime_services(app_config, avatar_store, espeak_tts, max_sessions=1,
+                                 connect_timeout_seconds=timeout)
+    async with running_server(services) as (url, app):
+        offer = await abandoned_offer()  # never applies the answer, never does ICE
         async with aiohttp.ClientSession() as http:
             with caplog.at_level(logging.INFO, "rtc.session"):
                 async with http.post(url + "/offer", json=offer) as r:

@@ -30,7 +30,7 @@ from inference.services import Services
 from inference.tts import TextToSpeech
 from rtc.app import build_app
 from rtc.generate import GenerateJob, Generator
-from rtc.ice import rtc_configuration, use_loopback_ice
+from rtc.ice import rtc_configuration
 from tests.media import encode_audio, tone
 from tests.realtime_peer import TestClient as PeerClient
 from tests.realtime_peer import realtime_services, running_server
@@ -246,19 +246,12 @@ async def test_server_answers_normally_after_every_limit(client: TestClient) -> 
 # --- realtime: sessions and queued utterances ----------------------------------------------
 
 
-@pytest.fixture
-def loopback_ice() -> Iterator[None]:
-    use_loopback_ice(True)
-    yield
-    use_loopback_ice(False)
-
-
 async def test_sessions_and_queued_utterances_limits(
         loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
         espeak_tts: TextToSpeech) -> None:
-    config = dataclasses.replace(app_config, http=HttpConfig(
-        ice_loopback=True, max_sessions=1, max_queued_utterances=2))
-    async with running_server(realtime_services(config, avatar_store, espeak_tts)) as (url, _):
+    services = realtime_services(app_config, avatar_store, espeak_tts, max_sessions=1,
+                                 max_queued_utterances=2)
+    async with running_server(services) as (url, _):
         first = PeerClient(url)
         try:
             await first.connect()

@@ -5,7 +5,6 @@ away with their session, and each application has its own registry."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Mapping
 
 import aiohttp
@@ -13,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import AppConfig, HttpConfig
+from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.services import Services
 from inference.tts import TextToSpeech
@@ -126,8 +125,7 @@ async def test_each_app_has_its_own_registry(loaded_services: Services) -> None:
 async def test_realtime_sessions_show_up_and_go_away(
         app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech) -> None:
     use_loopback_ice(True)
-    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True))
-    services = realtime_services(config, avatar_store, espeak_tts)
+    services = realtime_services(app_config, avatar_store, espeak_tts)
     try:
         async with running_server(services) as (url, _):
             client = PeerClient(url)

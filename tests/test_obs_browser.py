@@ -8,64 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from rtc.ice import use_loopback_ice
 from tests.browser_support import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    require_browser,
-    running_server,
 )
 from tests.realtime_peer import TestClient
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
+# The controller in this process talks to the server over loopback ICE.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120),
+              pytest.mark.usefixtures("loopback_ice")]
 
 STREAM = "obs-test"
-
-
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require_browser()
-    empty = tmp_path_factory.mktemp("no-checkpoints")
-    with running_server(tmp_path_factory.mktemp("obs-cache"), "--checkpoints", str(empty),
-                        "--engine", "viseme") as url:
-        yield url
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        instance = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield instance
-        await instance.close()
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    use_loopback_ice(True)  # the controller in this process talks to the server on loopback
-    yield
-    use_loopback_ice(False)
 
 
 async def frames(page: object) -> int:
     return int(await page.evaluate("window.obsStats.frames"))  # type: ignore[attr-defined]
 
 
-async def test_obs_page_plays_the_stream_and_reconnects(browser, server_url) -> None:
-    controller: TestClient | None = TestClient(server_url)
+async def test_obs_page_plays_the_stream_and_reconnects(browser, viseme_server_url) -> None:
+    controller: TestClient | None = TestClient(viseme_server_url)
     assert controller is not None
     second: TestClient | None = None
     page = await browser.new_page(viewport={"width": 512, "height": 512})
     try:
         answer = await controller.connect(stream=STREAM, language="ru")
         assert answer["stream"] == STREAM
-        await page.goto(f"{server_url}/obs/{STREAM}?bg=green")
+        await page.goto(f"{viseme_server_url}/obs/{STREAM}?bg=green")
         await page.wait_for_function("window.obsStats.frames > 10", timeout=30_000)
         time_before = await page.evaluate("document.getElementById('video').currentTime")
         await asyncio.wait_for(controller.channel_open.wait(), 10)
@@ -87,7 +57,7 @@ async def test_obs_page_plays_the_stream_and_reconnects(browser, server_url) -> 
         controller = None
         await page.wait_for_function("window.obsStats.state !== 'connected'",
                                      timeout=20_000)
-        second = TestClient(server_url)
+        second = TestClient(viseme_server_url)
         await second.connect(stream=STREAM)
         await page.wait_for_function("window.obsStats.connects >= 2", timeout=20_000)
         count = await frames(page)

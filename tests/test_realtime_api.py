@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +16,21 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from config import AppConfig, HttpConfig
+from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.services import Services
 from inference.tts import TextToSpeech
-from rtc.ice import rtc_configuration, use_loopback_ice
+from rtc.ice import rtc_configuration
 from rtc.signalling import REALTIME_KEY
 from tests.realtime_peer import TestClient, realtime_services, running_server
 
-pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    use_loopback_ice(True)
-    yield
-    use_loopback_ice(False)
-
-
-def make_services(app_config: AppConfig, avatar_store: AvatarStore, tts: TextToSpeech,
-                  **http: Any) -> Services:
-    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True, **http))
-    return realtime_services(config, avatar_store, tts)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("loopback_ice")]
 
 
 @pytest.fixture
 def services(app_config: AppConfig, avatar_store: AvatarStore,
              espeak_tts: TextToSpeech) -> Services:
-    return make_services(app_config, avatar_store, espeak_tts)
+    return realtime_services(app_config, avatar_store, espeak_tts)
 
 
 async def offer_sdp(video: bool = True, audio: bool = True) -> str:
@@ -120,7 +105,7 @@ async def test_pinned_engine_without_checkpoint_is_503_with_the_reason(
 async def test_max_sessions_is_503_with_retry_after(app_config: AppConfig,
                                                     avatar_store: AvatarStore,
                                                     espeak_tts: TextToSpeech) -> None:
-    services = make_services(app_config, avatar_store, espeak_tts, max_sessions=1)
+    services = realtime_services(app_config, avatar_store, espeak_tts, max_sessions=1)
     async with running_server(services) as (url, _):
         first = TestClient(url)
         try:
@@ -176,7 +161,7 @@ async def test_say_interrupt_and_server_sent_events(services: Services) -> None:
 
 async def test_idle_sessions_time_out(app_config: AppConfig, avatar_store: AvatarStore,
                                       espeak_tts: TextToSpeech) -> None:
-    services = make_services(app_config, avatar_store, espeak_tts, session_idle_seconds=0.3)
+    services = realtime_services(app_config, avatar_store, espeak_tts, session_idle_seconds=0.3)
     async with running_server(services) as (url, app):
         client = TestClient(url)
         try:

@@ -6,41 +6,17 @@ viseme engine; with it, the avatar streams, speaks, is interrupted and shows liv
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 
-from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, require_browser, running_server
+from tests.browser_support import PLAYING
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
-PLAYING = ("(id) => { const v = document.getElementById(id);"
-           " return v.videoWidth > 0 && v.currentTime > 0.5; }")
 
-
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require_browser()
-    empty = tmp_path_factory.mktemp("no-checkpoints")
-    with running_server(tmp_path_factory.mktemp("rt-cache"), "--checkpoints", str(empty),
-                        "--engine", "viseme") as url:
-        yield url
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        instance = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield instance
-        await instance.close()
-
-
-async def test_realtime_page_explains_missing_gan_and_streams_with_viseme(browser,
-                                                                          server_url) -> None:
+async def test_realtime_page_explains_missing_gan_and_streams_with_viseme(
+        browser, viseme_server_url) -> None:
     page = await browser.new_page()
-    await page.goto(server_url + "/realtime")
+    await page.goto(viseme_server_url + "/realtime")
     await page.wait_for_selector("#rt-error:not([hidden])")
     message = await page.text_content("#rt-error")
     assert "wav2lip-gan is unavailable" in message and "checkpoint" in message
@@ -66,12 +42,13 @@ async def test_realtime_page_explains_missing_gan_and_streams_with_viseme(browse
         "document.getElementById('rt-connect').textContent === 'Connect'")
 
 
-async def test_realtime2_pins_nogan_and_the_index_has_a_live_panel(browser, server_url) -> None:
+async def test_realtime2_pins_nogan_and_the_index_has_a_live_panel(
+        browser, viseme_server_url) -> None:
     page = await browser.new_page()
-    await page.goto(server_url + "/realtime2")
+    await page.goto(viseme_server_url + "/realtime2")
     await page.wait_for_selector("#rt-error:not([hidden])")
     assert "wav2lip-nogan is unavailable" in await page.text_content("#rt-error")
-    await page.goto(server_url + "/")
+    await page.goto(viseme_server_url + "/")
     await page.wait_for_function("document.querySelectorAll('#engine option').length > 0")
     await page.select_option("#engine", "viseme")
     await page.click("#live-connect")

@@ -8,19 +8,17 @@ envelope, interruption by when the received audio goes quiet.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from config import AppConfig, HttpConfig
+from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.services import Services
 from inference.tts import TextToSpeech
-from rtc.ice import use_loopback_ice
+from rtc.encoding import negotiated_video_codec
 from rtc.session import Session
 from rtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
@@ -34,24 +32,16 @@ from tests.realtime_peer import (
     viewer_timelines,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("loopback_ice")]
 
 SYNC_TOLERANCE = 0.040
 TEXT = "Папа купил большую карту мира. Мама мыла раму, а мы смотрели на море."
 
 
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    use_loopback_ice(True)
-    yield
-    use_loopback_ice(False)
-
-
 @pytest.fixture
 def services(app_config: AppConfig, avatar_store: AvatarStore,
              espeak_tts: TextToSpeech) -> Services:
-    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True))
-    return realtime_services(config, avatar_store, espeak_tts)
+    return realtime_services(app_config, avatar_store, espeak_tts)
 
 
 def session_of(app: object, client: TestClient) -> Session:
@@ -64,14 +54,18 @@ async def frames_for(client: TestClient, seconds: float) -> None:
                                  timeout=seconds + 10)
 
 
+@pytest.mark.parametrize("codec", ["video/VP8", "video/H264"])
 async def test_say_streams_25_fps_continuous_audio_in_sync(services: Services,
-                                                           avatar_store: AvatarStore) -> None:
+                                                           avatar_store: AvatarStore,
+                                                           codec: str) -> None:
+    """Both codecs the session encodes itself (the client's first choice wins)."""
     box = avatar_store.get("astronaut").frames[0].box
     async with running_server(services) as (url, app):
-        client = TestClient(url, mouth_box=box)
+        client = TestClient(url, mouth_box=box, video_codec=codec)
         try:
             answer = await client.connect(language="ru", avatar="astronaut")
             assert answer["engine"] == "viseme"
+            assert negotiated_video_codec(session_of(app, client).pc) == codec
             await client.wait_for_frames(10)
             await asyncio.wait_for(client.channel_open.wait(), 10)
             client.channel.send(json.dumps({"type": "say", "text": TEXT, "id": 1}))

@@ -7,9 +7,7 @@ MP4 is decoded and the mouth activity of its frames is cross-correlated with its
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +16,11 @@ import av
 import numpy as np
 import pytest
 
-from config import AppConfig, HttpConfig
+from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.frames import Box
 from inference.services import Services
 from inference.tts import TextToSpeech
-from rtc.ice import use_loopback_ice
 from rtc.recording import RECORDINGS_KEY, RecordingLimits, mp4_writer, recording_path
 from tests.realtime_peer import (
     TestClient,
@@ -32,24 +29,16 @@ from tests.realtime_peer import (
     running_server,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("loopback_ice")]
 
 TEXT = "Папа купил большую карту мира. Мама мыла раму."
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    use_loopback_ice(True)
-    yield
-    use_loopback_ice(False)
 
 
 @pytest.fixture
 def services(app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech,
              tmp_path: Path) -> Services:
-    http = HttpConfig(ice_loopback=True, recordings_dir=tmp_path / "recordings")
-    return realtime_services(dataclasses.replace(app_config, http=http), avatar_store,
-                             espeak_tts)
+    return realtime_services(app_config, avatar_store, espeak_tts,
+                             recordings_dir=tmp_path / "recordings")
 
 
 async def api(http: aiohttp.ClientSession, method: str, url: str) -> tuple[int, Any]:

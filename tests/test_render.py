@@ -4,6 +4,7 @@ sound and rests in the pauses, sound and picture last equally long, and colours 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -25,7 +26,7 @@ from inference.frames import (
     MouthGeometry,
 )
 from inference.mel import frame_count
-from inference.mp4 import i420_to_video_frame
+from inference.mp4 import clone_video_frame, i420_to_video_frame
 from inference.render import RenderStats, render_to_mp4
 from inference.tts import Speech, TextToSpeech
 from tests.media import (
@@ -313,3 +314,17 @@ def test_i420_frame_rejects_odd_sizes(shape: tuple[int, int]) -> None:
     """Odd widths, odd heights and row counts that are not 3/2 of a height are refused."""
     with pytest.raises(ValueError, match="even-sized"):
         i420_to_video_frame(np.zeros(shape, np.uint8))
+
+
+def test_clone_video_frame_is_an_independent_copy() -> None:
+    rng = np.random.default_rng(7)
+    yuv = rng.integers(0, 256, (96 * 3 // 2, 100), dtype=np.uint8)
+    frame = i420_to_video_frame(yuv)
+    frame.pts, frame.time_base = 3600, Fraction(1, 90_000)
+    copy = clone_video_frame(frame)
+    assert copy is not frame and (copy.pts, copy.time_base) == (3600, Fraction(1, 90_000))
+    np.testing.assert_array_equal(copy.to_ndarray(), frame.to_ndarray())
+    copy.pts = 1
+    copy.planes[0].update(bytes(copy.planes[0].buffer_size))
+    assert frame.pts == 3600
+    np.testing.assert_array_equal(frame.to_ndarray(), yuv)

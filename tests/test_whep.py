@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
+import logging
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import aiohttp
 import av
@@ -21,12 +19,11 @@ import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from config import AppConfig, HttpConfig
+from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.frames import Box
-from inference.services import Services
 from inference.tts import TextToSpeech
-from rtc.ice import rtc_configuration, use_loopback_ice
+from rtc.ice import rtc_configuration
 from rtc.signalling import REALTIME_KEY
 from rtc.whep import ice_server_links, preferred_video_codecs
 from tests.realtime_peer import (
@@ -40,23 +37,10 @@ from tests.realtime_peer import (
     viewer_timelines,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("loopback_ice")]
 
 TEXT = "Папа купил большую карту мира. Мама мыла раму."
 SDP = "application/sdp"
-
-
-@pytest.fixture(autouse=True)
-def loopback_ice() -> Iterator[None]:
-    use_loopback_ice(True)
-    yield
-    use_loopback_ice(False)
-
-
-def make_services(app_config: AppConfig, avatar_store: AvatarStore, tts: TextToSpeech,
-                  **http: Any) -> Services:
-    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True, **http))
-    return realtime_services(config, avatar_store, tts)
 
 
 class WhepPlayer:
@@ -136,7 +120,7 @@ def _first_video_codec(sdp: str) -> str | None:
 
 async def test_whep_player_receives_the_controlled_stream_in_sync(
         app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech) -> None:
-    services = make_services(app_config, avatar_store, espeak_tts, max_viewers_per_stream=1)
+    services = realtime_services(app_config, avatar_store, espeak_tts, max_viewers_per_stream=1)
     box = avatar_store.get("astronaut").frames[0].box
     async with running_server(services) as (url, app), aiohttp.ClientSession() as http:
         controller = TestClient(url)
@@ -213,7 +197,7 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
 
 async def test_whep_status_codes_and_headers(app_config: AppConfig, avatar_store: AvatarStore,
                                              espeak_tts: TextToSpeech) -> None:
-    services = make_services(app_config, avatar_store, espeak_tts, token="s3cret")
+    services = realtime_services(app_config, avatar_store, espeak_tts, token="s3cret")
     auth = {"Authorization": "Bearer s3cret"}
     async with running_server(services) as (url, _), aiohttp.ClientSession() as http:
         # Preflight and discovery need no token.
@@ -254,3 +238,51 @@ def test_ice_server_links_and_codec_preference() -> None:
     assert 'username="user"' in links[1] and 'credential="pa ss"' in links[1]
     assert preferred_video_codecs()[0].mimeType == "video/VP8"
     assert preferred_video_codecs("video/H264")[0].mimeType == "video/H264"
+
+
+async def test_viewer_that_never_connects_frees_its_slot(
+        app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A player that takes the answer and never does ICE loses its viewer slot after the
+    connect timeout instead of holding it for aioice's ~64 s."""
+    timeout = 1.0
+    services = realtime_services(app_config, avatar_store, espeak_tts,
+                                 max_viewers_per_stream=1, connect_timeout_seconds=timeout)
+    async with running_server(services) as (url, _), aiohttp.ClientSession() as http:
+        controller = TestClient(url)
+        try:
+            stream = (await controller.connect())["stream"]
+            ghost = WhepPlayer()
+            offer = await ghost.offer()
+            await ghost.close()  # it never applies the answer: no ICE, ever
+            with caplog.at_level(logging.WARNING, "rtc.whep"):
+                async with http.post(f"{url}/whep/{stream}", data=offer,
+                                     headers={"Content-Type": SDP}) as resp:
+                    assert resp.status == 201
+                began = time.monotonic()
+                async with http.post(f"{url}/whep/{stream}", data=await WhepPlayer().offer(),
+                                     headers={"Content-Type": SDP}) as resp:
+                    assert resp.status == 503  # the ghost holds the only slot
+                while True:
+                    async with http.get(f"{url}/api/streams") as resp:
+                        listed = (await resp.json())["streams"]
+                    if not next(s for s in listed if s["stream"] == stream)["viewers"]:
+                        break
+                    assert time.monotonic() - began < timeout + 3, "the ghost kept its slot"
+                    await asyncio.sleep(0.1)
+            assert any("did not connect within" in r.getMessage() for r in caplog.records)
+            player = WhepPlayer()  # the slot is free again, for a real player
+            try:
+                async with http.post(f"{url}/whep/{stream}", data=await player.offer(),
+                                     headers={"Content-Type": SDP}) as resp:
+                    assert resp.status == 201
+                    await player.answer(await resp.text())
+                await player.wait_for_frames(10)
+                await asyncio.sleep(timeout + 0.5)  # past its own deadline: still watching
+                async with http.get(f"{url}/api/streams") as resp:
+                    listed = (await resp.json())["streams"]
+                assert next(s for s in listed if s["stream"] == stream)["viewers"]
+            finally:
+                await player.close()
+        finally:
+            await controller.close()

@@ -9,6 +9,17 @@
     (typeof window.apiFetch === "function" ? window.apiFetch(url, options) : fetch(url, options));
   const tokenUrl = (url) => (typeof window.urlWithToken === "function" ? window.urlWithToken(url) : url);
 
+  // Ask for H.264 first when this browser can decode it: the server encodes it with x264's
+  // fastest preset, about half the CPU of VP8 per session (docs/benchmarks.md), so more
+  // sessions fit on one machine. Browsers without H.264 keep their own order (VP8 first).
+  function preferH264(transceiver) {
+    if (!transceiver.setCodecPreferences || !RTCRtpReceiver.getCapabilities) return;
+    const codecs = RTCRtpReceiver.getCapabilities("video")?.codecs ?? [];
+    const isH264 = (c) => c.mimeType.toLowerCase() === "video/h264";
+    if (!codecs.some(isH264)) return;
+    transceiver.setCodecPreferences([...codecs.filter(isH264), ...codecs.filter((c) => !isH264(c))]);
+  }
+
   // An HTTP error with the server's JSON body ({error, reason, fallback ...}) attached.
   class ApiError extends Error {
     constructor(status, body) {
@@ -50,7 +61,7 @@
       await this.close();
       const pc = new RTCPeerConnection({ iceServers: [] });
       this.pc = pc;
-      pc.addTransceiver("video", { direction: "recvonly" });
+      preferH264(pc.addTransceiver("video", { direction: "recvonly" }));
       // sendrecv from the start: the microphone can be switched on later without renegotiating.
       this.audioSender = pc.addTransceiver("audio", { direction: "sendrecv" }).sender;
       this.channel = pc.createDataChannel("control");

@@ -1,0 +1,164 @@
+"""The session's own encoders (rtc/encoding.py): what they emit decodes back to the input,
+carries the input's own timestamps, and honours keyframe requests."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from config import PROJECT_ROOT
+from inference.frames import SAMPLE_RATE
+from inference.mp4 import bgr_to_video_frame
+from rtc.clock import MediaClock
+from rtc.encoding import (
+    H264,
+    VP8,
+    AudioEncoder,
+    EncodedVideoTrack,
+    VideoEncoder,
+    forward_keyframe_requests,
+)
+from rtc.tracks import VIDEO_TIME_BASE, AvatarVideoTrack, SlotQueue
+
+DECODERS = {H264: "h264", VP8: "libvpx"}
+
+
+def face_frames(count: int) -> list[av.VideoFrame]:
+    """The astronaut with a mouth-sized dark ellipse opening and closing, stamped 1/25 s apart
+    in 90 kHz units like the session's video track."""
+    photo = cv2.imread(str(PROJECT_ROOT / "avatars" / "astronaut.jpg"))
+    assert photo is not None
+    image = cv2.resize(photo, (256, 256))
+    frames = []
+    for k in range(count):
+        picture = image.copy()
+        cv2.ellipse(picture, (128, 190), (20, 3 + 3 * (k % 5)), 0, 0, 360, (30, 20, 40), -1)
+        frame = bgr_to_video_frame(picture)
+        frame.pts = k * 3600
+        frame.time_base = VIDEO_TIME_BASE
+        frames.append(frame)
+    return frames
+
+
+def decode(mime_type: str, packets: list[av.Packet]) -> list[av.VideoFrame]:
+    decoder = av.CodecContext.create(DECODERS[mime_type], "r")
+    assert isinstance(decoder, av.VideoCodecContext)
+    out: list[av.VideoFrame] = []
+    for packet in packets:
+        out.extend(f for f in decoder.decode(av.Packet(bytes(packet)))
+                   if isinstance(f, av.VideoFrame))
+    return out
+
+
+def psnr(a: av.VideoFrame, b: av.VideoFrame) -> float:
+    x = a.to_ndarray().astype(np.float64)
+    y = b.to_ndarray().astype(np.float64)
+    error = max(float(np.mean((x - y) ** 2)), 1e-9)
+    return float(10 * np.log10(255.0**2 / error))
+
+
+def h264_nal_types(data: bytes) -> set[int]:
+    """NAL unit types of an Annex B stream."""
+    types = set()
+    start = data.find(b"\x00\x00\x01")
+    while start >= 0:
+        types.add(data[start + 3] & 0x1F)
+        start = data.find(b"\x00\x00\x01", start + 3)
+    return types
+
+
+@pytest.mark.parametrize("mime_type", [H264, VP8])
+def test_video_packets_decode_to_the_input_at_its_timestamps(mime_type: str) -> None:
+    frames = face_frames(12)
+    encoder = VideoEncoder(mime_type, bitrate=800_000)
+    packets = [encoder.encode(f, keyframe=(k == 6)) for k, f in enumerate(frames)]
+    # One packet per frame, none held back, each at its frame's own time.
+    assert all(p.size > 0 for p in packets)
+    assert [p.pts for p in packets] == [k * 3600 for k in range(12)]
+    assert all(p.time_base == VIDEO_TIME_BASE for p in packets)
+    # The frames are shared with viewers and recordings: encoding leaves them as they were.
+    assert [f.pts for f in frames] == [k * 3600 for k in range(12)]
+    assert all(f.time_base == VIDEO_TIME_BASE for f in frames)
+    assert all(f.pict_type == av.video.frame.PictureType.NONE for f in frames)
+    decoded = decode(mime_type, packets)
+    assert len(decoded) == len(frames)
+    quality = [psnr(a, b) for a, b in zip(frames, decoded, strict=True)]
+    assert min(quality) > 30, quality
+
+
+def test_h264_keyframes_come_first_and_on_request() -> None:
+    frames = face_frames(6)
+    encoder = VideoEncoder(H264, bitrate=800_000)
+    packets = [encoder.encode(f, keyframe=(k == 4)) for k, f in enumerate(frames)]
+    idr = [5 in h264_nal_types(bytes(p)) for p in packets]
+    assert idr == [True, False, False, False, True, False]
+    # Parameter sets travel with every keyframe, so a viewer can start from any of them.
+    assert {7, 8} <= h264_nal_types(bytes(packets[4]))
+
+
+def test_vp8_keyframe_on_request() -> None:
+    frames = face_frames(6)
+    encoder = VideoEncoder(VP8, bitrate=800_000)
+    packets = [encoder.encode(f, keyframe=(k == 3)) for k, f in enumerate(frames)]
+    # VP8's frame tag: bit 0 of the first byte is 0 for a key frame.
+    assert [not (bytes(p)[0] & 1) for p in packets] == [True, False, False, True, False, False]
+
+
+def test_unknown_codec_is_refused() -> None:
+    with pytest.raises(ValueError, match="no encoder for video/VP9"):
+        VideoEncoder("video/VP9", bitrate=500_000)
+
+
+def test_audio_packets_keep_slot_times_across_a_gap() -> None:
+    """A skipped slot stays a gap in the timestamps, so later sound is not pulled earlier."""
+    encoder = AudioEncoder(SAMPLE_RATE)
+    t = np.arange(320) / SAMPLE_RATE
+    slots = [0, 1, 2, 5, 6]  # slots 3 and 4 were skipped
+    packets = []
+    for slot in slots:
+        pcm = (0.3 * np.sin(2 * np.pi * 220 * (t + slot * 0.02)) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = slot * 320
+        frame.time_base = Fraction(1, SAMPLE_RATE)
+        packets.append(encoder.encode(frame))
+    assert [p.pts for p in packets] == [s * 320 for s in slots]
+    assert all(p.size > 0 for p in packets)
+    decoder = av.CodecContext.create("libopus", "r")
+    assert isinstance(decoder, av.AudioCodecContext)
+    decoded = [f for p in packets for f in decoder.decode(av.Packet(bytes(p)))]
+    pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in decoded]).astype(np.float64)
+    assert np.sqrt(np.mean(pcm[len(pcm) // 2 :] ** 2)) > 0.1 * 32767  # the tone came through
+
+
+class FakeSender:
+    """Stands in for aiortc's RTCRtpSender: only its keyframe entry point."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def _send_keyframe(self) -> None:
+        self.requests += 1
+
+
+async def test_keyframe_requests_reach_the_encoded_track() -> None:
+    clock = MediaClock()
+    first = face_frames(1)[0]
+    source = AvatarVideoTrack(clock, SlotQueue(4), first)
+    track = EncodedVideoTrack(source)
+    with pytest.raises(RuntimeError, match="before its codec was negotiated"):
+        await track.recv()
+    track.encoder = VideoEncoder(H264, bitrate=500_000)
+    sender = FakeSender()
+    forward_keyframe_requests(sender, track)  # type: ignore[arg-type]
+    assert 5 in h264_nal_types(bytes(await track.recv()))  # the first packet is a keyframe
+    assert 5 not in h264_nal_types(bytes(await track.recv()))
+    sender._send_keyframe()  # what aiortc calls on an RTCP PLI/FIR
+    assert sender.requests == 1 and track.keyframes_requested == 1
+    assert 5 in h264_nal_types(bytes(await track.recv()))
+    track.stop()
+    assert source.readyState == "ended"
