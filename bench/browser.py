@@ -98,16 +98,17 @@ def report(command: str, seconds: float, version: str, rows: list[dict[str, Any]
         f"- machine: {machine()}, Chromium {version}; load average at start {load:.1f} "
         "(the machine is shared: other jobs' CPU shows up as freezes and deeper buffers)",
         f"- date: {time.strftime('%Y-%m-%d')}", "",
-        "| run | A/V offset (onsets) | onset diffs | xcorr lag (corr) | fps | frames dropped "
-        "| freezes | video jitter buffer | audio jitter buffer |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| run | A/V offset (onsets) | onset diffs | xcorr lag (corr) | video codec | fps "
+        "| frames dropped | freezes | video jitter buffer | audio jitter buffer |",
+        "|---:|---:|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for i, r in enumerate(rows, 1):
         s, v, a = r["sync"], r["video"], r["audio"]
         diffs = ", ".join(f"{d:+.0f}" for d in s.onsets_ms)
         lines.append(
             f"| {i} | {s.offset_ms:+.0f} ms | {diffs} | {s.xcorr_ms:+.0f} ms "
-            f"({s.correlation:.2f}) | {fmt(v.get('framesPerSecond'), 1)} "
+            f"({s.correlation:.2f}) | {v.get('codec') or '?'} "
+            f"| {fmt(v.get('framesPerSecond'), 1)} "
             f"| {fmt(v.get('framesDropped'))} | {fmt(v.get('freezeCount'))} "
             f"| {fmt(v.get('jitterBufferMs'))} ms | {fmt(a.get('jitterBufferMs'))} ms |")
     median = statistics.median(offsets)

@@ -80,9 +80,11 @@
       const pc = window.__pcs[window.__pcs.length - 1];
       const out = {};
       if (!pc) return out;
-      (await pc.getStats()).forEach((s) => {
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
         if (s.type !== "inbound-rtp") return;
         out[s.kind] = {
+          codec: s.codecId && stats.get(s.codecId) ? stats.get(s.codecId).mimeType : null,
           framesPerSecond: s.framesPerSecond, framesDropped: s.framesDropped,
           framesDecoded: s.framesDecoded, freezeCount: s.freezeCount,
           jitterBufferMs: s.jitterBufferEmittedCount ? 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount : null,
