@@ -30,7 +30,6 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
 from inference.mp4 import clone_video_frame
-from rtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,7 @@ class EncodedAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, source: AvatarAudioTrack, encoder: AudioEncoder) -> None:
+    def __init__(self, source: MediaStreamTrack, encoder: AudioEncoder) -> None:
         super().__init__()
         self.source = source
         self.encoder = encoder
@@ -131,6 +130,8 @@ class EncodedAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self.source.recv()
+        if not isinstance(frame, av.AudioFrame):
+            raise TypeError(f"{type(self.source).__name__} gave {type(frame).__name__}")
         # Inline: 0.3 ms of libopus costs the loop less than a hop to a worker thread and back.
         return self.encoder.encode(frame)
 
@@ -154,7 +155,7 @@ class EncodedVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, source: AvatarVideoTrack, encoder: VideoEncoder | None = None) -> None:
+    def __init__(self, source: MediaStreamTrack, encoder: VideoEncoder | None = None) -> None:
         super().__init__()
         self.source = source
         self.encoder = encoder
@@ -173,6 +174,8 @@ class EncodedVideoTrack(MediaStreamTrack):
         if self.encoder is None:
             raise RuntimeError("EncodedVideoTrack.recv before its codec was negotiated")
         frame = await self.source.recv()
+        if not isinstance(frame, av.VideoFrame):
+            raise TypeError(f"{type(self.source).__name__} gave {type(frame).__name__}")
         keyframe, self._want_keyframe = self._want_keyframe, False
         loop = asyncio.get_running_loop()
         # In a worker thread like aiortc's own encoders: libx264/libvpx release the GIL.

@@ -37,9 +37,9 @@ T = TypeVar("T")
 VIEWER_QUEUE_FRAMES = 6
 """Video frames (240 ms) a viewer may lag before its oldest ones are dropped."""
 VIEWER_AUDIO_FRAMES = 25
-"""20 ms audio frames (500 ms) a viewer may lag. Larger than the video bound because the Opus
-encoder ignores pts: a dropped audio frame shortens the viewer's audio timeline, while a
-dropped video frame only leaves a gap (its pts are kept)."""
+"""20 ms audio frames (500 ms) a viewer may lag before its oldest ones are dropped. Dropped
+audio leaves a gap in the timestamps (rtc/encoding.py keeps each frame's pts), which the
+player conceals; the bound is larger than the video's because gaps in sound are heard."""
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """Stream names appear in URLs (/whep/{stream}, /obs/{stream}): keep them URL-safe."""
 
@@ -149,7 +149,7 @@ class ViewerAudioTrack(_ViewerTrack[np.ndarray]):
     async def recv(self) -> av.AudioFrame:
         """The next released audio frame; MediaStreamError once the stream or viewer ended."""
         slot, samples = await self._next()
-        # A frame per viewer: aiortc's encoder resamples it and must not share that state.
+        # A frame per viewer: each viewer's encoder reads it on its own.
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = slot * samples.size

@@ -25,6 +25,16 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
+from inference.frames import SAMPLE_RATE
+from rtc.encoding import (
+    ENCODED_CODECS,
+    AudioEncoder,
+    EncodedAudioTrack,
+    EncodedVideoTrack,
+    VideoEncoder,
+    forward_keyframe_requests,
+    negotiated_video_codec,
+)
 from rtc.errors import ApiError
 from rtc.ice import parse_ice_server, rtc_configuration
 from rtc.signalling import MAX_SDP_BYTES, REALTIME_KEY, WEB_DIR, Realtime
@@ -141,9 +151,14 @@ class Whep:
     async def _answer(self, pc: RTCPeerConnection, viewer: Viewer, sdp: str) -> str:
         # Transceivers added before the offer is applied are matched to its m-lines by kind,
         # so their codec preferences (VP8 first) decide the answer's codecs.
-        video = pc.addTransceiver(viewer.video, direction="sendonly")
+        # Encoded here like the session's own tracks (rtc/encoding.py): cheaper than aiortc's
+        # encoders, and the audio keeps the released slots' times.
+        encoded_video = EncodedVideoTrack(viewer.video)
+        video = pc.addTransceiver(encoded_video, direction="sendonly")
         video.setCodecPreferences(preferred_video_codecs())
-        pc.addTransceiver(viewer.audio, direction="sendonly")
+        forward_keyframe_requests(video.sender, encoded_video)
+        pc.addTransceiver(EncodedAudioTrack(viewer.audio, AudioEncoder(SAMPLE_RATE)),
+                          direction="sendonly")
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -157,6 +172,10 @@ class Whep:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as e:  # aiortc raises many types for unusable SDP
             raise ApiError(400, f"invalid SDP offer: {e or type(e).__name__}") from None
+        codec = negotiated_video_codec(pc)
+        if codec not in ENCODED_CODECS:  # aiortc itself sends only these two
+            raise ApiError(400, f"no common video codec: the server sends {ENCODED_CODECS}")
+        encoded_video.encoder = VideoEncoder(codec, self.realtime.http.video_bitrate)
         return str(pc.localDescription.sdp)
 
     def _remove(self, viewer: Viewer) -> None:
