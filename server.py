@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-recording-seconds", type=float,
                        default=http.max_recording_seconds,
                        help="a recording stops by itself after this long")
+    serve.add_argument("--max-recording-bytes", type=int, default=http.max_recording_bytes,
+                       help="a recording stops by itself when its file reaches this size")
     serve.add_argument("--max-queued-utterances", type=int, default=http.max_queued_utterances,
                        help="utterances one realtime session holds; more 'say's get 429")
     serve.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
@@ -142,6 +144,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         recordings_dir=getattr(args, "recordings", HttpConfig.recordings_dir),
         max_recording_seconds=getattr(args, "max_recording_seconds",
                                       HttpConfig.max_recording_seconds),
+        max_recording_bytes=getattr(args, "max_recording_bytes",
+                                    HttpConfig.max_recording_bytes),
         max_queued_utterances=getattr(args, "max_queued_utterances",
                                       HttpConfig.max_queued_utterances),
         token=getattr(args, "token", None) or None,

@@ -1,14 +1,17 @@
 """The live pages in headless Chromium over loopback WebRTC, used as a person would.
 
-No Wav2Lip checkpoint exists here, so /realtime must say why GAN cannot run and offer the
-viseme engine; with it, the avatar streams, speaks, is interrupted and shows live stats.
+Without a Wav2Lip checkpoint /realtime must say why GAN cannot run and offer the viseme
+engine; with it, the avatar streams, speaks, is interrupted and shows live stats. With a
+synthetic checkpoint of the official layout, the page runs Wav2Lip GAN itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.browser_support import PLAYING
+from tests.browser_support import PLAYING, require_browser, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -59,3 +62,56 @@ async def test_realtime2_pins_nogan_and_the_index_has_a_live_panel(
         timeout=30_000)
     assert await page.is_hidden("#live-error")
     assert await page.is_hidden("#error")  # the text-to-video part is untouched
+
+
+@pytest.fixture(scope="module")
+def gan_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server with a synthetic ``wav2lip_gan.pth`` of the official layout (random
+    weights: the real model and backends at real speed, a meaningless mouth)."""
+    require_browser()
+    import torch
+
+    from tests.test_wav2lip_model import synthetic_model
+
+    checkpoints = tmp_path_factory.mktemp("gan-checkpoints")
+    torch.save({"state_dict": synthetic_model().state_dict()}, checkpoints / "wav2lip_gan.pth")
+    with running_server(tmp_path_factory.mktemp("gan-cache"), "--checkpoints",
+                        str(checkpoints)) as url:
+        yield url
+
+
+async def test_realtime_page_streams_wav2lip_gan_from_a_checkpoint(browser,
+                                                                   gan_server_url) -> None:
+    """/realtime with a GAN checkpoint present: no fallback offered, the Wav2Lip engine
+    streams, speaks and stops when interrupted, as a person would use it."""
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(gan_server_url + "/realtime")
+    await page.wait_for_function("document.querySelectorAll('#rt-avatar option').length > 0")
+    assert await page.is_hidden("#rt-error") and await page.is_hidden("#rt-fallback")
+    assert await page.text_content("#rt-engine") == "Engine: wav2lip-gan"
+    await page.click("#rt-connect")
+    await page.wait_for_function(PLAYING, arg="rt-video", timeout=60_000)
+    await page.select_option("#rt-language", "en")
+    await page.fill("#rt-text", "Hello, I am a talking avatar with a Wav2Lip model.")
+    await page.click("#rt-say")
+    await page.wait_for_function(
+        "document.getElementById('rt-status').textContent.startsWith('speaking')",
+        timeout=30_000)
+    # The mouth comes from the model: the GAN engine's batcher infers frames of this speech.
+    await page.wait_for_function(
+        """async () => {
+             const text = await (await fetch('/metrics')).text();
+             const name = 'avatar_batcher_frames_total{engine="wav2lip-gan"} ';
+             const line = text.split("\\n").find((l) => l.startsWith(name));
+             return line !== undefined && parseFloat(line.slice(name.length)) > 0;
+           }""", timeout=20_000, polling=250)
+    await page.click("#rt-interrupt")
+    await page.wait_for_function(
+        "document.getElementById('rt-status').textContent === 'interrupted'", timeout=10_000)
+    await page.click("#rt-connect")
+    await page.wait_for_function(
+        "document.getElementById('rt-connect').textContent === 'Connect'")
+    assert await page.is_hidden("#rt-error")
+    assert not errors

@@ -108,3 +108,15 @@ def test_connect_timeout_flag_reaches_the_config() -> None:
     assert config.http.connect_timeout_seconds == 2.5
     default = build_config(parser.parse_args(["serve"]))
     assert default.http.connect_timeout_seconds == HttpConfig().connect_timeout_seconds == 15.0
+
+
+@pytest.mark.parametrize(("flag", "value", "field"), [
+    ("--max-recording-bytes", "1048576", "max_recording_bytes"),
+    ("--video-bitrate", "600000", "video_bitrate"),
+])
+def test_media_flags_reach_the_config(flag: str, value: str, field: str) -> None:
+    parser = build_parser()
+    config = build_config(parser.parse_args(["serve", flag, value]))
+    assert getattr(config.http, field) == int(value)
+    default = build_config(parser.parse_args(["serve"]))
+    assert getattr(default.http, field) == getattr(HttpConfig(), field)

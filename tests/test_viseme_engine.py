@@ -157,7 +157,7 @@ def test_silence_shows_the_drawn_rest_mouth(viseme_engine: LipSyncEngine,
 @pytest.mark.parametrize(("phoneme", "viseme"), [
     ("'e", "EE"), ("e", "EE"), ("i", "EE"), ("'i:", "EE"),
     ("m;", "MBP"), ("m", "MBP"), ("b", "MBP"), ("p", "MBP"),
-    ("'A", "AA"), ("a", "AA"), ("a#", "AA"), ("V", "AA"),
+    ("'A", "AA"), ("a", "AA"), ("a#", "AA"), ("V", "AA"), ("'A@", "AA"), ("'aI@", "AA"),
     ("u", "UU"), ("'u", "UU"), ("u:", "UU"),
     ("o", "OO"), ("'o", "OO"), ("O:", "OO"),
     ("f", "FV"), ("v", "FV"), ("v;", "FV"),

@@ -20,7 +20,7 @@ _PHONEME_VISEMES: dict[str, str] = {}
 for _viseme, _phonemes in {
     "MBP": "p b m",
     "FV": "f v",
-    "AA": "a A A: aa a# V & aI aU ja 3 3: @- E# a:",
+    "AA": "a A A: aa a# V & aI aU ja 3 3: @- E# a: A@ aI@ aI3 aU@",
     "EE": "e E i i: I e@ eI y i@3 i@ I2 I# ji je",
     "OO": "o O O: oU 8 OI 0 o@ O@ 0#",
     "UU": "u u: U u# w U@ ju W y#",
