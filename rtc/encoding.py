@@ -215,3 +215,16 @@ def negotiated_video_codec(pc: RTCPeerConnection) -> str | None:
         if media.kind == "video" and media.rtp.codecs:
             return str(media.rtp.codecs[0].mimeType)
     return None
+
+
+def start_encoding(pc: RTCPeerConnection, track: EncodedVideoTrack, bitrate: int) -> str:
+    """Give ``track`` the encoder of the codec ``pc``'s local answer chose; its mime type.
+
+    Raises ValueError when the answer chose none the server encodes (aiortc itself sends
+    only H.264 and VP8, so this means the offer had no usable video codec).
+    """
+    codec = negotiated_video_codec(pc)
+    if codec not in ENCODED_CODECS:
+        raise ValueError(f"no common video codec: the server sends {ENCODED_CODECS}")
+    track.encoder = VideoEncoder(codec, bitrate)
+    return codec

@@ -28,13 +28,11 @@ from inference.services import Services
 from rtc.batcher import Batcher
 from rtc.clock import MediaClock
 from rtc.encoding import (
-    ENCODED_CODECS,
     AudioEncoder,
     EncodedAudioTrack,
     EncodedVideoTrack,
-    VideoEncoder,
     forward_keyframe_requests,
-    negotiated_video_codec,
+    start_encoding,
 )
 from rtc.events import EventHub
 from rtc.ice import rtc_configuration
@@ -114,11 +112,10 @@ class Session:
             pc.addTrack(self.encoded_audio)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-        codec = negotiated_video_codec(pc)
-        if codec not in ENCODED_CODECS:  # aiortc itself sends only these two
-            raise OfferError(f"no common video codec: the server sends {ENCODED_CODECS}, "
-                             f"the answer chose {codec}")
-        self.encoded_video.encoder = VideoEncoder(codec, self._video_bitrate)
+        try:
+            start_encoding(pc, self.encoded_video, self._video_bitrate)
+        except ValueError as e:
+            raise OfferError(str(e)) from None
         self.pipeline.start()
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(self._connect_deadline(), "connect-deadline")

@@ -27,13 +27,11 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from inference.frames import SAMPLE_RATE
 from rtc.encoding import (
-    ENCODED_CODECS,
     AudioEncoder,
     EncodedAudioTrack,
     EncodedVideoTrack,
-    VideoEncoder,
     forward_keyframe_requests,
-    negotiated_video_codec,
+    start_encoding,
 )
 from rtc.errors import ApiError
 from rtc.ice import parse_ice_server, rtc_configuration
@@ -172,10 +170,10 @@ class Whep:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as e:  # aiortc raises many types for unusable SDP
             raise ApiError(400, f"invalid SDP offer: {e or type(e).__name__}") from None
-        codec = negotiated_video_codec(pc)
-        if codec not in ENCODED_CODECS:  # aiortc itself sends only these two
-            raise ApiError(400, f"no common video codec: the server sends {ENCODED_CODECS}")
-        encoded_video.encoder = VideoEncoder(codec, self.realtime.http.video_bitrate)
+        try:
+            start_encoding(pc, encoded_video, self.realtime.http.video_bitrate)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
         return str(pc.localDescription.sdp)
 
     def _remove(self, viewer: Viewer) -> None:

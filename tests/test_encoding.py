@@ -9,6 +9,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 
 from config import PROJECT_ROOT
 from inference.frames import SAMPLE_RATE
@@ -21,6 +22,7 @@ from rtc.encoding import (
     EncodedVideoTrack,
     VideoEncoder,
     forward_keyframe_requests,
+    start_encoding,
 )
 from rtc.tracks import VIDEO_TIME_BASE, AvatarVideoTrack, SlotQueue
 
@@ -162,3 +164,15 @@ async def test_keyframe_requests_reach_the_encoded_track() -> None:
     assert 5 in h264_nal_types(bytes(await track.recv()))
     track.stop()
     assert source.readyState == "ended"
+
+
+async def test_start_encoding_needs_a_negotiated_codec() -> None:
+    """Without an answer that chose H.264 or VP8 there is nothing to encode with."""
+    pc = RTCPeerConnection()
+    track = EncodedVideoTrack(AvatarVideoTrack(MediaClock(), SlotQueue(4), face_frames(1)[0]))
+    try:
+        with pytest.raises(ValueError, match="no common video codec"):
+            start_encoding(pc, track, 500_000)
+        assert track.encoder is None
+    finally:
+        await pc.close()
