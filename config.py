@@ -92,7 +92,8 @@ class HttpConfig:
     """A realtime session whose peer has not connected (ICE and DTLS) this long after its
     offer was answered is closed, freeing its slot (aioice alone gives up after ~64 s)."""
     video_bitrate: int = 1_000_000
-    """Bits per second of each realtime session's video (fixed: see rtc/encoding.py)."""
+    """Bits per second of each realtime session's video at most (receiver estimates lower it:
+    see rtc/encoding.py)."""
     max_queued_utterances: int = 16
     """Utterances one realtime session holds (queued or speaking); more 'say's get 429."""
     token: str | None = None

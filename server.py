@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-sessions", type=int, default=http.max_sessions,
                        help="concurrent realtime sessions")
     serve.add_argument("--video-bitrate", type=int, default=http.video_bitrate,
-                       help="bits per second of each realtime session's video (fixed rate)")
+                       help="most bits per second of each realtime session's video "
+                            "(the receiver's estimate may lower it)")
     serve.add_argument("--connect-timeout", type=float, default=http.connect_timeout_seconds,
                        help="close a realtime session whose peer has not connected after "
                             "this many seconds (default 15)")

@@ -13,15 +13,17 @@ by the samples it has encoded, so a slot the audio track skipped (the loop stall
 shift all later sound earlier against the video for the rest of the call. Here each packet
 carries its own slot's time, and a skipped slot is a gap the receiver conceals.
 
-Trade-off: aiortc's sender no longer adapts the bitrate to receiver reports (REMB); the
-rate is fixed per session (``--video-bitrate``), which suits loopback, LAN and studio links.
-Keyframe requests (PLI/FIR from a receiver that lost packets) are still honoured.
+What aiortc's sender learns from the receiver still reaches the encoder: keyframe requests
+(PLI/FIR from a receiver that lost packets) and the receiver's bandwidth estimate (REMB),
+which lowers the bitrate below the configured ceiling (``--video-bitrate``) on a congested
+link and lets it rise back to it; see :func:`follow_receiver_feedback`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -39,6 +41,11 @@ ENCODED_CODECS = (H264, VP8)
 """Codecs the session encodes itself, in the order it prefers them."""
 KEYFRAME_SECONDS = 10
 """A keyframe at least this often, so a viewer whose keyframe request was lost recovers."""
+MIN_BITRATE = 100_000
+"""The encoder never goes below this, whatever the receiver estimates (a face needs it)."""
+RATE_STEP = 0.1
+"""Relative change of the receiver's estimate that re-opens the encoder at the new rate (a
+keyframe follows); smaller changes are ignored, as aiortc's own encoders do."""
 
 
 class VideoEncoder:
@@ -48,6 +55,8 @@ class VideoEncoder:
         if mime_type not in ENCODED_CODECS:
             raise ValueError(f"no encoder for {mime_type}; expected one of {ENCODED_CODECS}")
         self.mime_type = mime_type
+        self.ceiling = bitrate
+        """The configured rate; the receiver's estimate only ever lowers it."""
         self.bitrate = bitrate
         self.fps = fps
         self._codec: av.VideoCodecContext | None = None
@@ -77,6 +86,15 @@ class VideoEncoder:
         codec.gop_size = KEYFRAME_SECONDS * self.fps
         codec.thread_count = 1  # sessions run in parallel; one thread each wastes least
         return codec
+
+    def follow_estimate(self, estimate: int) -> None:
+        """Adopt the receiver's bandwidth estimate (bits/s), within [MIN_BITRATE, ceiling]."""
+        target = max(MIN_BITRATE, min(self.ceiling, estimate))
+        if abs(target - self.bitrate) > RATE_STEP * self.bitrate:
+            log.info("video bitrate %d -> %d bit/s (receiver estimate %d)", self.bitrate,
+                     target, estimate)
+            self.bitrate = target
+            self._codec = None  # re-opened at the new rate by the next encode, as a keyframe
 
     def encode(self, frame: av.VideoFrame, keyframe: bool = False) -> av.Packet:
         """Encode ``frame``; the packet keeps its pts and time base (empty if the encoder
@@ -164,6 +182,8 @@ class EncodedVideoTrack(MediaStreamTrack):
         """Set once the answer fixed the codec (before the first recv)."""
         self.keyframes_requested = 0
         self._want_keyframe = False
+        self.estimate: Callable[[], int | None] = lambda: None
+        """The receiver's latest bandwidth estimate, if any (set by follow_receiver_feedback)."""
 
     def request_keyframe(self) -> None:
         """Make the next packet a keyframe (a receiver asked for one)."""
@@ -179,6 +199,9 @@ class EncodedVideoTrack(MediaStreamTrack):
         if not isinstance(frame, av.VideoFrame):
             raise TypeError(f"{type(self.source).__name__} gave {type(frame).__name__}")
         keyframe, self._want_keyframe = self._want_keyframe, False
+        estimate = self.estimate()
+        if estimate is not None:
+            self.encoder.follow_estimate(estimate)
         loop = asyncio.get_running_loop()
         # In a worker thread like aiortc's own encoders: libx264/libvpx release the GIL.
         packet: av.Packet = await loop.run_in_executor(None, self.encoder.encode, frame,
@@ -190,12 +213,14 @@ class EncodedVideoTrack(MediaStreamTrack):
         self.source.stop()
 
 
-def forward_keyframe_requests(sender: RTCRtpSender, track: EncodedVideoTrack) -> None:
-    """Route the sender's keyframe requests (from RTCP PLI/FIR) to ``track``.
+def follow_receiver_feedback(sender: RTCRtpSender, track: EncodedVideoTrack) -> None:
+    """Route what ``sender`` hears from the receiver to ``track``'s encoder.
 
-    aiortc applies them only to frames it encodes itself; for packets it packs they would be
-    lost, and a viewer that lost a packet would stay frozen until the next periodic keyframe.
-    ``_send_keyframe`` is the sender's one entry point for those requests (aiortc 1.x).
+    aiortc applies it only to frames it encodes itself; for the packets it packs it would be
+    lost: a viewer that lost a packet would stay frozen until the next periodic keyframe, and
+    a congested link would keep getting the full rate. Both hooks are aiortc 1.x internals,
+    looked up defensively: ``_send_keyframe`` is the sender's one entry point for PLI/FIR,
+    and REMB sets ``target_bitrate`` on the sender's (here packing-only) encoder object.
     """
     original = sender._send_keyframe
 
@@ -204,6 +229,21 @@ def forward_keyframe_requests(sender: RTCRtpSender, track: EncodedVideoTrack) ->
         original()
 
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+    default: list[int] = []  # the packer's own starting rate, before any REMB changed it
+    changed = False
+
+    def estimate() -> int | None:
+        nonlocal changed
+        rate = getattr(getattr(sender, "_RTCRtpSender__encoder", None), "target_bitrate", None)
+        if not isinstance(rate, int):
+            return None
+        if not default:
+            default.append(rate)
+        changed = changed or rate != default[0]
+        return rate if changed else None
+
+    track.estimate = estimate
 
 
 def negotiated_video_codec(pc: RTCPeerConnection) -> str | None:

@@ -31,7 +31,7 @@ from rtc.encoding import (
     AudioEncoder,
     EncodedAudioTrack,
     EncodedVideoTrack,
-    forward_keyframe_requests,
+    follow_receiver_feedback,
     start_encoding,
 )
 from rtc.events import EventHub
@@ -107,7 +107,7 @@ class Session:
         kinds = [t.kind for t in pc.getTransceivers()]
         if "video" not in kinds:
             raise OfferError("the offer has no video m-line; add a recvonly video transceiver")
-        forward_keyframe_requests(pc.addTrack(self.encoded_video), self.encoded_video)
+        follow_receiver_feedback(pc.addTrack(self.encoded_video), self.encoded_video)
         if "audio" in kinds:
             pc.addTrack(self.encoded_audio)
         answer = await pc.createAnswer()

@@ -30,7 +30,7 @@ from rtc.encoding import (
     AudioEncoder,
     EncodedAudioTrack,
     EncodedVideoTrack,
-    forward_keyframe_requests,
+    follow_receiver_feedback,
     start_encoding,
 )
 from rtc.errors import ApiError
@@ -154,7 +154,7 @@ class Whep:
         encoded_video = EncodedVideoTrack(viewer.video)
         video = pc.addTransceiver(encoded_video, direction="sendonly")
         video.setCodecPreferences(preferred_video_codecs())
-        forward_keyframe_requests(video.sender, encoded_video)
+        follow_receiver_feedback(video.sender, encoded_video)
         pc.addTransceiver(EncodedAudioTrack(viewer.audio, AudioEncoder(SAMPLE_RATE)),
                           direction="sendonly")
 

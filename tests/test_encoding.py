@@ -4,6 +4,7 @@ carries the input's own timestamps, and honours keyframe requests."""
 from __future__ import annotations
 
 from fractions import Fraction
+from types import SimpleNamespace
 
 import av
 import cv2
@@ -17,11 +18,12 @@ from inference.mp4 import bgr_to_video_frame
 from rtc.clock import MediaClock
 from rtc.encoding import (
     H264,
+    MIN_BITRATE,
     VP8,
     AudioEncoder,
     EncodedVideoTrack,
     VideoEncoder,
-    forward_keyframe_requests,
+    follow_receiver_feedback,
     start_encoding,
 )
 from rtc.tracks import VIDEO_TIME_BASE, AvatarVideoTrack, SlotQueue
@@ -138,10 +140,12 @@ def test_audio_packets_keep_slot_times_across_a_gap() -> None:
 
 
 class FakeSender:
-    """Stands in for aiortc's RTCRtpSender: only its keyframe entry point."""
+    """Stands in for aiortc's RTCRtpSender: its keyframe entry point and the packing encoder
+    whose ``target_bitrate`` REMB sets (created with the sender's first frame)."""
 
     def __init__(self) -> None:
         self.requests = 0
+        self._RTCRtpSender__encoder: SimpleNamespace | None = None
 
     def _send_keyframe(self) -> None:
         self.requests += 1
@@ -156,7 +160,7 @@ async def test_keyframe_requests_reach_the_encoded_track() -> None:
         await track.recv()
     track.encoder = VideoEncoder(H264, bitrate=500_000)
     sender = FakeSender()
-    forward_keyframe_requests(sender, track)  # type: ignore[arg-type]
+    follow_receiver_feedback(sender, track)  # type: ignore[arg-type]
     assert 5 in h264_nal_types(bytes(await track.recv()))  # the first packet is a keyframe
     assert 5 not in h264_nal_types(bytes(await track.recv()))
     sender._send_keyframe()  # what aiortc calls on an RTCP PLI/FIR
@@ -176,3 +180,37 @@ async def test_start_encoding_needs_a_negotiated_codec() -> None:
         assert track.encoder is None
     finally:
         await pc.close()
+
+
+def test_the_receiver_estimate_lowers_the_rate_within_bounds() -> None:
+    frames = face_frames(5)
+    encoder = VideoEncoder(H264, bitrate=1_000_000)
+    encoder.encode(frames[0])
+    encoder.follow_estimate(950_000)  # within 10 %: not worth a new encoder and keyframe
+    assert encoder.bitrate == 1_000_000
+    assert 5 not in h264_nal_types(bytes(encoder.encode(frames[1])))
+    encoder.follow_estimate(300_000)  # congestion: down, re-opened, starting with a keyframe
+    assert encoder.bitrate == 300_000
+    assert 5 in h264_nal_types(bytes(encoder.encode(frames[2])))
+    encoder.follow_estimate(5_000_000)  # the estimate never lifts it above the setting
+    assert encoder.bitrate == 1_000_000
+    encoder.follow_estimate(10)
+    assert encoder.bitrate == MIN_BITRATE
+
+
+async def test_remb_reaches_the_encoder_through_the_sender() -> None:
+    track = EncodedVideoTrack(AvatarVideoTrack(MediaClock(), SlotQueue(4), face_frames(1)[0]))
+    track.encoder = VideoEncoder(H264, bitrate=1_000_000)
+    sender = FakeSender()
+    follow_receiver_feedback(sender, track)  # type: ignore[arg-type]
+    await track.recv()  # aiortc makes its packing encoder after the first frame
+    sender._RTCRtpSender__encoder = SimpleNamespace(target_bitrate=1_000_000)  # its default
+    await track.recv()
+    assert track.encoder.bitrate == 1_000_000
+    sender._RTCRtpSender__encoder.target_bitrate = 400_000  # a REMB arrived
+    await track.recv()
+    assert track.encoder.bitrate == 400_000
+    sender._RTCRtpSender__encoder.target_bitrate = 1_500_000  # the link recovered
+    await track.recv()
+    assert track.encoder.bitrate == 1_000_000
+    track.stop()
