@@ -27,7 +27,6 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from inference.frames import SAMPLE_RATE
-from inference.mp4 import clone_video_frame
 from rtc.tracks import AUDIO_TIME_BASE, AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
@@ -133,8 +132,7 @@ class ViewerVideoTrack(_ViewerTrack[av.VideoFrame]):
     async def recv(self) -> av.VideoFrame:
         """The next released frame; MediaStreamError once the stream or viewer ended."""
         _, frame = await self._next()
-        # Its own copy: aiortc's encoder for this viewer changes the frame it encodes.
-        return clone_video_frame(frame)
+        return frame  # shared: the viewer's encoder copies it (rtc.encoding.VideoEncoder)
 
 
 class ViewerAudioTrack(_ViewerTrack[np.ndarray]):

@@ -74,10 +74,8 @@ class Whep:
         self.realtime = realtime
         self.peers: dict[str, RTCPeerConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._deadlines: set[asyncio.Task[None]] = set()
-        """One per viewer not yet known to be connected (see :meth:`_connect_deadline`)."""
-        self._connected: set[str] = set()
-        """Viewers whose peer has reached "connected" at least once."""
+        self._deadlines: dict[str, asyncio.Task[None]] = {}
+        """Viewer id -> its :meth:`_connect_deadline`, until its peer connects or it ends."""
 
     def _stream(self, request: web.Request) -> Stream:
         name = request.match_info["stream"]
@@ -129,22 +127,21 @@ class Whep:
             response.headers.add("Link", link)
         log.info("session=%s WHEP viewer %s of stream %s", stream.session_id, viewer.id,
                  stream.name)
-        deadline = asyncio.get_running_loop().create_task(
-            self._connect_deadline(viewer, pc), name=f"whep-deadline-{viewer.id}")
-        self._deadlines.add(deadline)
-        deadline.add_done_callback(self._deadlines.discard)
+        # The peer cannot connect before it has the answer: every viewer starts unconnected.
+        self._deadlines[viewer.id] = asyncio.get_running_loop().create_task(
+            self._connect_deadline(viewer), name=f"whep-deadline-{viewer.id}")
         return response
 
-    async def _connect_deadline(self, viewer: Viewer, pc: RTCPeerConnection) -> None:
+    async def _connect_deadline(self, viewer: Viewer) -> None:
         """End a viewer whose peer has not connected in time: without this, a player that
         took the answer and never did ICE would hold a viewer slot until aioice gives up
         (about 64 s), and a few of them would lock everyone else out of the stream."""
+        # Cancelled when the peer connects or the viewer ends (on_state, _viewer_ended).
         await asyncio.sleep(self.realtime.http.connect_timeout_seconds)
-        if self.peers.get(viewer.id) is pc and viewer.id not in self._connected:
-            log.warning("WHEP viewer %s of stream %s did not connect within %.0f s "
-                        "(state %s); ending it", viewer.id, viewer.stream,
-                        self.realtime.http.connect_timeout_seconds, pc.connectionState)
-            self._remove(viewer)
+        self._deadlines.pop(viewer.id, None)
+        log.warning("WHEP viewer %s of stream %s did not connect within %.0f s; ending it",
+                    viewer.id, viewer.stream, self.realtime.http.connect_timeout_seconds)
+        self._remove(viewer)
 
     async def _answer(self, pc: RTCPeerConnection, viewer: Viewer, sdp: str) -> str:
         # Transceivers added before the offer is applied are matched to its m-lines by kind,
@@ -161,7 +158,7 @@ class Whep:
         @pc.on("connectionstatechange")
         def on_state() -> None:
             if pc.connectionState == "connected":
-                self._connected.add(viewer.id)
+                self._cancel_deadline(viewer.id)
             if pc.connectionState in ("failed", "closed"):
                 self._remove(viewer)
 
@@ -176,6 +173,11 @@ class Whep:
             raise ApiError(400, str(e)) from None
         return str(pc.localDescription.sdp)
 
+    def _cancel_deadline(self, viewer_id: str) -> None:
+        deadline = self._deadlines.pop(viewer_id, None)
+        if deadline is not None:
+            deadline.cancel()
+
     def _remove(self, viewer: Viewer) -> None:
         stream = self.realtime.streams.get(viewer.stream)
         if stream is not None:
@@ -185,7 +187,7 @@ class Whep:
 
     def _viewer_ended(self, viewer: Viewer) -> None:
         pc = self.peers.pop(viewer.id, None)
-        self._connected.discard(viewer.id)
+        self._cancel_deadline(viewer.id)
         if pc is not None:
             task = asyncio.get_running_loop().create_task(pc.close(),
                                                           name=f"whep-close-{viewer.id}")
@@ -220,8 +222,8 @@ class Whep:
 
     async def shutdown(self, _: web.Application | None = None) -> None:
         """Close every viewer peer (app.on_shutdown; sessions end their streams too)."""
-        for deadline in self._deadlines:
-            deadline.cancel()
+        for viewer_id in list(self._deadlines):
+            self._cancel_deadline(viewer_id)
         peers = list(self.peers.values())
         self.peers.clear()
         await asyncio.gather(*(pc.close() for pc in peers), *self._tasks,
