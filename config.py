@@ -98,6 +98,8 @@ class HttpConfig:
     """Utterances one realtime session holds (queued or speaking); more 'say's get 429."""
     token: str | None = None
     """When set, control endpoints need 'Authorization: Bearer <token>' (see rtc/auth.py)."""
+    viewer_token: str | None = None
+    """When set, WHEP viewers (and so the OBS page) need it or ``token``; it controls nothing."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed to call the API from other sites; none by default ('*' for any)."""
 

@@ -79,9 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a recording stops by itself when its file reaches this size")
     serve.add_argument("--max-queued-utterances", type=int, default=http.max_queued_utterances,
                        help="utterances one realtime session holds; more 'say's get 429")
+    serve.add_argument("--max-upload-bytes", type=int, default=http.max_upload_bytes,
+                       help="largest audio upload /api/generate takes (whole body: 413 above)")
+    serve.add_argument("--max-upload-seconds", type=float, default=http.max_upload_seconds,
+                       help="longest audio upload, after decoding (400 above)")
     serve.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
                        help="require 'Authorization: Bearer TOKEN' on control endpoints "
                             "(default: $AVATAR_TOKEN; none)")
+    serve.add_argument("--viewer-token", default=os.environ.get("AVATAR_VIEWER_TOKEN"),
+                       help="a second token that opens only WHEP playback and the OBS page, "
+                            "for viewer links (default: $AVATAR_VIEWER_TOKEN; none)")
     serve.add_argument("--cors-origin", action="append", default=[],
                        help="allow this origin to call the API cross-site (repeatable; '*' any)")
 
@@ -149,7 +156,10 @@ def build_config(args: argparse.Namespace) -> AppConfig:
                                     HttpConfig.max_recording_bytes),
         max_queued_utterances=getattr(args, "max_queued_utterances",
                                       HttpConfig.max_queued_utterances),
+        max_upload_bytes=getattr(args, "max_upload_bytes", HttpConfig.max_upload_bytes),
+        max_upload_seconds=getattr(args, "max_upload_seconds", HttpConfig.max_upload_seconds),
         token=getattr(args, "token", None) or None,
+        viewer_token=getattr(args, "viewer_token", None) or None,
         cors_origins=tuple(getattr(args, "cors_origin", ())),
     )
     return AppConfig(engines=engines, tts=TtsConfig(max_text_chars=args.max_text),
@@ -160,12 +170,14 @@ def cmd_serve(config: AppConfig) -> int:
     from aiohttp import web
 
     from inference.services import Services
+    from rtc.access_log import RedactingAccessLogger
     from rtc.app import build_app
 
     services = Services.load(config)
     app = build_app(services)
     log.info("serving on http://%s:%d/", config.http.host, config.http.port)
-    web.run_app(app, host=config.http.host, port=config.http.port, print=None)
+    web.run_app(app, host=config.http.host, port=config.http.port, print=None,
+                access_log_class=RedactingAccessLogger)
     return 0
 
 

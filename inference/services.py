@@ -10,6 +10,7 @@ import bisect
 import logging
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -119,6 +120,12 @@ class SerialEngine(LipSyncEngine):
         return self.inner.describe()
 
 
+def _speakable(ch: str) -> bool:
+    """Letters, digits, marks, punctuation, symbols: not separators (Z*), controls, format
+    characters such as zero-width spaces and joiners, or unassigned code points (C*)."""
+    return unicodedata.category(ch)[0] not in "CZ"
+
+
 @dataclass
 class Services:
     """Everything loaded at start-up: engines, TTS, avatars."""
@@ -196,6 +203,9 @@ class Services:
         if "\x00" in text:
             # Checked here, not only in the TTS: a realtime 'say' must fail at once, not later.
             raise ValueError("text contains a NUL character; remove it")
+        if not any(_speakable(ch) for ch in text):
+            raise ValueError("'text' has nothing to speak: only spaces, control or "
+                             "zero-width characters")
         return text.strip()
 
     def describe_engines(self) -> list[dict[str, object]]:

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from inference.services import Services
-from rtc.auth import cors_middleware, token_middleware
+from rtc.auth import cors_middleware, origin_middleware, token_middleware
 from rtc.errors import ApiError, error_middleware
 from rtc.generate import Generator
 from rtc.limits import json_limit_middleware
@@ -86,13 +86,15 @@ def build_app(services: Services) -> web.Application:
     # Bodies beyond the upload limit are refused by aiohttp itself (413) before being read.
     # Order matters: metrics outermost (they count the final status), then errors (so a 401
     # or a failure is JSON), then CORS (so error answers carry CORS headers too), then the
-    # token check, then the JSON size limit (unauthenticated clients learn nothing more).
+    # origin check (foreign pages change nothing, token or not), then the token check, then
+    # the JSON size limit (unauthenticated clients learn nothing more).
     metrics = Metrics()
     middlewares: list[Middleware] = [metrics_middleware(metrics), error_middleware]
     if http.cors_origins:
         middlewares.append(cors_middleware(http.cors_origins))
-    if http.token:
-        middlewares.append(token_middleware(http.token))
+    middlewares.append(origin_middleware(http.cors_origins))
+    if http.token or http.viewer_token:
+        middlewares.append(token_middleware(http.token, http.viewer_token))
     middlewares.append(json_limit_middleware(http.max_json_bytes))
     app = web.Application(middlewares=middlewares,
                           client_max_size=http.max_upload_bytes + 64 * 1024)

@@ -43,18 +43,44 @@ def presented_token(request: web.Request) -> str | None:
     return request.query.get("token")
 
 
-def token_middleware(token: str) -> Middleware:
-    """Middleware refusing control requests without ``token`` (compared in constant time)."""
-    expected = token.encode()
+VIEWER_PREFIXES = ("/whep/",)
+"""Paths a viewer link needs (WHEP; the OBS page itself is static and posts to /whep/):
+the viewer token opens these, and only these."""
+
+
+def viewer_path(path: str) -> bool:
+    """Whether ``path`` is one that the viewer token opens."""
+    return path.startswith(VIEWER_PREFIXES)
+
+
+def token_middleware(token: str | None, viewer_token: str | None = None) -> Middleware:
+    """Middleware refusing control requests without ``token`` (compared in constant time).
+
+    WHEP requests take ``token`` or ``viewer_token``: a viewer link shared with an audience
+    then carries a credential that can watch, not one that controls every session. When
+    only ``viewer_token`` is set, the control endpoints stay open and WHEP needs it.
+    """
+    control = token.encode() if token else None
+    viewer = viewer_token.encode() if viewer_token else None
+
+    def matches(given: str | None, expected: bytes | None) -> bool:
+        return expected is not None and given is not None and \
+            hmac.compare_digest(given.encode(), expected)
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if needs_token(request):
-            given = presented_token(request)
-            if given is None or not hmac.compare_digest(given.encode(), expected):
-                return json_error(401, "missing or wrong API token; send "
-                                       "'Authorization: Bearer <token>'",
-                                  {"WWW-Authenticate": 'Bearer realm="talking-avatar"'})
+        if not needs_token(request):
+            return await handler(request)
+        given = presented_token(request)
+        if viewer_path(request.path):
+            accepted = (control is None and viewer is None) or matches(given, control) or \
+                matches(given, viewer)
+        else:
+            accepted = control is None or matches(given, control)
+        if not accepted:
+            return json_error(401, "missing or wrong API token; send "
+                                   "'Authorization: Bearer <token>'",
+                              {"WWW-Authenticate": 'Bearer realm="talking-avatar"'})
         return await handler(request)
 
     return check
@@ -86,3 +112,42 @@ def cors_middleware(origins: tuple[str, ...]) -> Middleware:
         return response
 
     return cors
+
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""Methods that make the server do something: the ones a foreign page must not send."""
+
+
+def origin_allowed(request: web.Request, origins: tuple[str, ...]) -> bool:
+    """Whether ``request`` may change state as far as its ``Origin`` header goes.
+
+    No Origin (curl, OBS, server-to-server clients) is allowed: browsers send one with
+    every cross-site POST, so a missing one never means a foreign page. The server's own
+    origin and those given with ``--cors-origin`` are allowed (``*`` allows any); ``null``
+    (sandboxed frames, file: pages) and every other origin are not.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    if "*" in origins or origin in origins:
+        return True
+    return origin == f"{request.scheme}://{request.host}"
+
+
+def origin_middleware(origins: tuple[str, ...]) -> Middleware:
+    """Refuse state-changing requests from foreign pages (403), token or no token.
+
+    Without this, any page the operator opens could POST a "simple" request (text/plain or
+    multipart, no CORS preflight) to 127.0.0.1 and fill the session slots or make the
+    avatar speak: CORS only hides the answer from that page, not the side effect.
+    """
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in STATE_CHANGING and not origin_allowed(request, origins):
+            return json_error(403, f"requests from {request.headers.get('Origin')} are not "
+                                   "allowed; start the server with --cors-origin ORIGIN to "
+                                   "allow a page on another origin")
+        return await handler(request)
+
+    return check

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -18,6 +19,12 @@ JSON_LIMIT = web.RequestKey("max_json_bytes", int)
 :func:`read_json_object` can hold a chunked body, which declares no length, to it too."""
 READ_CHUNK = 64 * 1024
 """Bytes read from a JSON body at a time while it is counted against the limit."""
+
+
+def error_text(e: BaseException) -> str:
+    """An exception's message, or its type's name when it has none (aiortc and aiohttp
+    raise some with an empty message, which would leave "invalid SDP offer: " and no why)."""
+    return str(e).strip() or type(e).__name__
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -50,7 +57,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             reason = "request body too large"
         return json_error(e.status, reason, {k: v for k, v in e.headers.items()
                                               if k.lower() in ("allow", "retry-after")})
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # a JSON body parsed outside parse_json
         return json_error(400, "malformed JSON body")
     except HttpProcessingError as e:  # e.g. a multipart body with broken part headers
         log.info("malformed request body in %s %s: %s", request.method, request.path, e)
@@ -68,17 +75,60 @@ async def read_json_object(request: web.Request) -> dict[str, object]:
     its length was checked before the handler ran, but a chunked one is only known to be too
     large while it arrives (ApiError(413) then, without reading the rest).
     """
+    if request.content_type != "application/json":
+        # Also what keeps a foreign page's text/plain "simple" request (no CORS preflight)
+        # from being read as JSON.
+        raise ApiError(415, "send the body as Content-Type: application/json (got "
+                            f"{request.headers.get('Content-Type', 'none')[:100]})")
     limit = request.get(JSON_LIMIT)
     # Reading the stream bypasses aiohttp's own cap (the upload limit): keep the smaller.
     raw = await request.read() if limit is None else await _read_capped(
         request, min(limit, request.client_max_size))
     try:
-        body = json.loads(raw.decode(request.charset or "utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, LookupError):
-        raise ApiError(400, "malformed JSON body") from None
+        text = raw.decode(request.charset or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        raise ApiError(400, "malformed JSON body: it is not UTF-8 text") from None
+    try:
+        body = parse_json(text)
+    except MalformedJson as e:
+        raise ApiError(400, f"malformed JSON body: {e}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the JSON body must be an object")
     return body
+
+
+class MalformedJson(ValueError):
+    """Text that is not JSON this server takes; the message says why."""
+
+
+def _no_constant(name: str) -> object:
+    raise MalformedJson(f"{name} is not JSON")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise MalformedJson(f"the number {literal[:20]} is too large")
+    return value
+
+
+def parse_json(text: str | bytes) -> object:
+    """``json.loads`` that raises nothing but MalformedJson, for every client's JSON.
+
+    json.loads raises more than JSONDecodeError for valid-looking input: ValueError for an
+    integer beyond Python's digit limit, RecursionError for deep nesting. It also takes
+    NaN and Infinity, which are not JSON and would poison any number they reach.
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except MalformedJson:
+        raise
+    except json.JSONDecodeError as e:
+        raise MalformedJson(f"{e.msg} (line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise MalformedJson("it is nested too deeply") from None
+    except ValueError as e:  # e.g. "Exceeds the limit (4300 digits) for integer string"
+        raise MalformedJson(str(e).split(";")[0]) from None
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:

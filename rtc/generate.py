@@ -15,20 +15,28 @@ from pathlib import Path
 
 from aiohttp import BodyPartReader, web
 
-from inference.audio_io import AudioDecodeError, decode_audio
+from inference.audio_io import AudioDecodeError
 from inference.avatar.store import Avatar
 from inference.engines.base import EngineUnavailable, LipSyncEngine
 from inference.frames import PhonemeMark
+from inference.isolated_decode import decode_untrusted
 from inference.render import RenderStats, render_to_mp4
 from inference.services import Services
 from inference.tts import TtsError
-from rtc.errors import ApiError, optional_str, read_json_object
+from rtc.errors import ApiError, error_text, optional_str, read_json_object
 from rtc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 """OSError numbers meaning the temporary folder has no room left for the render."""
+MAX_PARTS = 8
+"""Parts an upload may have: the audio and the fields engine, avatar, language, and a few
+that clients add on their own; more is refused before it is read."""
+MAX_FIELD_BYTES = 10_000
+"""Bytes of one field other than the audio."""
+MAX_FIELDS_BYTES = 64 * 1024
+"""Bytes all the parts but the audio may add up to (their headers are aiohttp's)."""
 
 
 @dataclass
@@ -129,33 +137,12 @@ class Generator:
 
     async def _parse(self, request: web.Request) -> GenerateJob:
         services = self._services
-        if request.content_type.startswith("multipart/"):
-            fields: dict[str, str] = {}
-            audio: bytes | None = None
-            limit = services.config.http.max_upload_bytes
-            try:
-                reader = await request.multipart()
-                async for part in reader:
-                    if not isinstance(part, BodyPartReader) or part.name is None:
-                        continue
-                    if part.name == "audio":
-                        audio = await _read_limited(part, limit)
-                    else:
-                        fields[part.name] = (await _read_limited(part, 10_000)).decode(
-                            "utf-8", "replace")
-            except (ValueError, AssertionError) as e:  # aiohttp's parser on a broken body
-                raise ApiError(400, f"malformed multipart body: {e}") from None
-            if audio is None:
-                raise ApiError(400, "multipart upload needs an 'audio' file field")
-            if not audio:
-                raise ApiError(400, "the uploaded audio file is empty")
-            language = fields.get("language") or services.config.tts.default_language
-            return GenerateJob(engine=fields.get("engine") or None,
-                               avatar=fields.get("avatar") or None,
-                               language=language, audio=audio)
+        if request.content_type == "multipart/form-data":
+            return await self._parse_upload(request)
         if request.content_type != "application/json":
             raise ApiError(415, "send application/json {text, language, engine?, avatar?} "
-                                "or multipart/form-data with an 'audio' file")
+                                "or multipart/form-data with an 'audio' file "
+                                f"(got {request.headers.get('Content-Type', 'none')[:100]})")
         body = await read_json_object(request)
         try:
             text = services.check_text(body.get("text"))
@@ -164,6 +151,50 @@ class Generator:
             raise ApiError(400, str(e)) from None
         return GenerateJob(engine=optional_str(body, "engine"),
                            avatar=optional_str(body, "avatar"), language=language, text=text)
+
+    async def _parse_upload(self, request: web.Request) -> GenerateJob:
+        """A multipart upload, every byte and part of it counted whatever the transfer
+        encoding: aiohttp's body limit covers read()/post(), not a streamed multipart."""
+        services = self._services
+        limit = services.config.http.max_upload_bytes
+        budget = limit + MAX_FIELDS_BYTES  # the audio plus its few small fields
+        if (request.content_length or 0) > budget:
+            raise ApiError(413, f"upload is larger than the limit of {_mb(limit)}")
+        fields: dict[str, str] = {}
+        audio: bytes | None = None
+        read = 0
+        try:
+            reader = await request.multipart()
+            parts = 0
+            async for part in reader:
+                parts += 1
+                if parts > MAX_PARTS:
+                    raise ApiError(400, f"the upload has more than {MAX_PARTS} parts; send "
+                                        "one 'audio' file and the fields engine, avatar, "
+                                        "language")
+                if not isinstance(part, BodyPartReader):
+                    raise ApiError(400, "nested multipart bodies are not accepted")
+                if part.name == "audio":
+                    if audio is not None:
+                        raise ApiError(400, "send one 'audio' file, not several")
+                    audio = await _read_limited(part, min(limit, budget - read), limit)
+                    read += len(audio)
+                else:
+                    value = await _read_limited(part, min(MAX_FIELD_BYTES, budget - read),
+                                                limit)
+                    read += len(value)
+                    if part.name is not None:
+                        fields[part.name] = value.decode("utf-8", "replace")
+        except (ValueError, AssertionError) as e:  # aiohttp's parser on a broken body
+            raise ApiError(400, f"malformed multipart body: {error_text(e)}") from None
+        if audio is None:
+            raise ApiError(400, "multipart upload needs an 'audio' file field")
+        if not audio:
+            raise ApiError(400, "the uploaded audio file is empty")
+        language = fields.get("language") or services.config.tts.default_language
+        return GenerateJob(engine=fields.get("engine") or None,
+                           avatar=fields.get("avatar") or None,
+                           language=language, audio=audio)
 
     def _render(self, job: GenerateJob, engine: LipSyncEngine,
                 avatar: Avatar) -> tuple[bytes, RenderStats]:
@@ -179,7 +210,7 @@ class Generator:
         else:
             assert job.audio is not None
             try:
-                pcm = decode_audio(job.audio, services.config.http.max_upload_seconds)
+                pcm = decode_untrusted(job.audio, services.config.http.max_upload_seconds)
             except AudioDecodeError as e:
                 raise ApiError(400, str(e)) from None
         tts_time = time.perf_counter() - t0
@@ -202,12 +233,19 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) 
         loop.call_soon_threadsafe(callback)
 
 
-async def _read_limited(part: BodyPartReader, limit: int) -> bytes:
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB"
+
+
+async def _read_limited(part: BodyPartReader, limit: int, upload_limit: int) -> bytes:
+    """A part's bytes; ApiError(413) as soon as more than ``limit`` arrive."""
     chunks: list[bytes] = []
     size = 0
     while chunk := await part.read_chunk(65536):
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"upload is larger than the limit of {limit // (1024 * 1024)} MB")
+            raise ApiError(413, f"upload is larger than the limit of {_mb(upload_limit)} "
+                                f"(at most {MAX_PARTS} parts, fields of at most "
+                                f"{MAX_FIELD_BYTES} bytes)")
         chunks.append(chunk)
     return b"".join(chunks)

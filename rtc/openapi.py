@@ -14,7 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from config import AppConfig
-from rtc.auth import guarded
+from rtc.auth import STATE_CHANGING, guarded, viewer_path
+from rtc.signalling import MAX_SDP_BYTES
+from rtc.streams import STREAM_NAME
+from rtc.whep import ALLOW_RESOURCE, ALLOW_VIEWER
 
 Schema = dict[str, Any]
 Operation = dict[str, Any]
@@ -53,7 +56,9 @@ STREAM = {"name": "stream", "in": "path", "required": True,
 VIEWER = {"name": "viewer", "in": "path", "required": True,
           "description": "the last part of the Location a WHEP POST answered",
           "schema": {"type": "string"}}
-SDP_BODY = {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}
+SDP_TEXT = {"type": "string", "minLength": 1, "pattern": "\\S",
+            "description": "SDP text (not empty, not only spaces)"}
+SDP_BODY = {"required": True, "content": {"application/sdp": {"schema": SDP_TEXT}}}
 NO_SESSION = _error("no such session (it ended or timed out)")
 RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 TIMING = {name: {"description": "seconds", "schema": {"type": "number"}}
@@ -80,12 +85,13 @@ def _schemas(config: AppConfig) -> dict[str, Schema]:
                                      f"{config.http.max_upload_seconds:g} s"},
             "language": language, "engine": name, "avatar": name}},
         "Offer": {"type": "object", "required": ["sdp", "type"], "properties": {
-            "sdp": {"type": "string", "maxLength": 64 * 1024,
+            "sdp": {**SDP_TEXT, "maxLength": MAX_SDP_BYTES,
                     "description": "the browser's SDP offer, with a video m-line"},
             "type": {"const": "offer"}, "engine": name, "avatar": name, "language": language,
             "echo_mic": {"type": "boolean", "description": "send the caller's voice back"},
-            "stream": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$",
-                       "description": "name viewers use (WHEP, /obs/); default: the id"}}},
+            "stream": {"type": "string", "pattern": f"^{STREAM_NAME.pattern}$",
+                       "description": "name viewers use (WHEP, /obs/); default: a random "
+                                      "name of its own (not the session id)"}}},
         "Answer": {"type": "object", "required": ["sdp", "type", "session_id"], "properties": {
             "sdp": {"type": "string"}, "type": {"const": "answer"},
             "session_id": {"type": "string"}, "engine": {"type": "string"},
@@ -118,7 +124,8 @@ def _realtime_offer(summary: str) -> Operation:
             "413": _error("the body or the SDP is too large"),
             "503": {"description": "the engine cannot run here (with a fallback), or every "
                                    "session slot is taken (Retry-After)", "headers": RETRY,
-                    **_json({"oneOf": [_ref("EngineUnavailable"), _ref("Error")]})},
+                    # anyOf: an EngineUnavailable body is an Error too (oneOf would fail it).
+                    **_json({"anyOf": [_ref("EngineUnavailable"), _ref("Error")]})},
         },
     }
 
@@ -227,7 +234,8 @@ def _whep_operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
         ("OPTIONS", "/whep/{stream}"): {
             "summary": "What the WHEP resource accepts (also a CORS preflight)",
             "tags": ["whep"], "parameters": [STREAM],
-            "responses": {"204": {"description": "Accept-Post: application/sdp"}}},
+            "responses": {"204": {"description": "Accept-Post: application/sdp",
+                                  "headers": {"Allow": {"schema": {"const": ALLOW_RESOURCE}}}}}},
         ("POST", "/whep/{stream}"): {
             "summary": "Watch a live stream: a recvonly SDP offer in, the answer out",
             "tags": ["whep"], "parameters": [STREAM], "requestBody": SDP_BODY,
@@ -244,18 +252,23 @@ def _whep_operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
         ("OPTIONS", "/whep/{stream}/{viewer}"): {
             "summary": "What a viewer resource accepts", "tags": ["whep"],
             "parameters": [STREAM, VIEWER],
-            "responses": {"204": {"description": "Allow: DELETE, OPTIONS"}}},
+            "responses": {"204": {"description": "Allow: DELETE, OPTIONS (PATCH answers 405)",
+                                  "headers": {"Allow": {"schema": {"const": ALLOW_VIEWER}}}}}},
         ("DELETE", "/whep/{stream}/{viewer}"): {
             "summary": "Stop watching", "tags": ["whep"], "parameters": [STREAM, VIEWER],
             "responses": {**_ok("ended", {"type": "object", "properties": {
                 "closed": {"type": "string"}}}),
                 "404": _error("no such stream or viewer (it may have ended)")}},
         ("PATCH", "/whep/{stream}/{viewer}"): {
-            "summary": "Trickle ICE: not supported (the answer carries every candidate)",
+            "summary": "Trickle ICE and ICE restarts: not supported (the answer carries every "
+                       "candidate), so 405 as RFC 9725 asks; Allow lists what is",
             "tags": ["whep"], "parameters": [STREAM, VIEWER],
             "requestBody": {"content": {"application/trickle-ice-sdpfrag": {
                 "schema": {"type": "string"}}}},
-            "responses": {"404": no_stream, "405": _error("not supported")}},
+            "responses": {"404": no_stream,
+                          "405": {"description": "not supported",
+                                  "headers": {"Allow": {"schema": {"const": ALLOW_VIEWER}}},
+                                  **_json(_ref("Error"))}}},
         ("GET", "/api/streams"): {
             "summary": "Live streams and their viewers", "tags": ["whep"],
             "responses": _ok("the streams", {"type": "object", "required": ["streams"],
@@ -333,7 +346,15 @@ def build_spec(app: web.Application, config: AppConfig) -> dict[str, Any]:
         operation = dict(known.get((method, path)) or {
             "summary": "undocumented route", "x-undocumented": True,
             "responses": {"default": {"description": "see the source"}}})
-        if config.http.token and guarded(method, path):
+        if "requestBody" in operation:
+            operation["responses"] = {**operation["responses"],
+                                      "415": _error("a Content-Type the operation does not take")}
+        if method in STATE_CHANGING:
+            operation["responses"] = {**operation["responses"],
+                                      "403": _error("sent by a page of a foreign origin "
+                                                    "(see --cors-origin)")}
+        if guarded(method, path) and (config.http.token or
+                                      (config.http.viewer_token and viewer_path(path))):
             operation["security"] = [{"bearer": []}]
             operation["responses"] = {
                 **operation["responses"], "401": _error("missing or wrong API token")}

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_ITEMS = 150
 """Items (video frames + audio chunks, about 2 s) waiting for the writer at most."""
-RECORDING_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\.mp4$")
+RECORDING_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\.mp4")
 """Names the download endpoint accepts: no separators, so no path can leave the folder."""
 
 
@@ -234,7 +234,7 @@ class Recorder:
 
 def recording_path(folder: Path, name: str) -> Path:
     """``folder/name`` for a valid recording name; ValueError for anything else."""
-    if not RECORDING_NAME.match(name):
+    if not RECORDING_NAME.fullmatch(name):
         raise ValueError("recording names are letters, digits, '-', '_' and '.', ending .mp4")
     root = folder.resolve()
     path = (root / name).resolve()

@@ -34,6 +34,7 @@ from rtc.encoding import (
     follow_receiver_feedback,
     start_encoding,
 )
+from rtc.errors import MalformedJson, error_text, parse_json
 from rtc.events import EventHub
 from rtc.ice import rtc_configuration
 from rtc.pipeline import Event, Pipeline, PipelineOptions
@@ -103,7 +104,7 @@ class Session:
             offer = RTCSessionDescription(sdp=sdp, type=kind)
             await pc.setRemoteDescription(offer)
         except Exception as e:  # aiortc raises many types for malformed SDP
-            raise OfferError(f"invalid SDP offer: {e or type(e).__name__}") from e
+            raise OfferError(f"invalid SDP offer: {error_text(e)}") from e
         kinds = [t.kind for t in pc.getTransceivers()]
         if "video" not in kinds:
             raise OfferError("the offer has no video m-line; add a recvonly video transceiver")
@@ -203,7 +204,9 @@ class Session:
             elif kind == "interrupt":
                 reply = {"type": "interrupted", "utterances": self.interrupt()}
             elif kind == "ping":
-                reply = {"type": "pong", "t": data.get("t"), "server_time": self.clock.now()}
+                t = data.get("t")
+                reply = {"type": "pong", "t": t if _echoable(t) else None,
+                         "server_time": self.clock.now()}
             elif kind == "stats":
                 reply = {"type": "stats", **self.describe()}
             else:
@@ -211,7 +214,7 @@ class Session:
                                  "with type say, interrupt, ping or stats")
         except (ValueError, QueueFull) as e:
             reply = {"type": "error", "message": str(e)}
-        if "id" in data:  # lets a client match replies to requests
+        if "id" in data and _echoable(data["id"]):  # lets a client match replies to requests
             reply["id"] = data["id"]
         _send(channel, reply)
 
@@ -312,11 +315,21 @@ class Session:
 
 
 def _safe_json(message: object) -> dict[str, Any]:
+    if not isinstance(message, str | bytes):
+        return {}
     try:
-        data = json.loads(message) if isinstance(message, str) else None
-    except ValueError:
+        data = parse_json(message)
+    except MalformedJson:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _echoable(value: object) -> bool:
+    """Whether a client's ``id``/``t`` may be sent back as it came: a short scalar only, so a
+    reply can always be serialised (an object nested 900 deep parses, yet may not dump)."""
+    if isinstance(value, bool | int | float) or value is None:
+        return True
+    return isinstance(value, str) and len(value) <= 200
 
 
 def _send(channel: RTCDataChannel, event: Event) -> None:

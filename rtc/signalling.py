@@ -35,7 +35,7 @@ from rtc.ice import use_loopback_ice
 from rtc.pipeline import PipelineOptions
 from rtc.session import OfferError, Session
 from rtc.speech import QueueFull
-from rtc.streams import StreamRegistry
+from rtc.streams import StreamRegistry, new_stream_name
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,10 @@ class Realtime:
         finally:
             self._opening -= 1
         self.sessions[session.id] = session
-        stream_name = stream_name or session.id
-        if stream_name in self.streams.streams:  # taken while this offer was negotiated
-            stream_name = session.id
+        # A default name of its own, not the session id: a viewer link is shared, and the
+        # session id is the handle that controls the session.
+        if stream_name is None or stream_name in self.streams.streams:  # taken meanwhile
+            stream_name = new_stream_name()
         self.streams.open(stream_name, session.id, session.video, session.audio)
         self._stream_of[session.id] = stream_name
         return web.json_response({"sdp": answer.sdp, "type": answer.type,

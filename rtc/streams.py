@@ -39,7 +39,14 @@ VIEWER_AUDIO_FRAMES = 25
 """20 ms audio frames (500 ms) a viewer may lag before its oldest ones are dropped. Dropped
 audio leaves a gap in the timestamps (rtc/encoding.py keeps each frame's pts), which the
 player conceals; the bound is larger than the video's because gaps in sound are heard."""
-STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""Stream names (matched whole: ``re.match`` with ``$`` would take a final newline)."""
+
+
+def new_stream_name() -> str:
+    """A random stream name (12 URL-safe characters, so it fits STREAM_NAME)."""
+    return "s-" + secrets.token_urlsafe(9)
+
 """Stream names appear in URLs (/whep/{stream}, /obs/{stream}): keep them URL-safe."""
 
 
@@ -258,7 +265,7 @@ class StreamRegistry:
 
     def check_name(self, name: str) -> None:
         """Raise ValueError unless ``name`` is usable for a new stream."""
-        if not STREAM_NAME.match(name):
+        if not STREAM_NAME.fullmatch(name):
             raise ValueError("'stream' must be 1-64 letters, digits, '-' or '_'")
         if name in self.streams:
             raise ValueError(f"stream {name!r} is already live; choose another name")

@@ -33,7 +33,7 @@ from rtc.encoding import (
     follow_receiver_feedback,
     start_encoding,
 )
-from rtc.errors import ApiError
+from rtc.errors import ApiError, error_text
 from rtc.ice import parse_ice_server, rtc_configuration
 from rtc.signalling import MAX_SDP_BYTES, REALTIME_KEY, WEB_DIR, Realtime
 from rtc.streams import Stream, StreamFull, Viewer
@@ -122,7 +122,9 @@ class Whep:
         location = f"/whep/{stream.name}/{viewer.id}"
         headers: dict[str, Any] = {"Location": location, "Content-Type": SDP_TYPE,
                                    "ETag": f'"{viewer.id}"'}
-        response = web.Response(status=201, text=answer, headers=headers)
+        # body=, not text=: aiohttp would add "; charset=utf-8", and WHEP players compare
+        # the type literally (RFC 9725 says application/sdp).
+        response = web.Response(status=201, body=answer.encode(), headers=headers)
         for link in ice_server_links(self.realtime.http.ice_servers):
             response.headers.add("Link", link)
         log.info("session=%s WHEP viewer %s of stream %s", stream.session_id, viewer.id,
@@ -166,7 +168,7 @@ class Whep:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as e:  # aiortc raises many types for unusable SDP
-            raise ApiError(400, f"invalid SDP offer: {e or type(e).__name__}") from None
+            raise ApiError(400, f"invalid SDP offer: {error_text(e)}") from None
         try:
             start_encoding(pc, encoded_video, self.realtime.http.video_bitrate)
         except ValueError as e:

@@ -58,6 +58,48 @@ def encode_audio(path: Path, pcm: np.ndarray, rate: int, codec: str,
     return path
 
 
+CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1", 16: "hexadecagonal"}
+"""A named FFmpeg layout per channel count the hostile-input tests use."""
+SAMPLE_FORMATS = {"s16": (np.int16, 32767.0), "s32": (np.int32, 2.0**31 - 1),
+                  "flt": (np.float32, 1.0), "dbl": (np.float64, 1.0)}
+"""Packed sample formats: numpy dtype and full scale."""
+PLANAR_CODECS = {"s16": ("pcm_s16le_planar", "nut"), "s32": ("pcm_s32le_planar", "nut"),
+                 "flt": ("aac", "mp4")}
+"""An encoder (and container) whose decoder gives planar frames of each format (AAC
+decodes to fltp). No common codec decodes to planar doubles: that case is tested on
+frames (tests/test_audio_io.py)."""
+PACKED_CODECS = {"s16": "pcm_s16le", "s32": "pcm_s32le", "flt": "pcm_f32le", "dbl": "pcm_f64le"}
+"""WAV codecs whose decoder gives packed frames of each format."""
+
+
+def encode_channels(path: Path, channels: int, codec: str, container_format: str,
+                    sample_format: str = "s16", rate: int = 8000, seconds: float = 0.5,
+                    pcm: np.ndarray | None = None) -> Path:
+    """A file of ``channels`` equal channels of ``pcm`` (default: a 440 Hz tone at half
+    scale), fed to the encoder as packed ``sample_format`` frames; PyAV converts them in C
+    to what the codec takes (planar too), so no many-plane frame is ever made in Python."""
+    layout = CHANNEL_LAYOUTS[channels]
+    dtype, scale = SAMPLE_FORMATS[sample_format]
+    signal = tone(440.0, seconds, rate) if pcm is None else pcm
+    values = signal.astype(np.float64) * scale
+    samples = values.astype(dtype) if dtype in (np.float32, np.float64) else \
+        np.clip(np.round(values), -scale - 1, scale).astype(dtype)
+    with av.open(str(path), mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        assert isinstance(stream, AudioStream)
+        for start in range(0, samples.size, 1024):
+            block = np.repeat(samples[start : start + 1024], channels).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(block, format=sample_format, layout=layout)
+            frame.sample_rate = rate
+            frame.pts = start
+            frame.time_base = Fraction(1, rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
 def encode_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
     """Write uint8 BGR frames as an H.264 MP4 without audio."""
     height, width = frames[0].shape[:2]

@@ -151,6 +151,8 @@ class TestClient:
         self.microphone = microphone
         self.received = Received()
         self.session_id: str | None = None
+        self.stream: str | None = None
+        """The stream name the answer gave (viewers use it; not the session id)."""
         self.channel = self.pc.createDataChannel("control")
         self.channel_open = asyncio.Event()
         self.channel.on("open", self.channel_open.set)
@@ -191,6 +193,7 @@ class TestClient:
             assert resp.status == 200, answer
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         self.session_id = answer["session_id"]
+        self.stream = answer.get("stream")
         return answer
 
     async def _record_video(self, track: MediaStreamTrack) -> None:

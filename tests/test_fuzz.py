@@ -12,14 +12,9 @@ the live session survives, and the server still answers /healthz afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,9 +32,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from config import PROJECT_ROOT
 from rtc.ice import use_loopback_ice
-from tests.realtime_peer import TestClient
+from tests.server_process import LivePeer, http_get, server_process
 
 pytestmark = [
     pytest.mark.timeout(150),
@@ -76,81 +70,14 @@ CHECKS: list[CheckFunction] = [status_code_conformance, content_type_conformance
                                response_schema_conformance]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # only ever 127.0.0.1
-        return int(r.status), r.read()
-
-
-class LivePeer:
-    """A realtime session kept open by an aiortc peer on a background event loop."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="live-peer",
-                                       daemon=True)
-        self.client: TestClient | None = None
-
-    def start(self) -> str:
-        """Connect; returns the session id once video flows."""
-        self.thread.start()
-        return asyncio.run_coroutine_threadsafe(self._connect(), self.loop).result(30)
-
-    async def _connect(self) -> str:
-        self.client = TestClient(self.base)
-        await self.client.connect()
-        await self.client.wait_for_frames(2)
-        assert self.client.session_id is not None
-        return self.client.session_id
-
-    def stop(self) -> None:
-        """Delete the session and close the peer and the loop."""
-        if self.client is not None:
-            asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(15)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, avatar_cache: Path,
            empty_checkpoints: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     """The server process on a free loopback port; yields (base URL, process, its log)."""
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("fuzz") / "server.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "server.py"), "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--cache", str(avatar_cache), "--checkpoints",
-             str(empty_checkpoints), "--max-text", str(MAX_TEXT), "--max-sessions", "2",
-             "--ice-loopback"],
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if _get(base + "/healthz", 1.0)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start in 60 s"
-            time.sleep(0.1)
-        yield base, process, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    with server_process(log_path, avatar_cache, empty_checkpoints, "--max-text", str(MAX_TEXT),
+                        "--max-sessions", "2") as running:
+        yield running.base, running.process, running.log_path
 
 
 def _has_input(operation: schemathesis.APIOperation) -> bool:
@@ -217,7 +144,7 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, examples: 
 def test_fuzz_the_api_from_its_openapi_description(
         server: tuple[str, subprocess.Popen[bytes], Path]) -> None:
     base, process, log_path = server
-    status, raw = _get(base + "/api/openapi.json")
+    status, raw = http_get(base + "/api/openapi.json")
     assert status == 200
     spec = json.loads(raw)
     assert spec["components"]["schemas"]["Say"]["properties"]["text"]["maxLength"] == MAX_TEXT
@@ -235,14 +162,14 @@ def test_fuzz_the_api_from_its_openapi_description(
         live_session = peer.start()
         _fuzz_all(operations, budget, base, live_session)
         # The session took every fuzzed say/interrupt and is still there.
-        status, raw = _get(f"{base}/api/sessions/{live_session}")
+        status, raw = http_get(f"{base}/api/sessions/{live_session}")
         assert status == 200 and json.loads(raw)["session_id"] == live_session
     finally:
         peer.stop()
         use_loopback_ice(False)
     # The server survived and stayed healthy.
     assert process.poll() is None
-    assert _get(base + "/healthz")[0] == 200
+    assert http_get(base + "/healthz")[0] == 200
     log = log_path.read_text(errors="replace")
     assert "unhandled error" not in log, log[log.find("unhandled error") - 200:][:3000]
     assert "Traceback" not in log, log[log.find("Traceback"):][:3000]

@@ -141,7 +141,7 @@ async def test_realtime_sessions_show_up_and_go_away(
                 for queue in ("video", "audio", "utterances", "sentences", "batcher"):
                     labels = frozenset((key | {"queue": queue}).items())
                     assert labels in idle["avatar_session_queue_depth"], queue
-                stream = {"stream": str(client.session_id)}  # the default stream name
+                stream = {"stream": str(client.stream)}  # the default stream name
                 assert frozenset(stream.items()) in idle["avatar_stream_viewers"]
                 offset = value(idle, "avatar_session_av_offset_seconds", key)
                 assert abs(offset) <= 0.2  # one clock releases both tracks

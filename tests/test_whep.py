@@ -25,6 +25,7 @@ from inference.frames import Box
 from inference.tts import TextToSpeech
 from rtc.ice import rtc_configuration
 from rtc.signalling import REALTIME_KEY
+from rtc.streams import STREAM_NAME
 from rtc.whep import ice_server_links, preferred_video_codecs
 from tests.realtime_peer import (
     Received,
@@ -127,7 +128,10 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
         player = WhepPlayer(mouth_box=box)
         try:
             answer = await controller.connect(avatar="astronaut", language="ru")
-            assert answer["stream"] == answer["session_id"]
+            # A default name of its own: a shared viewer link must not carry the handle
+            # that controls the session.
+            assert answer["stream"] != answer["session_id"]
+            assert STREAM_NAME.fullmatch(answer["stream"])
             stream = answer["stream"]
             offer = await player.offer()
             async with http.post(f"{url}/whep/{stream}", data=offer,
