@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from config import AppConfig, AvatarConfig, EngineConfig, HttpConfig
 from inference.services import Services
+from rtc.access_log import RedactingAccessLogger
 from rtc.app import build_app
 
 TOKEN = "s3cret-token"
@@ -87,3 +90,93 @@ async def test_static_files_cannot_escape_the_web_folder(client: TestClient) -> 
         assert r.status in (403, 404), path
         assert "PROJECT_ROOT" not in await r.text()
 
+
+
+# --- foreign origins, content types, the viewer token, the access log ----------------------
+
+async def test_foreign_origins_change_nothing_even_without_a_token(services: Services) -> None:
+    """A page on another origin may send a "simple" POST (no CORS preflight); without the
+    origin check it would run, whatever CORS then hides from the page."""
+    open_services = dataclasses.replace(services, config=dataclasses.replace(
+        services.config, http=HttpConfig(cors_origins=("https://studio.example",))))
+    async with TestClient(TestServer(build_app(open_services), host="127.0.0.1")) as c:
+        for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example"):
+            r = await c.post("/api/generate", json=GENERATE, headers={"Origin": origin})
+            assert r.status == 403, origin
+            assert "--cors-origin" in (await r.json())["error"]
+            r = await c.delete("/api/sessions/nope", headers={"Origin": origin})
+            assert r.status == 403
+        # The server's own pages, the listed origin and clients that send none work.
+        own = f"http://{c.server.host}:{c.server.port}"
+        for headers in ({"Origin": own}, {"Origin": "https://studio.example"}, {}):
+            r = await c.post("/api/generate", json=GENERATE, headers=headers)
+            assert r.status == 200, headers
+        # Reading stays open to any origin (CORS decides what the page may see).
+        r = await c.get("/api/engines", headers={"Origin": "https://evil.example"})
+        assert r.status == 200
+
+
+async def test_json_endpoints_need_the_json_content_type(client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = auth | ({"Content-Type": content_type} if content_type else {})
+        for path in ("/api/generate", "/offer", "/api/sessions/x/say"):
+            r = await client.post(path, data=b'{"text": "hi"}', headers=headers)
+            body = await r.json()
+            assert r.status in (415, 404) and "error" in body, (path, content_type)
+            if path != "/api/sessions/x/say":  # an unknown session is a 404 first
+                assert r.status == 415 and "application/json" in body["error"]
+
+
+async def test_viewer_token_opens_whep_only(services: Services) -> None:
+    both = dataclasses.replace(services, config=dataclasses.replace(
+        services.config, http=HttpConfig(token=TOKEN, viewer_token="watch-only")))
+    async with TestClient(TestServer(build_app(both), host="127.0.0.1")) as c:
+        sdp = {"Content-Type": "application/sdp"}
+        offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n"
+        for token in ("watch-only", TOKEN):  # either opens WHEP (404: no such stream)
+            r = await c.post("/whep/nobody", data=offer, headers=sdp | {
+                "Authorization": f"Bearer {token}"})
+            assert r.status == 404, token
+        r = await c.post("/whep/nobody?token=watch-only", data=offer, headers=sdp)
+        assert r.status == 404
+        r = await c.post("/whep/nobody", data=offer, headers=sdp)
+        assert r.status == 401
+        # The viewer token controls nothing.
+        for method, path in (("POST", "/api/generate"), ("POST", "/offer"),
+                             ("GET", "/api/streams"), ("GET", "/metrics")):
+            r = await c.request(method, path, json=GENERATE,
+                                headers={"Authorization": "Bearer watch-only"})
+            assert r.status == 401, path
+    viewer_only = dataclasses.replace(services, config=dataclasses.replace(
+        services.config, http=HttpConfig(viewer_token="watch-only")))
+    async with TestClient(TestServer(build_app(viewer_only), host="127.0.0.1")) as c:
+        r = await c.post("/whep/nobody", data="v=0", headers={"Content-Type": "application/sdp"})
+        assert r.status == 401
+        r = await c.get("/api/streams")
+        assert r.status == 200
+
+
+async def test_access_log_never_holds_the_token(services: Services,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    app = build_app(services)
+    server = TestServer(app, host="127.0.0.1")
+    # TestServer drops its constructor's runner options; start_server passes them on.
+    await server.start_server(access_log_class=RedactingAccessLogger,
+                              access_log=logging.getLogger("aiohttp.access"),
+                              access_log_format='%a "%r" %s "%{Referer}i" "%{Authorization}i"')
+    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+        async with TestClient(server) as c:
+            r = await c.get(f"/api/sessions/x/events?token={TOKEN}&replay=0", headers={
+                "Referer": f"http://127.0.0.1/realtime?token={TOKEN}"})
+            assert r.status == 404
+            r = await c.post("/api/generate", json=GENERATE,
+                             headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status == 200
+            await asyncio.sleep(0.1)  # the access log line is written after the answer
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "aiohttp.access"]
+    assert len(lines) >= 2, lines
+    text = "\n".join(lines)
+    assert TOKEN not in text, text
+    assert "token=%5Bredacted%5D" in text or "token=[redacted]" in text, text
+    assert "replay=0" in text and "/api/sessions/x/events" in text

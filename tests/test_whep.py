@@ -137,7 +137,8 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
             async with http.post(f"{url}/whep/{stream}", data=offer,
                                  headers={"Content-Type": SDP}) as resp:
                 assert resp.status == 201, await resp.text()
-                assert resp.content_type == SDP
+                # Exactly (RFC 9725): strict players compare it literally, no charset.
+                assert resp.headers["Content-Type"] == SDP
                 location = resp.headers["Location"]
                 assert location.startswith(f"/whep/{stream}/")
                 await player.answer(await resp.text())
@@ -228,6 +229,11 @@ async def test_whep_status_codes_and_headers(app_config: AppConfig, avatar_store
                               headers={"Content-Type": "application/trickle-ice-sdpfrag",
                                        **auth}) as resp:
             assert resp.status == 405
+            patch_allow = resp.headers["Allow"]
+        # OPTIONS on a viewer says what its 405 says (PATCH is answered, with 405).
+        async with http.options(f"{url}/whep/nobody/v1") as resp:
+            assert resp.status == 204 and resp.headers["Allow"] == patch_allow
+            assert "PATCH" not in patch_allow and "DELETE" in patch_allow
         async with http.delete(f"{url}/whep/nobody/v1", headers=auth) as resp:
             assert resp.status == 404
         async with http.get(f"{url}/obs/some-stream") as resp:
