@@ -170,6 +170,14 @@ async def test_idle_frames_without_engine_calls(rig: Rig) -> None:
     assert rig.pipeline.stats.idle_frames >= 25
 
 
+def test_idle_pictures_of_the_blinking_cartoon_hit_the_conversion_cache(rig: Rig) -> None:
+    """Two blink periods of idle frames convert at most the open face and the two closures:
+    every later blink frame is a cache hit (the cache is keyed by the picture's identity)."""
+    for index in range(200):
+        rig.pipeline._idle_frame(index)
+    assert len(rig.pipeline._idle_yuv) <= 3
+
+
 async def test_speech_frames_carry_their_own_audio(rig: Rig) -> None:
     await rig.step()
     rig.pipeline.say("Мама мыла раму.", "ru")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,9 @@ class Avatar:
     """Render teeth in the mouth opening (photos of people); off for toothless characters."""
     character: DrawnCharacter | None = None
     """The drawn character's parts when kind is ``drawn``."""
+    _blinks: dict[float, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    """Blink pictures by eyelid closure, drawn once: the same array every time, so callers'
+    identity-keyed caches (the live pipeline's I420 conversions) hit instead of filling up."""
 
     def frame_at(self, index: int) -> AvatarFrame:
         """Frame ``index`` of the loop, played forwards then backwards so the loop never jumps."""
@@ -57,7 +60,12 @@ class Avatar:
         closure = BLINK_FRAMES[k] if k < len(BLINK_FRAMES) else 0.0
         if not closure:
             return frame.image
-        return self.character.render_frame({"rest": 1.0}, blink=closure)
+        image = self._blinks.get(closure)
+        if image is None:
+            image = self.character.render_frame({"rest": 1.0}, blink=closure)
+            image.setflags(write=False)  # shared by every session
+            image = self._blinks.setdefault(closure, image)
+        return image
 
     def describe(self) -> dict[str, object]:
         """Public summary for /api/avatars."""
