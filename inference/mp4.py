@@ -113,7 +113,14 @@ class Mp4Writer:
 
     def write_video(self, bgr: np.ndarray) -> None:
         """Append one frame (uint8 BGR); this is the pipeline's one colour conversion."""
-        frame = bgr_to_video_frame(bgr)
+        self._write_frame(bgr_to_video_frame(bgr))
+
+    def write_i420(self, yuv: np.ndarray) -> None:
+        """Append one frame already in I420 (``(height * 3 // 2, width)`` uint8 planes, as
+        ``VideoFrame.to_ndarray(format="yuv420p")`` gives): no colour conversion at all."""
+        self._write_frame(i420_to_video_frame(yuv))
+
+    def _write_frame(self, frame: av.VideoFrame) -> None:
         frame.pts = self._frames
         self._frames += 1
         for packet in self._video.encode(frame):

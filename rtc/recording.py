@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import av
-import cv2
 import numpy as np
 from aiohttp import web
 
@@ -49,7 +48,7 @@ RECORDING_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\.mp4")
 class VideoWriter(Protocol):
     """What the recorder needs of Mp4Writer (tests inject failing ones)."""
 
-    def write_video(self, bgr: np.ndarray) -> None: ...
+    def write_i420(self, yuv: np.ndarray) -> None: ...
     def write_audio(self, pcm: np.ndarray) -> None: ...
     def close(self) -> None: ...
 
@@ -175,7 +174,7 @@ class Recorder:
     def _write_all(self) -> None:
         writer: VideoWriter | None = None
         s0: int | None = None  # video slot of the file's first frame
-        last_bgr: np.ndarray | None = None
+        last_yuv: np.ndarray | None = None
         audio_next = 0  # next audio slot (relative to 2*s0) the file expects
         pending_audio: list[tuple[int, np.ndarray]] = []
         max_frames = int(self.limits.max_seconds * 25)
@@ -190,21 +189,22 @@ class Recorder:
                     if s0 is None:
                         continue
                 else:
-                    bgr = cv2.cvtColor(data, cv2.COLOR_YUV2BGR_I420)
+                    # The released frames are I420 already, and so is the file: no round
+                    # trip through BGR (two conversions per frame, and their rounding).
                     if writer is None:
                         s0 = slot
-                        height, width = bgr.shape[:2]
+                        width, height = data.shape[1], data.shape[0] * 2 // 3
                         writer = self._factory(self.path, width, height)
                     assert s0 is not None
                     target = slot - s0
                     if target < self.frames:
                         continue  # out of order or duplicate: its slot is written
-                    while self.frames < target and last_bgr is not None:  # gap: repeat
-                        writer.write_video(last_bgr)
+                    while self.frames < target and last_yuv is not None:  # gap: repeat
+                        writer.write_i420(last_yuv)
                         self.frames += 1
-                    writer.write_video(bgr)
+                    writer.write_i420(data)
                     self.frames += 1
-                    last_bgr = bgr
+                    last_yuv = data
                 assert writer is not None and s0 is not None
                 audio_next = self._write_audio(writer, pending_audio, s0, audio_next)
                 pending_audio.clear()

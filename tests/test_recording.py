@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import av
@@ -19,6 +19,7 @@ import pytest
 from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.frames import Box
+from inference.mp4 import Mp4Writer
 from inference.services import Services
 from inference.tts import TextToSpeech
 from rtc.recording import RECORDINGS_KEY, RecordingLimits, mp4_writer, recording_path
@@ -122,7 +123,7 @@ class FullDisk:
     def __init__(self, path: Path, width: int, height: int) -> None:
         self.frames = 0
 
-    def write_video(self, bgr: np.ndarray) -> None:
+    def write_i420(self, yuv: np.ndarray) -> None:
         self.frames += 1
         if self.frames > 5:
             raise OSError(28, "No space left on device")
@@ -193,3 +194,62 @@ async def test_disk_full_and_limits_stop_the_recording_not_the_session(
                 assert sum(1 for _ in container.decode(video=0)) == 10
         finally:
             await client.close()
+
+
+class Capture:
+    """A writer that keeps what the recorder hands it."""
+
+    frames: ClassVar[list[np.ndarray]] = []
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        self.size = (width, height)
+        Capture.frames = []
+
+    def write_i420(self, yuv: np.ndarray) -> None:
+        Capture.frames.append(yuv)
+
+    def write_audio(self, pcm: np.ndarray) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def test_recorder_writes_the_released_i420_planes_unconverted(
+        services: Services) -> None:
+    """The released frames are I420 and so is the file: the recorder hands the planes on
+    as they are (it converted I420 -> BGR -> I420 before, twice the work and rounding)."""
+    async with running_server(services) as (url, app), aiohttp.ClientSession() as http:
+        client = TestClient(url)
+        try:
+            answer = await client.connect()
+            stream = answer["stream"]
+            await client.wait_for_frames(3)
+            recordings = app[RECORDINGS_KEY]
+            recordings.writer_factory = Capture
+            recordings.limits = RecordingLimits(max_seconds=0.2)
+            status, _ = await api(http, "POST", f"{url}/api/streams/{stream}/recording/start")
+            assert status == 201
+            await wait_stopped(http, f"{url}/api/streams/{stream}/recording")
+        finally:
+            await client.close()
+    avatar = services.avatars.get(None).frames[0].image
+    height, width = avatar.shape[:2]
+    assert len(Capture.frames) == 5
+    for yuv in Capture.frames:
+        assert yuv.dtype == np.uint8 and yuv.shape == (height * 3 // 2, width)
+
+
+def test_mp4_writer_takes_i420_as_is(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    y = np.tile(np.linspace(16, 235, 64, dtype=np.uint8), (48, 1))
+    chroma = rng.integers(100, 150, (24, 64), dtype=np.uint8)
+    yuv = np.vstack([y, chroma]).astype(np.uint8)
+    path = tmp_path / "i420.mp4"
+    with Mp4Writer(path, 64, 48, crf=0) as writer:
+        for _ in range(3):
+            writer.write_i420(yuv)
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="yuv420p") for f in container.decode(video=0)]
+    assert len(decoded) == 3
+    assert np.abs(decoded[0][:48].astype(int) - y).max() <= 1
