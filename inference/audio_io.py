@@ -31,10 +31,13 @@ class MonoDownmix:
     """
 
     def __init__(self, frame: av.AudioFrame) -> None:
-        self.key = _frame_key(frame)
+        self.key = frame_key(frame)
         channels = max(1, frame.layout.nb_channels)
         gain = repr(1.0 / channels)
         graph = av.filter.Graph()
+        # One thread: FFmpeg would start one worker per CPU for each graph (and so for each
+        # live session's microphone), for a few kilobytes of audio a second.
+        graph.threads = 1
         source = graph.add_abuffer(format=frame.format.name, sample_rate=frame.sample_rate,
                                    layout=frame.layout.name, time_base=frame.time_base)
         pan = graph.add("pan", "mono|c0=" + "+".join(f"{gain}*c{i}" for i in range(channels)))
@@ -62,7 +65,8 @@ class MonoDownmix:
             chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=True))
 
 
-def _frame_key(frame: av.AudioFrame) -> tuple[str, str, int]:
+def frame_key(frame: av.AudioFrame) -> tuple[str, str, int]:
+    """What a :class:`MonoDownmix` is built for: a frame with another key needs a new one."""
     return frame.format.name, frame.layout.name, frame.sample_rate
 
 
@@ -86,7 +90,7 @@ def decode_audio(source: str | Path | bytes, max_seconds: float | None = None) -
             for frame in container.decode(stream):
                 if frame.samples == 0 or frame.sample_rate <= 0:
                     continue
-                if downmix is None or downmix.key != _frame_key(frame):
+                if downmix is None or downmix.key != frame_key(frame):
                     # A stream may change layout or rate midway: finish the old graph first.
                     if downmix is not None:
                         chunks += downmix.push(None)

@@ -29,6 +29,7 @@ import numpy as np
 from inference.compositor import composite
 from inference.engines.base import LipSyncEngine
 from inference.frames import LipSyncRequest
+from inference.threads import set_os_thread_name
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ class Batcher:
             self._thread.start()
 
     def _run(self) -> None:
+        set_os_thread_name()
         while True:
             batch, expired = self._next_batch()
             if batch is None:

@@ -87,6 +87,11 @@ class VideoEncoder:
         codec.thread_count = 1  # sessions run in parallel; one thread each wastes least
         return codec
 
+    def close(self) -> None:
+        """Free the codec now (its native threads and buffers), not when a garbage
+        collection happens to find the session; a later encode would open a new one."""
+        self._codec = None
+
     def follow_estimate(self, estimate: int) -> None:
         """Adopt the receiver's bandwidth estimate (bits/s), within [MIN_BITRATE, ceiling]."""
         target = max(MIN_BITRATE, min(self.ceiling, estimate))
@@ -126,12 +131,22 @@ class AudioEncoder:
         codec.bit_rate = bitrate
         codec.time_base = Fraction(1, sample_rate)
         codec.options = {"application": "voip"}
-        self._codec = codec
+        self._codec: av.AudioCodecContext | None = codec
 
     def encode(self, frame: av.AudioFrame) -> av.Packet:
         """The frame's packet, stamped with the frame's own pts (see the module docstring)."""
-        data = b"".join(bytes(p) for p in self._codec.encode(frame))
+        codec = self._codec
+        if codec is None:
+            raise MediaStreamError("the audio encoder was closed")
+        data = b"".join(bytes(p) for p in codec.encode(frame))
         return _stamped(data, frame.pts, frame.time_base)
+
+    def close(self) -> None:
+        """Free the codec now. PyAV re-frames audio for Opus through an FFmpeg filter graph
+        that starts one worker thread per CPU; left to the garbage collector (a session is
+        kept alive by reference cycles until a full collection), a reconnect storm piled
+        up hundreds of them."""
+        self._codec = None
 
 
 class EncodedAudioTrack(MediaStreamTrack):
@@ -158,6 +173,7 @@ class EncodedAudioTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self.source.stop()
+        self.encoder.close()
 
 
 def _stamped(data: bytes, pts: int | None, time_base: Fraction | None) -> av.Packet:
@@ -211,6 +227,8 @@ class EncodedVideoTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self.source.stop()
+        if self.encoder is not None:
+            self.encoder.close()
 
 
 def follow_receiver_feedback(sender: RTCRtpSender, track: EncodedVideoTrack) -> None:

@@ -9,7 +9,6 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from inference.frames import PhonemeMark
 from inference.isolated_decode import decode_untrusted
 from inference.render import RenderStats, render_to_mp4
 from inference.services import Services
+from inference.threads import named_pool
 from inference.tts import TtsError
 from rtc.errors import ApiError, error_text, optional_str, read_json_object
 from rtc.metrics import Metrics
@@ -61,7 +61,7 @@ class Generator:
         # burst of requests cannot pile up unbounded work and memory.
         parallel = max(1, http.max_parallel_renders)
         self._slots = asyncio.Semaphore(parallel)
-        self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="render")
+        self._pool = named_pool("render", parallel)
         self._max_waiting = max(0, http.max_waiting_renders)
         self._waiting = 0
 

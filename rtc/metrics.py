@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import Counter as Tally
@@ -251,6 +252,19 @@ def _runtime() -> Iterator[Metric]:
     for group, count in sorted(groups.items()):
         threads.add_metric([group], count)
     yield threads
+    # Threads Python does not know of: FFmpeg's filter-graph and codec workers, BLAS pools.
+    yield GaugeMetricFamily("avatar_os_threads", "Every OS thread of the process "
+                            "(/proc/self/task), Python's and native ones (FFmpeg, BLAS)",
+                            value=os_thread_count())
+
+
+def os_thread_count() -> int:
+    """Threads of this process as the OS counts them (Python's own count where there is no
+    /proc)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
 def _thread_group(name: str) -> str:

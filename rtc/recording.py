@@ -30,6 +30,7 @@ import numpy as np
 from aiohttp import web
 
 from inference.mp4 import Mp4Writer
+from inference.threads import set_os_thread_name
 from rtc.clock import AUDIO_PER_VIDEO
 from rtc.errors import ApiError
 from rtc.generate import DISK_FULL
@@ -145,6 +146,7 @@ class Recorder:
     # --- the writer thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        set_os_thread_name()
         event: dict[str, Any]
         try:
             self._write_all()

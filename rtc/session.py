@@ -22,6 +22,7 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError
 
 from config import HttpConfig
+from inference.audio_io import MonoDownmix, frame_key
 from inference.avatar.store import Avatar
 from inference.frames import SAMPLE_RATE
 from inference.services import Services
@@ -162,16 +163,18 @@ class Session:
             self._spawn(self._drain(track), "drain")
 
     async def _read_mic(self, track: MediaStreamTrack) -> None:
-        # Browsers send 48 kHz stereo; the pipeline runs at 16 kHz mono.
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        # Browsers send 48 kHz stereo; the pipeline runs at 16 kHz mono. A single-threaded
+        # filter graph: av.AudioResampler's starts one worker per CPU for every session.
+        downmix: MonoDownmix | None = None
         log.info("session=%s microphone track received", self.id)
         try:
             while True:
                 frame = await track.recv()
-                if not isinstance(frame, av.AudioFrame):
+                if not isinstance(frame, av.AudioFrame) or not frame.samples:
                     continue
-                for out in resampler.resample(frame):
-                    pcm = out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+                if downmix is None or downmix.key != frame_key(frame):
+                    downmix = MonoDownmix(frame)
+                for pcm in downmix.push(frame):
                     if pcm.size and float(np.abs(pcm).max()) > MIC_ACTIVITY_RMS:
                         self.touch()
                     self.pipeline.push_mic(pcm)
@@ -264,7 +267,9 @@ class Session:
         self.events.publish(event)
         for listener in self.event_listeners:
             listener(event)
-        if self.channel is not None:
+        # A dead connection cannot carry it: aiortc's send would fail later, in a task
+        # whose error nobody retrieves (one log trace per vanished peer).
+        if self.channel is not None and self.pc.connectionState not in ("closed", "failed"):
             _send(self.channel, event)
 
     def describe(self) -> dict[str, Any]:
@@ -309,6 +314,11 @@ class Session:
             await self.pc.close()
         except Exception:  # a half-negotiated peer may fail to close; nothing is left to free
             log.exception("session=%s peer close failed", self.id)
+        # The peer's handlers are this session's bound methods: a cycle that would keep the
+        # session, its encoders and their native threads alive until a full collection.
+        self.pc.remove_all_listeners()
+        if self.channel is not None:
+            self.channel.remove_all_listeners()
         self.events.close()
         self.closed.set()
         self._on_closed(self)

@@ -74,6 +74,8 @@ class Whep:
         self.realtime = realtime
         self.peers: dict[str, RTCPeerConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tracks: dict[str, tuple[EncodedVideoTrack, EncodedAudioTrack]] = {}
+        """Viewer id -> its encoded tracks, stopped (their encoders freed) when it ends."""
         self._deadlines: dict[str, asyncio.Task[None]] = {}
         """Viewer id -> its :meth:`_connect_deadline`, until its peer connects or it ends."""
 
@@ -154,8 +156,9 @@ class Whep:
         video = pc.addTransceiver(encoded_video, direction="sendonly")
         video.setCodecPreferences(preferred_video_codecs())
         follow_receiver_feedback(video.sender, encoded_video)
-        pc.addTransceiver(EncodedAudioTrack(viewer.audio, AudioEncoder(SAMPLE_RATE)),
-                          direction="sendonly")
+        encoded_audio = EncodedAudioTrack(viewer.audio, AudioEncoder(SAMPLE_RATE))
+        pc.addTransceiver(encoded_audio, direction="sendonly")
+        self._tracks[viewer.id] = (encoded_video, encoded_audio)
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -190,6 +193,8 @@ class Whep:
     def _viewer_ended(self, viewer: Viewer) -> None:
         pc = self.peers.pop(viewer.id, None)
         self._cancel_deadline(viewer.id)
+        for track in self._tracks.pop(viewer.id, ()):
+            track.stop()  # frees its encoder now (see AudioEncoder.close)
         if pc is not None:
             task = asyncio.get_running_loop().create_task(pc.close(),
                                                           name=f"whep-close-{viewer.id}")
