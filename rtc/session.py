@@ -201,7 +201,10 @@ class Session:
             if kind == "say":
                 text = self.services.check_text(data.get("text"))
                 language = data.get("language")
-                code = self.services.language(language if isinstance(language, str) else None)
+                if language is not None and not isinstance(language, str):
+                    raise ValueError("'language' must be a string")
+                # Without one, the session's language (as for HTTP say), not the server's.
+                code = self.services.language(language) if language else None
                 utterance = self.say(text, code)
                 reply = {"type": "queued", "utterance": utterance.id}
             elif kind == "interrupt":

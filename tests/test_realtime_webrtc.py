@@ -10,9 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import numpy as np
 import pytest
+from aiortc import RTCRtpSender
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RtcpPsfbPacket,
+    pack_remb_fci,
+)
 
 from config import AppConfig
 from inference.avatar.store import AvatarStore
@@ -169,3 +178,69 @@ async def test_microphone_speech_moves_the_mouth(services: Services, avatar_stor
     lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3,
                                       speech[-1] + 0.3)
     assert corr > 0.4 and abs(lag) <= SYNC_TOLERANCE, (lag, corr)
+
+
+async def test_say_without_a_language_uses_the_sessions_on_both_paths(
+        services: Services) -> None:
+    """Data channel and HTTP alike: a say without a language speaks the session's language
+    (the data channel used the server default, docs/api.md promised the session's)."""
+    async with running_server(services) as (url, app):
+        client = TestClient(url)
+        try:
+            await client.connect(language="kk")
+            await asyncio.wait_for(client.channel_open.wait(), 10)
+            session = session_of(app, client)
+            spoken: list[str] = []
+            say = session.pipeline.say
+
+            def spy(text: str, language: str) -> Any:
+                spoken.append(language)
+                return say(text, language)
+
+            session.pipeline.say = spy  # type: ignore[method-assign]
+            client.channel.send(json.dumps({"type": "say", "text": "Сәлем.", "id": 1}))
+            await client.wait_event("queued")
+            client.channel.send(json.dumps({"type": "say", "text": "Hello.", "language": "en",
+                                            "id": 2}))
+            await client.wait_event("queued")
+            await client.post("/say", {"text": "Сәлем."})
+            client.channel.send(json.dumps({"type": "say", "text": "x", "language": 7}))
+            error = await client.wait_event("error")
+            assert "'language' must be a string" in error["message"]
+        finally:
+            await client.close()
+    assert spoken == ["kk", "en", "kk"]
+
+
+async def test_real_rtp_sender_routes_pli_and_remb_to_the_encoder(services: Services) -> None:
+    """Against aiortc's own RTCRtpSender, not an imitation: the private hooks that
+    rtc/encoding.py relies on (``_send_keyframe``, the sender's ``__encoder.target_bitrate``)
+    exist in the installed aiortc and its RTCP handling calls them. If aiortc renamed them,
+    keyframe requests and bandwidth feedback would silently stop working; this would fail."""
+    async with running_server(services) as (url, app):
+        client = TestClient(url)
+        try:
+            await client.connect()
+            await client.wait_for_frames(5)
+            session = session_of(app, client)
+            track = session.encoded_video
+            (sender,) = [s for s in session.pc.getSenders() if s.track is track]
+            assert isinstance(sender, RTCRtpSender)
+            ssrc = sender._ssrc
+            before = track.keyframes_requested
+            for fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                await sender._handle_rtcp_packet(
+                    RtcpPsfbPacket(fmt=fmt, ssrc=1, media_ssrc=ssrc))
+            assert track.keyframes_requested == before + 2
+            assert track.estimate() is None  # no REMB yet: the ceiling stands
+            remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0,
+                                  fci=pack_remb_fci(300_000, [ssrc]))
+            await sender._handle_rtcp_packet(remb)
+            assert track.estimate() == 300_000
+            encoder = track.encoder
+            assert encoder is not None
+            frames = len(client.received.video_times)
+            await client.wait_for_frames(frames + 3)  # the next encodes follow the estimate
+            assert encoder.bitrate == 300_000
+        finally:
+            await client.close()
