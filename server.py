@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -170,14 +171,23 @@ def cmd_serve(config: AppConfig) -> int:
     from aiohttp import web
 
     from inference.services import Services
+    from inference.threads import default_workers, named_pool
     from rtc.access_log import RedactingAccessLogger
     from rtc.app import build_app
 
     services = Services.load(config)
     app = build_app(services)
     log.info("serving on http://%s:%d/", config.http.host, config.http.port)
-    web.run_app(app, host=config.http.host, port=config.http.port, print=None,
-                access_log_class=RedactingAccessLogger)
+    # The loop's default executor (video encoding, TTS, closing batchers): asyncio's is as
+    # bounded, but its threads are nameless to the OS; one per process, set before start.
+    loop = asyncio.new_event_loop()
+    executor = named_pool("avatar-io", default_workers())
+    loop.set_default_executor(executor)
+    try:
+        web.run_app(app, host=config.http.host, port=config.http.port, print=None,
+                    access_log_class=RedactingAccessLogger, loop=loop)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
     return 0
 
 

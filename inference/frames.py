@@ -128,12 +128,3 @@ class FacePatch:
     alpha: np.ndarray | None = None
     """Optional float32 (box.height, box.width) in [0, 1]; None lets the compositor choose."""
 
-
-@dataclass(frozen=True)
-class PcmChunk:
-    """A run of pipeline audio with its position on the stream's sample clock."""
-
-    samples: np.ndarray
-    """float32 mono at SAMPLE_RATE."""
-    start: int
-    """Index of the first sample since the stream began."""

@@ -63,20 +63,15 @@ def build_requests(
     silence_rms: float,
     phonemes: PhonemeTimeline | None = None,
     stream: StreamState | None = None,
-    avatar_offset: int = 0,
 ) -> list[LipSyncRequest]:
-    """Requests for video frames ``frames`` of a clip whose audio is ``pcm``/``mel``.
-
-    ``avatar_offset`` shifts which frame of the avatar loop is used, so a realtime stream's
-    loop keeps running across utterances.
-    """
+    """Requests for video frames ``frames`` of a clip whose audio is ``pcm``/``mel``."""
     out = []
     for i in frames:
         t = (i + 0.5) / FPS + ANTICIPATION
         out.append(
             LipSyncRequest(
                 mel=window_for_frame(mel, i),
-                frame=avatar.frame_at(i + avatar_offset),
+                frame=avatar.frame_at(i),
                 silent=window_rms(pcm, i) < silence_rms,
                 phoneme=phonemes.at(t) if phonemes is not None else None,
                 stream=stream,

@@ -101,16 +101,6 @@ class Mp4Writer:
         self._pending = np.zeros(0, np.int16)
         self._closed = False
 
-    @property
-    def frames_written(self) -> int:
-        """Video frames written so far."""
-        return self._frames
-
-    @property
-    def samples_written(self) -> int:
-        """Audio samples accepted so far (16 kHz)."""
-        return self._samples + self._pending.size
-
     def write_video(self, bgr: np.ndarray) -> None:
         """Append one frame (uint8 BGR); this is the pipeline's one colour conversion."""
         self._write_frame(bgr_to_video_frame(bgr))

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from inference.services import Services
-from inference.threads import default_workers, named_pool
 from rtc.auth import cors_middleware, origin_middleware, token_middleware
 from rtc.errors import ApiError, error_middleware
 from rtc.generate import Generator
@@ -116,22 +113,5 @@ def build_app(services: Services) -> web.Application:
     register_recordings(app)  # /api/streams/{stream}/recording/*, /api/recordings
     install_metrics(app, metrics, services, realtime)  # GET /metrics
     app.router.add_get("/static/{filename:.+}", static_file)
-    app.on_startup.append(_install_default_executor)
     return app
 
-
-DEFAULT_EXECUTOR = web.AppKey("default_executor", ThreadPoolExecutor)
-
-
-async def _install_default_executor(app: web.Application) -> None:
-    """A bounded, named pool for run_in_executor(None) and to_thread (video encoding, TTS,
-    closing batchers), shut down with the app. asyncio's own is as bounded but unnamed to
-    the OS and never shut down."""
-    pool = named_pool("avatar-io", default_workers())
-    asyncio.get_running_loop().set_default_executor(pool)
-    app[DEFAULT_EXECUTOR] = pool
-
-    async def shutdown(_: web.Application) -> None:
-        pool.shutdown(wait=False, cancel_futures=True)  # returns at once; workers finish
-
-    app.on_cleanup.append(shutdown)

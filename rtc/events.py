@@ -29,11 +29,6 @@ class EventHub:
         self._recent: list[dict[str, Any]] = []
         self._closed = False
 
-    @property
-    def subscribers(self) -> int:
-        """How many subscribers are connected."""
-        return len(self._subscribers)
-
     def publish(self, event: dict[str, Any]) -> None:
         """Send ``event`` to every subscriber (never blocks)."""
         if self._closed:

@@ -38,11 +38,6 @@ def use_loopback_ice(enabled: bool = True) -> None:
     log.info("ICE host candidates: %s", "127.0.0.1 only" if enabled else "all interfaces")
 
 
-def loopback_ice_enabled() -> bool:
-    """Whether :func:`use_loopback_ice` is in force."""
-    return aioice.ice.get_host_addresses is _loopback_addresses
-
-
 def parse_ice_server(url: str) -> RTCIceServer:
     """One ``--ice-server`` value as an RTCIceServer.
 

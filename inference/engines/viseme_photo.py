@@ -102,11 +102,11 @@ def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> Fa
     warped = cv2.remap(region, map_x.astype(np.float32), map_y.astype(np.float32),
                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if gap > 0.5:  # below half a pixel there is no visible opening
-        warped = _draw_opening(warped, g, gap, drop, lift, spread, teeth, shape)
+        warped = _draw_opening(warped, g, drop, lift, spread, teeth, shape)
     return FacePatch(image=warped, box=g.box, alpha=g.alpha)
 
 
-def _draw_opening(image: np.ndarray, g: _Geometry, gap: float, drop: float, lift: float,
+def _draw_opening(image: np.ndarray, g: _Geometry, drop: float, lift: float,
                   spread: float, teeth: bool, shape: MouthShape) -> np.ndarray:
     top, bottom = g.my - lift, g.my + drop
     cy = (top + bottom) / 2.0
