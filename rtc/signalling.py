@@ -72,16 +72,7 @@ class Realtime:
         """POST /offer and the pinned stream endpoints: SDP offer in, answer out."""
         pinned = PINNED.get(request.path)
         body = await read_json_object(request)
-        sdp, kind = body.get("sdp"), body.get("type")
-        if not isinstance(sdp, str) or not sdp.strip():
-            raise ApiError(400, "'sdp' must be the offer's SDP text")
-        if len(sdp) > MAX_SDP_BYTES:
-            raise ApiError(413, f"'sdp' is larger than {MAX_SDP_BYTES} bytes")
-        if kind != "offer":
-            raise ApiError(400, "'type' must be \"offer\"")
-        echo = body.get("echo_mic", False)
-        if not isinstance(echo, bool):
-            raise ApiError(400, "'echo_mic' must be true or false")
+        sdp, kind, echo = _offer_sdp(body)
         name = optional_str(body, "engine")
         if pinned is not None and name not in (None, pinned):
             raise ApiError(400, f"{request.path} always uses {pinned}; "
@@ -212,6 +203,21 @@ class Realtime:
         await asyncio.gather(*(s.close("server shutting down") for s in sessions),
                              return_exceptions=True)
         await asyncio.to_thread(self.batchers.close)
+
+
+def _offer_sdp(body: dict[str, object]) -> tuple[str, str, bool]:
+    """An offer body's ``sdp``, ``type`` and ``echo_mic``, checked; ApiError otherwise."""
+    sdp, kind = body.get("sdp"), body.get("type")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise ApiError(400, "'sdp' must be the offer's SDP text")
+    if len(sdp) > MAX_SDP_BYTES:
+        raise ApiError(413, f"'sdp' is larger than {MAX_SDP_BYTES} bytes")
+    if kind != "offer":
+        raise ApiError(400, "'type' must be \"offer\"")
+    echo = body.get("echo_mic", False)
+    if not isinstance(echo, bool):
+        raise ApiError(400, "'echo_mic' must be true or false")
+    return sdp, kind, echo
 
 
 def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

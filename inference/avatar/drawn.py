@@ -274,7 +274,17 @@ def _parse_spec(raw: object, where: Path, default_name: str) -> _Spec:
     scale = raw.get("mouth_scale", 1.0)
     if not (_is_number(scale) and scale > 0):
         raise ValueError(f'{where}: "mouth_scale" must be a positive number, got {scale!r}')
-    mouths = raw.get("mouths")
+    mouths = _parse_mouths(raw.get("mouths"), where)
+    blink = raw.get("blink")
+    if blink is not None and not isinstance(blink, str):
+        raise ValueError(f'{where}: "blink" must name an image file')
+    return _Spec(
+        name=name, face=face, anchor=(float(anchor[0]), float(anchor[1])), scale=float(scale),
+        mouths=mouths, blink=blink, background=_parse_background(raw.get("background"), where),
+    )
+
+
+def _parse_mouths(mouths: object, where: Path) -> dict[str, str]:
     if not isinstance(mouths, dict) or not all(isinstance(f, str) for f in mouths.values()):
         raise ValueError(f'{where}: "mouths" must map viseme names to image files')
     for viseme in mouths:
@@ -284,21 +294,17 @@ def _parse_spec(raw: object, where: Path, default_name: str) -> _Spec:
     if "rest" not in mouths:
         raise ValueError(f'{where}: "mouths" has no "rest"; it is the one required viseme '
                          "(the others fall back to the nearest supplied shape)")
-    blink = raw.get("blink")
-    if blink is not None and not isinstance(blink, str):
-        raise ValueError(f'{where}: "blink" must name an image file')
-    background = raw.get("background")
-    if background is not None and not (
-        isinstance(background, list) and len(background) == 3
-        and all(isinstance(v, int) and 0 <= v <= 255 for v in background)
-    ):
+    return dict(mouths)
+
+
+def _parse_background(background: object, where: Path) -> Color | None:
+    if background is None:
+        return None
+    if not (isinstance(background, list) and len(background) == 3
+            and all(isinstance(v, int) and 0 <= v <= 255 for v in background)):
         raise ValueError(f'{where}: "background" must be [B, G, R] in 0..255, '
                          f"got {background!r}")
-    return _Spec(
-        name=name, face=face, anchor=(float(anchor[0]), float(anchor[1])), scale=float(scale),
-        mouths=dict(mouths), blink=blink,
-        background=(background[0], background[1], background[2]) if background else None,
-    )
+    return (background[0], background[1], background[2])
 
 
 def load_drawn_character(folder: Path) -> DrawnCharacter:
