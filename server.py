@@ -1,8 +1,8 @@
 """Talking Avatar server.
 
-    python server.py                 # same as: python server.py serve  (http://127.0.0.1:3000)
-    python server.py render --text "Привет!" --language ru --out out.mp4
-    python server.py prepare avatars/my_photo.jpg
+python server.py                 # same as: python server.py serve  (http://127.0.0.1:3000)
+python server.py render --text "Привет!" --language ru --out out.mp4
+python server.py prepare avatars/my_photo.jpg
 """
 
 from __future__ import annotations
@@ -23,25 +23,50 @@ log = logging.getLogger("server")
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     defaults = EngineConfig()
-    p.add_argument("--checkpoints", type=Path, default=defaults.checkpoints_dir,
-                   help="folder holding Wav2Lip checkpoints by their usual names")
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=defaults.checkpoints_dir,
+        help="folder holding Wav2Lip checkpoints by their usual names",
+    )
     p.add_argument("--gan", type=Path, default=None, help="Wav2Lip GAN checkpoint file")
     p.add_argument("--nogan", type=Path, default=None, help="Wav2Lip NOGAN checkpoint file")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    p.add_argument("--backend", default="auto",
-                   choices=("auto", "torch", "torch-bf16", "openvino", "openvino-bf16",
-                            "openvino-int8"),
-                   help="CPU backend for Wav2Lip (int8 only when chosen explicitly)")
-    p.add_argument("--silence-rms", type=float, default=defaults.silence_rms,
-                   help="windows quieter than this RMS keep the mouth closed and skip the model")
-    p.add_argument("--avatars", type=Path, default=AvatarConfig().avatars_dir,
-                   help="folder of avatars (photos, videos, drawn-character folders)")
-    p.add_argument("--cache", type=Path, default=AvatarConfig().cache_dir,
-                   help="folder for prepared-avatar data")
-    p.add_argument("--plain-paste", action="store_true",
-                   help="paste the mouth box as is instead of feathering it into the face")
-    p.add_argument("--max-text", type=int, default=TtsConfig().max_text_chars,
-                   help="longest text accepted, in characters")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "torch-bf16", "openvino", "openvino-bf16", "openvino-int8"),
+        help="CPU backend for Wav2Lip (int8 only when chosen explicitly)",
+    )
+    p.add_argument(
+        "--silence-rms",
+        type=float,
+        default=defaults.silence_rms,
+        help="windows quieter than this RMS keep the mouth closed and skip the model",
+    )
+    p.add_argument(
+        "--avatars",
+        type=Path,
+        default=AvatarConfig().avatars_dir,
+        help="folder of avatars (photos, videos, drawn-character folders)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=AvatarConfig().cache_dir,
+        help="folder for prepared-avatar data",
+    )
+    p.add_argument(
+        "--plain-paste",
+        action="store_true",
+        help="paste the mouth box as is instead of feathering it into the face",
+    )
+    p.add_argument(
+        "--max-text",
+        type=int,
+        default=TtsConfig().max_text_chars,
+        help="longest text accepted, in characters",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -56,42 +81,94 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=http.host, help="address to listen on")
     serve.add_argument("--port", type=int, default=3000, help="TCP port (default 3000)")
     serve.add_argument("--engine", default=None, help="default engine for requests naming none")
-    serve.add_argument("--ice-server", action="append", default=[],
-                       help="STUN/TURN URL for WebRTC peers (repeatable; none by default)")
-    serve.add_argument("--ice-loopback", action="store_true",
-                       help="gather 127.0.0.1 ICE candidates (local use and tests)")
-    serve.add_argument("--max-sessions", type=int, default=http.max_sessions,
-                       help="concurrent realtime sessions")
-    serve.add_argument("--video-bitrate", type=int, default=http.video_bitrate,
-                       help="most bits per second of each realtime session's video "
-                            "(the receiver's estimate may lower it)")
-    serve.add_argument("--connect-timeout", type=float, default=http.connect_timeout_seconds,
-                       help="close a realtime session whose peer has not connected after "
-                            "this many seconds (default 15)")
-    serve.add_argument("--max-viewers-per-stream", type=int,
-                       default=http.max_viewers_per_stream,
-                       help="WHEP/OBS viewers one live stream may have; more get 503")
-    serve.add_argument("--recordings", type=Path, default=http.recordings_dir,
-                       help="folder for stream recordings (default ./recordings)")
-    serve.add_argument("--max-recording-seconds", type=float,
-                       default=http.max_recording_seconds,
-                       help="a recording stops by itself after this long")
-    serve.add_argument("--max-recording-bytes", type=int, default=http.max_recording_bytes,
-                       help="a recording stops by itself when its file reaches this size")
-    serve.add_argument("--max-queued-utterances", type=int, default=http.max_queued_utterances,
-                       help="utterances one realtime session holds; more 'say's get 429")
-    serve.add_argument("--max-upload-bytes", type=int, default=http.max_upload_bytes,
-                       help="largest audio upload /api/generate takes (whole body: 413 above)")
-    serve.add_argument("--max-upload-seconds", type=float, default=http.max_upload_seconds,
-                       help="longest audio upload, after decoding (400 above)")
-    serve.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"),
-                       help="require 'Authorization: Bearer TOKEN' on control endpoints "
-                            "(default: $AVATAR_TOKEN; none)")
-    serve.add_argument("--viewer-token", default=os.environ.get("AVATAR_VIEWER_TOKEN"),
-                       help="a second token that opens only WHEP playback and the OBS page, "
-                            "for viewer links (default: $AVATAR_VIEWER_TOKEN; none)")
-    serve.add_argument("--cors-origin", action="append", default=[],
-                       help="allow this origin to call the API cross-site (repeatable; '*' any)")
+    serve.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        help="STUN/TURN URL for WebRTC peers (repeatable; none by default)",
+    )
+    serve.add_argument(
+        "--ice-loopback",
+        action="store_true",
+        help="gather 127.0.0.1 ICE candidates (local use and tests)",
+    )
+    serve.add_argument(
+        "--max-sessions", type=int, default=http.max_sessions, help="concurrent realtime sessions"
+    )
+    serve.add_argument(
+        "--video-bitrate",
+        type=int,
+        default=http.video_bitrate,
+        help="most bits per second of each realtime session's video "
+        "(the receiver's estimate may lower it)",
+    )
+    serve.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=http.connect_timeout_seconds,
+        help="close a realtime session whose peer has not connected after "
+        "this many seconds (default 15)",
+    )
+    serve.add_argument(
+        "--max-viewers-per-stream",
+        type=int,
+        default=http.max_viewers_per_stream,
+        help="WHEP/OBS viewers one live stream may have; more get 503",
+    )
+    serve.add_argument(
+        "--recordings",
+        type=Path,
+        default=http.recordings_dir,
+        help="folder for stream recordings (default ./recordings)",
+    )
+    serve.add_argument(
+        "--max-recording-seconds",
+        type=float,
+        default=http.max_recording_seconds,
+        help="a recording stops by itself after this long",
+    )
+    serve.add_argument(
+        "--max-recording-bytes",
+        type=int,
+        default=http.max_recording_bytes,
+        help="a recording stops by itself when its file reaches this size",
+    )
+    serve.add_argument(
+        "--max-queued-utterances",
+        type=int,
+        default=http.max_queued_utterances,
+        help="utterances one realtime session holds; more 'say's get 429",
+    )
+    serve.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=http.max_upload_bytes,
+        help="largest audio upload /api/generate takes (whole body: 413 above)",
+    )
+    serve.add_argument(
+        "--max-upload-seconds",
+        type=float,
+        default=http.max_upload_seconds,
+        help="longest audio upload, after decoding (400 above)",
+    )
+    serve.add_argument(
+        "--token",
+        default=os.environ.get("AVATAR_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on control endpoints "
+        "(default: $AVATAR_TOKEN; none)",
+    )
+    serve.add_argument(
+        "--viewer-token",
+        default=os.environ.get("AVATAR_VIEWER_TOKEN"),
+        help="a second token that opens only WHEP playback and the OBS page, "
+        "for viewer links (default: $AVATAR_VIEWER_TOKEN; none)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="allow this origin to call the API cross-site (repeatable; '*' any)",
+    )
 
     render = sub.add_parser("render", help="render text or an audio file to an MP4")
     _add_engine_options(render)
@@ -104,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", type=Path, required=True, help="output .mp4 path")
 
     calibrate = sub.add_parser(
-        "calibrate", help="measure int8 ranges for --backend openvino-int8 on your avatar+speech")
+        "calibrate", help="measure int8 ranges for --backend openvino-int8 on your avatar+speech"
+    )
     _add_engine_options(calibrate)
     calibrate.add_argument("--variant", choices=("gan", "nogan"), default="gan")
     calibrate.add_argument("--avatar", default=None, help="avatar the server will show")
@@ -114,14 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--language", default=TtsConfig().default_language)
 
     present = sub.add_parser(
-        "present", help="virtual presenter: the avatar follows a server-side microphone")
+        "present", help="virtual presenter: the avatar follows a server-side microphone"
+    )
     _add_engine_options(present)
-    present.add_argument("--mic", required=True,
-                         help="input device (index or name; 'list' shows them)")
-    present.add_argument("--vcam", action="store_true",
-                         help="send the frames to a virtual camera (pyvirtualcam)")
-    present.add_argument("--speaker", default=None,
-                         help="output device for the voice (index or name; 'list' shows them)")
+    present.add_argument(
+        "--mic", required=True, help="input device (index or name; 'list' shows them)"
+    )
+    present.add_argument(
+        "--vcam", action="store_true", help="send the frames to a virtual camera (pyvirtualcam)"
+    )
+    present.add_argument(
+        "--speaker",
+        default=None,
+        help="output device for the voice (index or name; 'list' shows them)",
+    )
     present.add_argument("--engine", default=None)
     present.add_argument("--avatar", default=None)
 
@@ -134,37 +218,47 @@ def build_parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> AppConfig:
     """Frozen configuration from parsed arguments."""
     engines = EngineConfig(
-        checkpoints_dir=args.checkpoints, gan_checkpoint=args.gan, nogan_checkpoint=args.nogan,
-        device=args.device, backend=args.backend,
-        default_engine=getattr(args, "engine", None), silence_rms=args.silence_rms,
+        checkpoints_dir=args.checkpoints,
+        gan_checkpoint=args.gan,
+        nogan_checkpoint=args.nogan,
+        device=args.device,
+        backend=args.backend,
+        default_engine=getattr(args, "engine", None),
+        silence_rms=args.silence_rms,
     )
-    avatars = AvatarConfig(avatars_dir=args.avatars, cache_dir=args.cache,
-                           feather=not args.plain_paste)
+    avatars = AvatarConfig(
+        avatars_dir=args.avatars, cache_dir=args.cache, feather=not args.plain_paste
+    )
     http = HttpConfig(
-        host=getattr(args, "host", HttpConfig.host), port=getattr(args, "port", 3000),
+        host=getattr(args, "host", HttpConfig.host),
+        port=getattr(args, "port", 3000),
         ice_servers=tuple(getattr(args, "ice_server", ())),
         ice_loopback=getattr(args, "ice_loopback", False),
         max_sessions=getattr(args, "max_sessions", HttpConfig.max_sessions),
-        connect_timeout_seconds=getattr(args, "connect_timeout",
-                                        HttpConfig.connect_timeout_seconds),
+        connect_timeout_seconds=getattr(
+            args, "connect_timeout", HttpConfig.connect_timeout_seconds
+        ),
         video_bitrate=getattr(args, "video_bitrate", HttpConfig.video_bitrate),
-        max_viewers_per_stream=getattr(args, "max_viewers_per_stream",
-                                       HttpConfig.max_viewers_per_stream),
+        max_viewers_per_stream=getattr(
+            args, "max_viewers_per_stream", HttpConfig.max_viewers_per_stream
+        ),
         recordings_dir=getattr(args, "recordings", HttpConfig.recordings_dir),
-        max_recording_seconds=getattr(args, "max_recording_seconds",
-                                      HttpConfig.max_recording_seconds),
-        max_recording_bytes=getattr(args, "max_recording_bytes",
-                                    HttpConfig.max_recording_bytes),
-        max_queued_utterances=getattr(args, "max_queued_utterances",
-                                      HttpConfig.max_queued_utterances),
+        max_recording_seconds=getattr(
+            args, "max_recording_seconds", HttpConfig.max_recording_seconds
+        ),
+        max_recording_bytes=getattr(args, "max_recording_bytes", HttpConfig.max_recording_bytes),
+        max_queued_utterances=getattr(
+            args, "max_queued_utterances", HttpConfig.max_queued_utterances
+        ),
         max_upload_bytes=getattr(args, "max_upload_bytes", HttpConfig.max_upload_bytes),
         max_upload_seconds=getattr(args, "max_upload_seconds", HttpConfig.max_upload_seconds),
         token=getattr(args, "token", None) or None,
         viewer_token=getattr(args, "viewer_token", None) or None,
         cors_origins=tuple(getattr(args, "cors_origin", ())),
     )
-    return AppConfig(engines=engines, tts=TtsConfig(max_text_chars=args.max_text),
-                     avatars=avatars, http=http)
+    return AppConfig(
+        engines=engines, tts=TtsConfig(max_text_chars=args.max_text), avatars=avatars, http=http
+    )
 
 
 def cmd_serve(config: AppConfig) -> int:
@@ -184,8 +278,14 @@ def cmd_serve(config: AppConfig) -> int:
     executor = named_pool("avatar-io", default_workers())
     loop.set_default_executor(executor)
     try:
-        web.run_app(app, host=config.http.host, port=config.http.port, print=None,
-                    access_log_class=RedactingAccessLogger, loop=loop)
+        web.run_app(
+            app,
+            host=config.http.host,
+            port=config.http.port,
+            print=None,
+            access_log_class=RedactingAccessLogger,
+            loop=loop,
+        )
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
     return 0
@@ -202,8 +302,9 @@ def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
     avatar = services.avatars.get(args.avatar)
     t0 = time.perf_counter()
     if args.text is not None:
-        speech = services.tts.synthesize(services.check_text(args.text),
-                                         services.language(args.language))
+        speech = services.tts.synthesize(
+            services.check_text(args.text), services.language(args.language)
+        )
         pcm, phonemes = speech.pcm, speech.phonemes
     else:
         pcm, phonemes = decode_audio(args.audio), ()
@@ -214,11 +315,25 @@ def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
         if done == total:
             sys.stderr.write("\n")
 
-    stats = render_to_mp4(pcm, avatar, engine, args.out, phonemes=phonemes,
-                          silence_rms=config.engines.silence_rms,
-                          feather=config.avatars.feather, progress=progress)
-    log.info("wrote %s: %.2f s of video with %s (tts %.2f s, lip-sync %.2f s, encode %.2f s)",
-             args.out, stats.duration, engine.name, tts, stats.lipsync, stats.encode)
+    stats = render_to_mp4(
+        pcm,
+        avatar,
+        engine,
+        args.out,
+        phonemes=phonemes,
+        silence_rms=config.engines.silence_rms,
+        feather=config.avatars.feather,
+        progress=progress,
+    )
+    log.info(
+        "wrote %s: %.2f s of video with %s (tts %.2f s, lip-sync %.2f s, encode %.2f s)",
+        args.out,
+        stats.duration,
+        engine.name,
+        tts,
+        stats.lipsync,
+        stats.encode,
+    )
     return 0
 
 
@@ -233,15 +348,22 @@ def cmd_calibrate(config: AppConfig, args: argparse.Namespace) -> int:
     from inference.tts import create_tts
 
     checkpoint = locate_checkpoint(args.variant, config.engines)
-    avatars = AvatarStore.load(config.avatars.avatars_dir, config.avatars.cache_dir,
-                               config.avatars.default_avatar)
+    avatars = AvatarStore.load(
+        config.avatars.avatars_dir, config.avatars.cache_dir, config.avatars.default_avatar
+    )
     avatar = avatars.get(args.avatar)
     if args.text is not None:
         pcm = create_tts().synthesize(args.text, args.language).pcm
     else:
         pcm = decode_audio(args.audio)
-    requests = build_requests(pcm, melspectrogram(pcm), avatar, range(frame_count(pcm.size)),
-                              config.engines.silence_rms, stream=StreamState())
+    requests = build_requests(
+        pcm,
+        melspectrogram(pcm),
+        avatar,
+        range(frame_count(pcm.size)),
+        config.engines.silence_rms,
+        stream=StreamState(),
+    )
     speaking = [r for r in requests if not r.silent]
     if not speaking:
         raise ValueError("the calibration audio is silent; give speech")
@@ -281,8 +403,14 @@ def cmd_present(config: AppConfig, args: argparse.Namespace) -> int:
         if args.vcam:
             height, width = avatar.frames[0].image.shape[:2]
             camera = VirtualCamera(width, height)
-        log.info("presenting %s with %s: mic=%s vcam=%s speaker=%s (Ctrl+C stops)",
-                 avatar.name, engine.name, args.mic, args.vcam, args.speaker)
+        log.info(
+            "presenting %s with %s: mic=%s vcam=%s speaker=%s (Ctrl+C stops)",
+            avatar.name,
+            engine.name,
+            args.mic,
+            args.vcam,
+            args.speaker,
+        )
         await Presenter(pool.get(engine), avatar, services.tts, mic, camera, speaker).run()
 
     try:
@@ -309,8 +437,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw.insert(0, "serve")
     parser = build_parser()
     args = parser.parse_args(raw)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     config = build_config(args)
     try:
         if args.command == "render":

@@ -43,8 +43,10 @@ def machine() -> str:
     cpu = cpu_model()
     from importlib.metadata import version
 
-    return (f"nproc {os.cpu_count()}, {cpu}; Python {platform.python_version()}, "
-            f"playwright {version('playwright')}, aiortc {version('aiortc')}")
+    return (
+        f"nproc {os.cpu_count()}, {cpu}; Python {platform.python_version()}, "
+        f"playwright {version('playwright')}, aiortc {version('aiortc')}"
+    )
 
 
 async def measure(url: str, runs: int) -> tuple[str, list[dict[str, Any]]]:
@@ -63,13 +65,16 @@ async def measure(url: str, runs: int) -> tuple[str, list[dict[str, Any]]]:
             await page.click("#rt-fallback")
             await page.wait_for_function(
                 "(() => { const v = document.getElementById('rt-video');"
-                " return v.videoWidth > 0 && v.currentTime > 0.5; })()", timeout=30_000)
+                " return v.videoWidth > 0 && v.currentTime > 0.5; })()",
+                timeout=30_000,
+            )
             for _ in range(runs):
                 rec = await record_phrases(page)
                 sync = av_offset(rec)
                 stats = await page.evaluate("window.__avsync.inbound()")
-                rows.append({"sync": sync, "video": stats.get("video", {}),
-                             "audio": stats.get("audio", {})})
+                rows.append(
+                    {"sync": sync, "video": stats.get("video", {}), "audio": stats.get("audio", {})}
+                )
             return browser.version, rows
         finally:
             await browser.close()
@@ -79,13 +84,15 @@ def fmt(value: Any, digits: int = 0) -> str:
     return "–" if value is None else f"{float(value):.{digits}f}"
 
 
-def report(command: str, seconds: float, version: str, rows: list[dict[str, Any]],
-           load: float) -> str:
+def report(
+    command: str, seconds: float, version: str, rows: list[dict[str, Any]], load: float
+) -> str:
     """The markdown section."""
     offsets = [r["sync"].offset_ms for r in rows]
     onsets = [d for r in rows for d in r["sync"].onsets_ms]
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         "Headless Chromium (Debian's, via Playwright) plays /realtime2 from a server on this "
         "machine over loopback WebRTC; with no checkpoints the page runs the viseme engine. "
         "Each run speaks three short Russian phrases with pauses. The A/V offset is measured "
@@ -93,11 +100,13 @@ def report(command: str, seconds: float, version: str, rows: list[dict[str, Any]
         "(requestVideoFrameCallback expectedDisplayTime + canvas) against the received sound "
         "(MediaStreamAudioSourceNode + AnalyserNode, shifted by the output latency); per run, "
         "the median over speech onsets of audio minus mouth (positive: sound after the mouth). "
-        "xcorr is the lag of the best envelope cross-correlation, a second opinion.", "",
+        "xcorr is the lag of the best envelope cross-correlation, a second opinion.",
+        "",
         f"- command: `{command}` ({seconds:.0f} s)",
         f"- machine: {machine()}, Chromium {version}; load average at start {load:.1f} "
         "(the machine is shared: other jobs' CPU shows up as freezes and deeper buffers)",
-        f"- date: {time.strftime('%Y-%m-%d')}", "",
+        f"- date: {time.strftime('%Y-%m-%d')}",
+        "",
         "| run | A/V offset (onsets) | onset diffs | xcorr lag (corr) | video codec | fps "
         "| frames dropped | freezes | video jitter buffer | audio jitter buffer |",
         "|---:|---:|---|---:|---|---:|---:|---:|---:|---:|",
@@ -110,10 +119,14 @@ def report(command: str, seconds: float, version: str, rows: list[dict[str, Any]
             f"({s.correlation:.2f}) | {v.get('codec') or '?'} "
             f"| {fmt(v.get('framesPerSecond'), 1)} "
             f"| {fmt(v.get('framesDropped'))} | {fmt(v.get('freezeCount'))} "
-            f"| {fmt(v.get('jitterBufferMs'))} ms | {fmt(a.get('jitterBufferMs'))} ms |")
+            f"| {fmt(v.get('jitterBufferMs'))} ms | {fmt(a.get('jitterBufferMs'))} ms |"
+        )
     median = statistics.median(offsets)
-    buffers = [r["audio"]["jitterBufferMs"] - r["video"]["jitterBufferMs"] for r in rows
-               if r["audio"].get("jitterBufferMs") and r["video"].get("jitterBufferMs")]
+    buffers = [
+        r["audio"]["jitterBufferMs"] - r["video"]["jitterBufferMs"]
+        for r in rows
+        if r["audio"].get("jitterBufferMs") and r["video"].get("jitterBufferMs")
+    ]
     held = f"{statistics.mean(buffers):+.0f} ms" if buffers else "unknown"
     verdict = "within" if abs(median) <= TARGET_MS else "outside"
     lines += [
@@ -127,7 +140,7 @@ def report(command: str, seconds: float, version: str, rows: list[dict[str, Any]
         f"({rows[0]['sync'].output_latency_ms:.0f} ms here, headless with no sound card); "
         f"without it the median would be {median - rows[0]['sync'].output_latency_ms:+.0f} ms. "
         "The jitter-buffer columns are cumulative averages from getStats; their difference "
-        f"(audio minus video, {held} on average) is the page's own \"estimated A/V offset\": "
+        f'(audio minus video, {held} on average) is the page\'s own "estimated A/V offset": '
         "Chromium holds the sound longer than the picture, which together with the output "
         "latency accounts for most of the offset, while the server's own pairing, measured "
         "by aiortc clients in the Realtime section, is about -10 ms for viseme.",

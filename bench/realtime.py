@@ -57,15 +57,21 @@ from tests.realtime_peer import (  # noqa: E402
 SECTION = "## Realtime (bench/realtime.py)"
 TEXT = "Раз, два, три, четыре, пять. Папа купил большую карту мира. Мама мыла раму."
 SHORT = "Привет! Как дела?"
-CONFIGS = ("viseme", "wav2lip-gan:torch-bf16", "wav2lip-gan:openvino-bf16",
-           "wav2lip-gan:openvino-int8")
+CONFIGS = (
+    "viseme",
+    "wav2lip-gan:torch-bf16",
+    "wav2lip-gan:openvino-bf16",
+    "wav2lip-gan:openvino-int8",
+)
 
 
-NOTE = (" With random Wav2Lip weights the lag and mic -> mouth figures of the Wav2Lip rows are"
-        " not meaningful (correlation below 0.35: the mouth does not follow the voice); the"
-        " pipeline's pairing is the same for every engine and is what the viseme rows measure."
-        " Clients decoding every stream share the 2 CPUs with the server, so capacity is a"
-        " lower bound (server CPU per viseme session: about 35-40% of one core).")
+NOTE = (
+    " With random Wav2Lip weights the lag and mic -> mouth figures of the Wav2Lip rows are"
+    " not meaningful (correlation below 0.35: the mouth does not follow the voice); the"
+    " pipeline's pairing is the same for every engine and is what the viseme rows measure."
+    " Clients decoding every stream share the 2 CPUs with the server, so capacity is a"
+    " lower bound (server CPU per viseme session: about 35-40% of one core)."
+)
 
 
 def machine() -> str:
@@ -73,8 +79,10 @@ def machine() -> str:
     import aiortc
     import av
 
-    return (f"nproc {os.cpu_count()}, {cpu_model()}; Python {platform.python_version()}, "
-            f"aiortc {aiortc.__version__}, PyAV {av.__version__}")
+    return (
+        f"nproc {os.cpu_count()}, {cpu_model()}; Python {platform.python_version()}, "
+        f"aiortc {aiortc.__version__}, PyAV {av.__version__}"
+    )
 
 
 def server_args(config: str, checkpoints: Path) -> list[str]:
@@ -133,8 +141,9 @@ async def one_session_run(clients: list[TestClient], url: str) -> list[dict[str,
     await asyncio.gather(*(c.wait_event("speaking_ended", 60) for c in clients))
     after = await asyncio.gather(*(c.state() for c in clients))
     cpu = (server_cpu_seconds(url) - cpu0) / (time.monotonic() - t0)
-    await asyncio.gather(*(c.wait_for_frames(len(c.received.video_times) + 10, 30)
-                           for c in clients))
+    await asyncio.gather(
+        *(c.wait_for_frames(len(c.received.video_times) + 10, 30) for c in clients)
+    )
     await asyncio.gather(*(c.close() for c in clients))
     out = []
     for client, b, a in zip(clients, before, after, strict=True):
@@ -145,21 +154,28 @@ async def one_session_run(clients: list[TestClient], url: str) -> list[dict[str,
         tv, ta = viewer_timelines(received, a["video"]["first_slot"], a["audio"]["first_slot"])
         envelope = audio_envelope(received)
         speech = ta[envelope > 0.02]
-        lag, corr = cross_correlation_lag(tv, mouth_activity(received), ta, envelope,
-                                          speech[0] - 0.3, speech[-1] + 0.3)
+        lag, corr = cross_correlation_lag(
+            tv, mouth_activity(received), ta, envelope, speech[0] - 0.3, speech[-1] + 0.3
+        )
         # Fresh pictures per slot of the clock: repeats and slots skipped by a late sender
         # both count against it.
         fresh = 25.0 * (sent - repeated) / max(1, sent + skipped)
-        out.append({"fps": fresh, "lag": lag, "corr": corr, "cpu": cpu,
-                    "expired": a["pipeline"]["expired"] - b["pipeline"]["expired"],
-                    "late": a["pipeline"]["late"] - b["pipeline"]["late"],
-                    "speech": a["pipeline"]["speech_frames"] - b["pipeline"]["speech_frames"],
-                    "batcher_ms": a["batcher"]["latency_ms"]})
+        out.append(
+            {
+                "fps": fresh,
+                "lag": lag,
+                "corr": corr,
+                "cpu": cpu,
+                "expired": a["pipeline"]["expired"] - b["pipeline"]["expired"],
+                "late": a["pipeline"]["late"] - b["pipeline"]["late"],
+                "speech": a["pipeline"]["speech_frames"] - b["pipeline"]["speech_frames"],
+                "batcher_ms": a["batcher"]["latency_ms"],
+            }
+        )
     return out
 
 
-async def text_latency(url: str, box: Any, codec: str | None,
-                       runs: int = 3) -> tuple[float, float]:
+async def text_latency(url: str, box: Any, codec: str | None, runs: int = 3) -> tuple[float, float]:
     """Median server latency (say -> first frame released) and end-to-end (say -> first
     changed mouth frame received), in ms."""
     server, e2e = [], []
@@ -196,27 +212,39 @@ async def mic_latency(url: str, box: Any, codec: str | None) -> tuple[float, flo
     client = TestClient(url, mouth_box=box, microphone=microphone, video_codec=codec)
     await client.connect(avatar="astronaut")
     await client.wait_for_frames(5, timeout=30)
-    await client.wait_for_frames(len(client.received.video_times)
-                                 + round((0.6 + voice.size / 16000 + 1.0) * 25), timeout=60)
+    await client.wait_for_frames(
+        len(client.received.video_times) + round((0.6 + voice.size / 16000 + 1.0) * 25), timeout=60
+    )
     state = await client.state()
     await client.close()
     assert microphone.speech_started is not None
-    sent = np.array([float(np.sqrt(np.mean(voice[i : i + 320] ** 2)))
-                     for i in range(0, voice.size, 320)])
+    sent = np.array(
+        [float(np.sqrt(np.mean(voice[i : i + 320] ** 2))) for i in range(0, voice.size, 320)]
+    )
     t_sent = microphone.speech_started + np.arange(sent.size) * 0.02
-    lag, corr = cross_correlation_lag(t_sent, sent, np.array(client.received.video_times),
-                                      mouth_activity(client.received), t_sent[0] - 0.2,
-                                      t_sent[-1] + 0.2, max_lag=0.8)
+    lag, corr = cross_correlation_lag(
+        t_sent,
+        sent,
+        np.array(client.received.video_times),
+        mouth_activity(client.received),
+        t_sent[0] - 0.2,
+        t_sent[-1] + 0.2,
+        max_lag=0.8,
+    )
     share = state["pipeline"]["mic_latency"]
     return -lag * 1000, (share or float("nan")) * 1000, corr
 
 
-async def bench_config(config: str, max_sessions: int, checkpoints: Path,
-                       codec: str | None) -> dict[str, Any]:
+async def bench_config(
+    config: str, max_sessions: int, checkpoints: Path, codec: str | None
+) -> dict[str, Any]:
     result: dict[str, Any] = {"config": config, "levels": {}}
-    with tempfile.TemporaryDirectory() as cache, running_server(
-            Path(cache), *server_args(config, checkpoints),
-            "--max-sessions", str(max_sessions + 2)) as url:
+    with (
+        tempfile.TemporaryDirectory() as cache,
+        running_server(
+            Path(cache), *server_args(config, checkpoints), "--max-sessions", str(max_sessions + 2)
+        ) as url,
+    ):
         engines = await get_json(url + "/api/engines")
         engine = config.partition(":")[0]
         info = next((e for e in engines["engines"] if e["name"] == engine), None)
@@ -231,42 +259,54 @@ async def bench_config(config: str, max_sessions: int, checkpoints: Path,
         result["mic"] = await mic_latency(url, box, codec)
         for n in range(1, max_sessions + 1):
             runs = await one_session_run(
-                [TestClient(url, mouth_box=box, video_codec=codec) for _ in range(n)], url)
+                [TestClient(url, mouth_box=box, video_codec=codec) for _ in range(n)], url
+            )
             fps = min(r["fps"] for r in runs)
             lag = max((r["lag"] for r in runs), key=abs)
             ok = fps >= 24 and abs(lag) <= 0.040
             cpu = runs[0]["cpu"]
             result["levels"][n] = (fps, lag, ok, cpu)
-            print(f"{config:28s} sessions={n}: min fresh fps {fps:5.1f}, worst lag "
-                  f"{lag * 1000:+4.0f} ms (corr {min(r['corr'] for r in runs):.2f}), "
-                  f"server CPU {cpu * 100:.0f}% {'ok' if ok else 'NOT sustained'}; per session "
-                  "speech/expired/late/batcher ms: "
-                  + ", ".join(f"{r['speech']}/{r['expired']}/{r['late']}/{r['batcher_ms']:.0f}"
-                              for r in runs), flush=True)
+            print(
+                f"{config:28s} sessions={n}: min fresh fps {fps:5.1f}, worst lag "
+                f"{lag * 1000:+4.0f} ms (corr {min(r['corr'] for r in runs):.2f}), "
+                f"server CPU {cpu * 100:.0f}% {'ok' if ok else 'NOT sustained'}; per session "
+                "speech/expired/late/batcher ms: "
+                + ", ".join(
+                    f"{r['speech']}/{r['expired']}/{r['late']}/{r['batcher_ms']:.0f}" for r in runs
+                ),
+                flush=True,
+            )
             if not ok:
                 break
     return result
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| engine | backend | sessions sustained | per level: min fresh fps / worst lag / "
-             "server CPU | text -> first frame (server / end to end) | mic -> mouth (end to "
-             "end / server) |",
-             "|---|---|---:|---|---|---|"]
+    lines = [
+        "| engine | backend | sessions sustained | per level: min fresh fps / worst lag / "
+        "server CPU | text -> first frame (server / end to end) | mic -> mouth (end to "
+        "end / server) |",
+        "|---|---|---:|---|---|---|",
+    ]
     for r in results:
         engine = r["config"].partition(":")[0]
         if "error" in r:
-            lines.append(f"| {engine} | {r['config'].partition(':')[2]} | not run: "
-                         f"{r['error'][:80]} | | | |")
+            lines.append(
+                f"| {engine} | {r['config'].partition(':')[2]} | not run: {r['error'][:80]} | | | |"
+            )
             continue
         sustained = max((n for n, (_, _, ok, _) in r["levels"].items() if ok), default=0)
-        levels = "; ".join(f"{n}: {fps:.1f} / {lag * 1000:+.0f} ms / {cpu * 100:.0f}%"
-                           for n, (fps, lag, _, cpu) in r["levels"].items())
+        levels = "; ".join(
+            f"{n}: {fps:.1f} / {lag * 1000:+.0f} ms / {cpu * 100:.0f}%"
+            for n, (fps, lag, _, cpu) in r["levels"].items()
+        )
         server, e2e = r["text_ms"]
         mic, share, corr = r["mic"]
-        lines.append(f"| {engine} | {r['backend']} | {sustained} | {levels} | "
-                     f"{server:.0f} / {e2e:.0f} ms | {mic:.0f} / {share:.0f} ms "
-                     f"(corr {corr:.2f}) |")
+        lines.append(
+            f"| {engine} | {r['backend']} | {sustained} | {levels} | "
+            f"{server:.0f} / {e2e:.0f} ms | {mic:.0f} / {share:.0f} ms "
+            f"(corr {corr:.2f}) |"
+        )
     return "\n".join(lines)
 
 
@@ -284,18 +324,25 @@ async def run(configs: list[str], max_sessions: int, codec: str | None) -> list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help="engine[:backend] list, e.g. viseme,wav2lip-gan:openvino-int8")
+    parser.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help="engine[:backend] list, e.g. viseme,wav2lip-gan:openvino-int8",
+    )
     parser.add_argument("--max-sessions", type=int, default=8)
-    parser.add_argument("--codec", default=None,
-                        help="video codec the clients offer first (video/H264 like the pages "
-                             "where the browser has it; default: aiortc's order, VP8 first)")
+    parser.add_argument(
+        "--codec",
+        default=None,
+        help="video codec the clients offer first (video/H264 like the pages "
+        "where the browser has it; default: aiortc's order, VP8 first)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     began = time.perf_counter()
-    results = asyncio.run(run([c for c in args.configs.split(",") if c], args.max_sessions,
-                              args.codec))
+    results = asyncio.run(
+        run([c for c in args.configs.split(",") if c], args.max_sessions, args.codec)
+    )
     elapsed = time.perf_counter() - began
     md = table(results)
     print()
@@ -303,7 +350,8 @@ def main() -> None:
     if args.no_docs:
         return
     command = "python bench/realtime.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
-    write_section(SECTION,
+    write_section(
+        SECTION,
         f"{SECTION}\n\n"
         "Concurrent live sessions over loopback WebRTC (server in its own process, aiortc "
         "clients in the bench process, all on this machine), each speaking the same Russian "
@@ -321,7 +369,7 @@ def main() -> None:
         "includes the server's and the client's aiortc jitter buffers (80 ms audio prefetch "
         "on the server's receiver, one frame of video completion on the client); the server "
         "share is the 172 ms Wav2Lip look-ahead plus scheduling."
-        f"{NOTE}\n"
+        f"{NOTE}\n",
     )
 
 

@@ -80,8 +80,9 @@ def machine() -> str:
     )
 
 
-def render_once(speech: Speech, avatar: Avatar, engine: LipSyncEngine,
-                folder: Path) -> tuple[float, RenderStats]:
+def render_once(
+    speech: Speech, avatar: Avatar, engine: LipSyncEngine, folder: Path
+) -> tuple[float, RenderStats]:
     out = folder / f"{avatar.name}.mp4"
     began = time.perf_counter()
     stats = render_to_mp4(np.asarray(speech.pcm), avatar, engine, out, phonemes=speech.phonemes)
@@ -90,8 +91,9 @@ def render_once(speech: Speech, avatar: Avatar, engine: LipSyncEngine,
     return wall, stats
 
 
-def measure(speech: Speech, warmup: Speech, avatar: Avatar, engine: LipSyncEngine,
-            repeat: int, folder: Path) -> Result:
+def measure(
+    speech: Speech, warmup: Speech, avatar: Avatar, engine: LipSyncEngine, repeat: int, folder: Path
+) -> Result:
     render_once(warmup, avatar, engine, folder)  # caches per avatar frame, x264 start-up
     walls, lipsyncs, encodes = [], [], []
     stats = None
@@ -122,8 +124,9 @@ def table(results: list[Result]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed renders per avatar "
-                                                               "(the median is reported)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed renders per avatar (the median is reported)"
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args()
 
@@ -141,8 +144,11 @@ def main() -> None:
         for name in ("astronaut", "cartoon"):
             result = measure(speech, warmup, store.get(name), engine, args.repeat, folder)
             results.append(result)
-            print(f"{name:10s} {result.video:5.1f} s of video in {result.wall:5.2f} s: "
-                  f"{result.video / result.wall:5.1f}x real time", flush=True)
+            print(
+                f"{name:10s} {result.video:5.1f} s of video in {result.wall:5.2f} s: "
+                f"{result.video / result.wall:5.1f}x real time",
+                flush=True,
+            )
     elapsed = time.perf_counter() - began
 
     command = "python bench/render.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])

@@ -61,8 +61,12 @@ from tests.realtime_peer import (  # noqa: E402
 )
 
 SECTION = "## Soak (bench/soak.py)"
-SENTENCES = ("Раз, два, три, четыре, пять.", "Папа купил большую карту мира.",
-             "Мама мыла раму.", "Сегодня хорошая погода, пойдём гулять.")
+SENTENCES = (
+    "Раз, два, три, четыре, пять.",
+    "Папа купил большую карту мира.",
+    "Мама мыла раму.",
+    "Сегодня хорошая погода, пойдём гулять.",
+)
 WINDOW = 12.0
 """Seconds of speech cross-correlated at the start and at the end of the soak."""
 WARMUP = 15.0
@@ -89,8 +93,10 @@ def machine() -> str:
     import aiortc
     import av
 
-    return (f"nproc {os.cpu_count()}, {cpu_model()}; Python {platform.python_version()}, "
-            f"aiortc {aiortc.__version__}, PyAV {av.__version__}")
+    return (
+        f"nproc {os.cpu_count()}, {cpu_model()}; Python {platform.python_version()}, "
+        f"aiortc {aiortc.__version__}, PyAV {av.__version__}"
+    )
 
 
 async def scrape(url: str) -> dict[str, float]:
@@ -107,21 +113,33 @@ async def scrape(url: str) -> dict[str, float]:
 
 def leak_figures(metrics: dict[str, float]) -> dict[str, float]:
     """Tasks, non-pool threads, open fds and live sessions of the server."""
-    threads = sum(v for k, v in metrics.items() if k.startswith("avatar_threads{")
-                  and "group=asyncio" not in k and "group=render" not in k)
-    return {"tasks": metrics.get("avatar_asyncio_tasks", float("nan")),
-            "threads": threads,
-            "pool threads": sum(v for k, v in metrics.items() if k.startswith("avatar_threads{")
-                                and ("group=asyncio" in k or "group=render" in k)),
-            "fds": metrics.get("process_open_fds", float("nan")),
-            "sessions": metrics.get("avatar_sessions", float("nan"))}
+    threads = sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith("avatar_threads{") and "group=asyncio" not in k and "group=render" not in k
+    )
+    return {
+        "tasks": metrics.get("avatar_asyncio_tasks", float("nan")),
+        "threads": threads,
+        "pool threads": sum(
+            v
+            for k, v in metrics.items()
+            if k.startswith("avatar_threads{") and ("group=asyncio" in k or "group=render" in k)
+        ),
+        "fds": metrics.get("process_open_fds", float("nan")),
+        "sessions": metrics.get("avatar_sessions", float("nan")),
+    }
 
 
 def mouth_box(avatar: str) -> Box:
     """The avatar's face box, to keep only that part of each received frame."""
     with tempfile.TemporaryDirectory() as cache:
-        return AvatarStore.load(PROJECT_ROOT / "avatars", Path(cache), avatar).get(
-            avatar).frames[0].box
+        return (
+            AvatarStore.load(PROJECT_ROOT / "avatars", Path(cache), avatar)
+            .get(avatar)
+            .frames[0]
+            .box
+        )
 
 
 def forget(received: Received) -> None:
@@ -136,14 +154,19 @@ async def measure_lag(speaker: Speaker, state: dict[str, Any]) -> tuple[float, f
     if "video" not in state:  # the session is gone: say why instead of failing the run
         speaker.errors.append(f"session state: {state}")
         return float("nan"), float("nan")
-    tv, ta = viewer_timelines(received, state["video"]["first_slot"],
-                              state["audio"]["first_slot"])
+    tv, ta = viewer_timelines(received, state["video"]["first_slot"], state["audio"]["first_slot"])
     envelope = audio_envelope(received)
     voiced = ta[envelope > 0.02]
     if voiced.size < 10 or len(received.mouth) < 10:
         return float("nan"), float("nan")
-    return cross_correlation_lag(tv, mouth_activity(received, speaker.reference), ta, envelope,
-                                 max(voiced[0] - 0.3, tv[0]), min(voiced[-1] + 0.3, tv[-1]))
+    return cross_correlation_lag(
+        tv,
+        mouth_activity(received, speaker.reference),
+        ta,
+        envelope,
+        max(voiced[0] - 0.3, tv[0]),
+        min(voiced[-1] + 0.3, tv[-1]),
+    )
 
 
 async def speak_until(speaker: Speaker, deadline: float) -> None:
@@ -161,8 +184,10 @@ async def speak_until(speaker: Speaker, deadline: float) -> None:
         while time.monotonic() < deadline + 30:
             events = client.received.events
             # A failed utterance may end with its error event (nothing was spoken).
-            if any(e.get("type") in ("speaking_ended", "error") and e.get("utterance") == uid
-                   for e in events):
+            if any(
+                e.get("type") in ("speaking_ended", "error") and e.get("utterance") == uid
+                for e in events
+            ):
                 break
             await asyncio.sleep(0.05)
         speaker.utterances += 1
@@ -172,12 +197,12 @@ async def speak_until(speaker: Speaker, deadline: float) -> None:
         client.received.events.clear()  # only needed until their utterance ended
 
 
-async def soak(url: str, sessions: int, seconds: float, avatar: str,
-               codec: str | None) -> dict[str, Any]:
+async def soak(
+    url: str, sessions: int, seconds: float, avatar: str, codec: str | None
+) -> dict[str, Any]:
     """N sessions speaking for ``seconds``; see the module docstring."""
     box = mouth_box(avatar)
-    speakers = [Speaker(TestClient(url, mouth_box=box, video_codec=codec))
-                for _ in range(sessions)]
+    speakers = [Speaker(TestClient(url, mouth_box=box, video_codec=codec)) for _ in range(sessions)]
     await asyncio.gather(*(s.client.connect(avatar=avatar, language="ru") for s in speakers))
     await asyncio.gather(*(s.client.wait_for_frames(10, timeout=30) for s in speakers))
     for s in speakers:  # the idle mouth, before anyone speaks
@@ -216,21 +241,36 @@ async def soak(url: str, sessions: int, seconds: float, avatar: str,
         sent = after["video"]["sent"] - before["video"]["sent"]
         repeated = after["video"]["missing"] - before["video"]["missing"]
         skipped = after["video"]["skipped"] - before["video"]["skipped"]
-        per_session.append({
-            "fps": 25.0 * (sent - repeated) / max(1, sent + skipped),
-            "sent_fps": sent / elapsed, "repeated": repeated, "skipped": skipped,
-            "audio_skipped": after["audio"]["skipped"] - before["audio"]["skipped"],
-            "utterances": s.utterances, "errors": s.errors,
-            "lag_start": s.lags["start"], "lag_end": s.lags["end"],
-            "offset": metrics.get(f"avatar_session_av_offset_seconds{{engine={after['engine']},"
-                                  f"session={after['session_id']}}}", float("nan"))})
+        per_session.append(
+            {
+                "fps": 25.0 * (sent - repeated) / max(1, sent + skipped),
+                "sent_fps": sent / elapsed,
+                "repeated": repeated,
+                "skipped": skipped,
+                "audio_skipped": after["audio"]["skipped"] - before["audio"]["skipped"],
+                "utterances": s.utterances,
+                "errors": s.errors,
+                "lag_start": s.lags["start"],
+                "lag_end": s.lags["end"],
+                "offset": metrics.get(
+                    f"avatar_session_av_offset_seconds{{engine={after['engine']},"
+                    f"session={after['session_id']}}}",
+                    float("nan"),
+                ),
+            }
+        )
     await asyncio.gather(*(s.client.close() for s in speakers))
-    return {"sessions": per_session, "memory": memory, "memory_times": memory_times,
-            "seconds": elapsed}
+    return {
+        "sessions": per_session,
+        "memory": memory,
+        "memory_times": memory_times,
+        "seconds": elapsed,
+    }
 
 
 async def storm(url: str, cycles: int, avatar: str) -> dict[str, Any]:
     """Connect, receive, leave, ``cycles`` times; leaked tasks, threads and fds."""
+
     async def cycle(k: int) -> None:
         client = TestClient(url)
         try:
@@ -253,11 +293,11 @@ async def storm(url: str, cycles: int, avatar: str) -> dict[str, Any]:
     after = leak_figures(await scrape(url))
     deadline = time.monotonic() + 15  # tasks of closed peers may take a moment to finish
     while time.monotonic() < deadline and any(
-            after[k] > before[k] for k in ("tasks", "threads", "fds")):
+        after[k] > before[k] for k in ("tasks", "threads", "fds")
+    ):
         await asyncio.sleep(0.5)
         after = leak_figures(await scrape(url))
-    return {"before": before, "after": after, "cycles": cycles, "seconds": took,
-            "settled": settled}
+    return {"before": before, "after": after, "cycles": cycles, "seconds": took, "settled": settled}
 
 
 async def wait_no_sessions(url: str, timeout: float) -> bool:
@@ -276,21 +316,27 @@ def report(soaks: list[dict[str, Any]], stormed: dict[str, Any] | None) -> Itera
         memory, times = soaked["memory"], soaked["memory_times"]
         growth = (memory[-1] - memory[0]) / memory[0] * 100
         shown = memory if len(memory) <= 12 else memory[:: len(memory) // 12 + 1] + memory[-1:]
-        yield (f"Soak: {len(soaked['sessions'])} sessions speaking for "
-               f"{soaked['seconds']:.0f} s. Server memory (RSS) {memory[0] / 2**20:.0f} MB "
-               f"after {times[0]:.0f} s -> {memory[-1] / 2**20:.0f} MB at the end "
-               f"(**{growth:+.1f}%**; peak {max(memory) / 2**20:.0f} MB; samples every "
-               f"{MEMORY_EVERY:.0f} s: {', '.join(f'{m / 2**20:.0f}' for m in shown)} MB).")
+        yield (
+            f"Soak: {len(soaked['sessions'])} sessions speaking for "
+            f"{soaked['seconds']:.0f} s. Server memory (RSS) {memory[0] / 2**20:.0f} MB "
+            f"after {times[0]:.0f} s -> {memory[-1] / 2**20:.0f} MB at the end "
+            f"(**{growth:+.1f}%**; peak {max(memory) / 2**20:.0f} MB; samples every "
+            f"{MEMORY_EVERY:.0f} s: {', '.join(f'{m / 2**20:.0f}' for m in shown)} MB)."
+        )
         yield ""
-        yield ("| session | utterances | fresh fps | frames sent/s | repeated | skipped "
-               "(video/audio) | lag start | lag end | **drift** | server A/V offset |")
+        yield (
+            "| session | utterances | fresh fps | frames sent/s | repeated | skipped "
+            "(video/audio) | lag start | lag end | **drift** | server A/V offset |"
+        )
         yield "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for i, s in enumerate(soaked["sessions"], 1):
             (l0, c0), (l1, c1) = s["lag_start"], s["lag_end"]
-            yield (f"| {i} | {s['utterances']} | {s['fps']:.1f} | {s['sent_fps']:.1f} | "
-                   f"{s['repeated']} | {s['skipped']}/{s['audio_skipped']} | "
-                   f"{l0 * 1000:+.0f} ms (r {c0:.2f}) | {l1 * 1000:+.0f} ms (r {c1:.2f}) | "
-                   f"**{(l1 - l0) * 1000:+.0f} ms** | {s['offset'] * 1000:+.0f} ms |")
+            yield (
+                f"| {i} | {s['utterances']} | {s['fps']:.1f} | {s['sent_fps']:.1f} | "
+                f"{s['repeated']} | {s['skipped']}/{s['audio_skipped']} | "
+                f"{l0 * 1000:+.0f} ms (r {c0:.2f}) | {l1 * 1000:+.0f} ms (r {c1:.2f}) | "
+                f"**{(l1 - l0) * 1000:+.0f} ms** | {s['offset'] * 1000:+.0f} ms |"
+            )
         failed = [e for s in soaked["sessions"] for e in s["errors"]]
         if failed:
             yield ""
@@ -298,25 +344,38 @@ def report(soaks: list[dict[str, Any]], stormed: dict[str, Any] | None) -> Itera
         yield ""
     if stormed is not None:
         before, after = stormed["before"], stormed["after"]
-        yield (f"Storm: {stormed['cycles']} connect/disconnect cycles in "
-               f"{stormed['seconds']:.0f} s (half by DELETE, half by closing the peer; every "
-               f"other one speaks); all sessions closed afterwards: "
-               f"{'yes' if stormed['settled'] else 'NO'}.")
+        yield (
+            f"Storm: {stormed['cycles']} connect/disconnect cycles in "
+            f"{stormed['seconds']:.0f} s (half by DELETE, half by closing the peer; every "
+            f"other one speaks); all sessions closed afterwards: "
+            f"{'yes' if stormed['settled'] else 'NO'}."
+        )
         yield ""
         yield "| server | before | after | leaked |"
         yield "|---|---:|---:|---:|"
         for key in ("tasks", "threads", "pool threads", "fds", "sessions"):
-            yield (f"| {key} | {before[key]:.0f} | {after[key]:.0f} | "
-                   f"**{after[key] - before[key]:+.0f}** |")
+            yield (
+                f"| {key} | {before[key]:.0f} | {after[key]:.0f} | "
+                f"**{after[key] - before[key]:+.0f}** |"
+            )
 
 
 async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Start the server, soak (once per session count), storm."""
     use_loopback_ice(True)
     counts = [int(n) for n in str(args.sessions).split(",") if n]
-    with tempfile.TemporaryDirectory() as tmp, running_server(
-            Path(tmp), "--engine", args.engine, "--checkpoints", str(Path(tmp) / "none"),
-            "--max-sessions", str(max(counts) + 2)) as url:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_server(
+            Path(tmp),
+            "--engine",
+            args.engine,
+            "--checkpoints",
+            str(Path(tmp) / "none"),
+            "--max-sessions",
+            str(max(counts) + 2),
+        ) as url,
+    ):
         if args.client_nice:
             # The clients stand in for browsers on other machines: run them below the
             # server (started above, so it keeps its priority) so that they take only the
@@ -333,20 +392,38 @@ async def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str,
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", default="4",
-                        help="concurrent speaking sessions; a list (2,4) soaks once per count")
-    parser.add_argument("--seconds", type=float, default=60.0,
-                        help="soak length (documented long run: 1800; 0 skips the soak)")
-    parser.add_argument("--cycles", type=int, default=50,
-                        help="connect/disconnect cycles (documented: 200; 0 skips the storm)")
+    parser.add_argument(
+        "--sessions",
+        default="4",
+        help="concurrent speaking sessions; a list (2,4) soaks once per count",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="soak length (documented long run: 1800; 0 skips the soak)",
+    )
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=50,
+        help="connect/disconnect cycles (documented: 200; 0 skips the storm)",
+    )
     parser.add_argument("--engine", default="viseme", help="engine the sessions use")
     parser.add_argument("--avatar", default="astronaut")
-    parser.add_argument("--codec", default=None,
-                        help="video codec the clients offer first (video/H264 or video/VP8; "
-                             "default: aiortc's order, VP8 first, like Chromium)")
-    parser.add_argument("--client-nice", type=int, default=0,
-                        help="niceness added to the client (bench) process once the server "
-                             "runs (0: clients compete with the server as equals)")
+    parser.add_argument(
+        "--codec",
+        default=None,
+        help="video codec the clients offer first (video/H264 or video/VP8; "
+        "default: aiortc's order, VP8 first, like Chromium)",
+    )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="niceness added to the client (bench) process once the server "
+        "runs (0: clients compete with the server as equals)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -362,7 +439,8 @@ def main() -> None:
         return
     offered = args.codec or "aiortc's default order (VP8)"
     command = "python bench/soak.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
-    write_section(SECTION,
+    write_section(
+        SECTION,
         f"{SECTION}\n\n"
         "Long-running sessions and a connect/disconnect storm against the server in its own "
         "process, aiortc clients in the bench process, loopback only, engine "
@@ -384,7 +462,8 @@ def main() -> None:
         f"- command: `{command}` ({time.perf_counter() - began:.0f} s)\n"
         f"- machine: {machine()}; {load}\n"
         f"- date: {time.strftime('%Y-%m-%d')}\n\n"
-        f"{lines}\n")
+        f"{lines}\n",
+    )
 
 
 if __name__ == "__main__":

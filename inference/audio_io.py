@@ -38,8 +38,12 @@ class MonoDownmix:
         # One thread: FFmpeg would start one worker per CPU for each graph (and so for each
         # live session's microphone), for a few kilobytes of audio a second.
         graph.threads = 1
-        source = graph.add_abuffer(format=frame.format.name, sample_rate=frame.sample_rate,
-                                   layout=frame.layout.name, time_base=frame.time_base)
+        source = graph.add_abuffer(
+            format=frame.format.name,
+            sample_rate=frame.sample_rate,
+            layout=frame.layout.name,
+            time_base=frame.time_base,
+        )
         pan = graph.add("pan", "mono|c0=" + "+".join(f"{gain}*c{i}" for i in range(channels)))
         rate = graph.add("aresample", str(SAMPLE_RATE))
         out = graph.add("aformat", "sample_fmts=flt:channel_layouts=mono")

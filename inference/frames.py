@@ -127,4 +127,3 @@ class FacePatch:
     box: Box
     alpha: np.ndarray | None = None
     """Optional float32 (box.height, box.width) in [0, 1]; None lets the compositor choose."""
-

@@ -34,38 +34,47 @@ class DecoderCrashed(AudioDecodeError):
     """The child decoding the upload died or hung; the server itself is unharmed."""
 
 
-def decode_untrusted(data: bytes, max_seconds: float | None = None,
-                     timeout: float = DECODE_TIMEOUT) -> np.ndarray:
+def decode_untrusted(
+    data: bytes, max_seconds: float | None = None, timeout: float = DECODE_TIMEOUT
+) -> np.ndarray:
     """:func:`decode_audio` of ``data`` in a child process (blocking; call off the loop).
 
     Raises AudioDecodeError for undecodable input, DecoderCrashed when the child died
     (a signal, an abort) or took longer than ``timeout`` seconds.
     """
-    args = [sys.executable, "-m", "inference.isolated_decode",
-            "none" if max_seconds is None else repr(float(max_seconds))]
+    args = [
+        sys.executable,
+        "-m",
+        "inference.isolated_decode",
+        "none" if max_seconds is None else repr(float(max_seconds)),
+    ]
     return run_decoder(args, data, timeout)
 
 
 def run_decoder(args: list[str], data: bytes, timeout: float) -> np.ndarray:
     """Run the child command ``args`` on ``data`` and read its answer (see the module doc)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT),
-                                                    env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     try:
-        done = subprocess.run(args, input=data, capture_output=True, timeout=timeout,
-                              env=env, check=False)
+        done = subprocess.run(
+            args, input=data, capture_output=True, timeout=timeout, env=env, check=False
+        )
     except subprocess.TimeoutExpired:
-        raise DecoderCrashed(f"decoding the audio took longer than {timeout:.0f} s; "
-                             "send a shorter or simpler file") from None
+        raise DecoderCrashed(
+            f"decoding the audio took longer than {timeout:.0f} s; send a shorter or simpler file"
+        ) from None
     out = done.stdout
     if done.returncode == 0 and out[:2] == b"OK":
         return np.frombuffer(out[2:], dtype=np.float32).copy()
     if done.returncode == 0 and out[:2] == b"ER":
         raise AudioDecodeError(out[2:].decode("utf-8", "replace"))
-    log.warning("the audio decoder child died (exit code %s) on a %d-byte upload: %s",
-                done.returncode, len(data), done.stderr[-500:].decode("utf-8", "replace"))
-    raise DecoderCrashed("the audio decoder failed on this file; send wav, mp3, ogg, m4a or "
-                         "webm")
+    log.warning(
+        "the audio decoder child died (exit code %s) on a %d-byte upload: %s",
+        done.returncode,
+        len(data),
+        done.stderr[-500:].decode("utf-8", "replace"),
+    )
+    raise DecoderCrashed("the audio decoder failed on this file; send wav, mp3, ogg, m4a or webm")
 
 
 def _main() -> int:

@@ -80,8 +80,9 @@ def build_requests(
     return out
 
 
-def run_engine(engine: LipSyncEngine, requests: Sequence[LipSyncRequest],
-               feather: bool) -> list[np.ndarray]:
+def run_engine(
+    engine: LipSyncEngine, requests: Sequence[LipSyncRequest], feather: bool
+) -> list[np.ndarray]:
     """Engine + compositor over ``requests`` in batches of the engine's max size."""
     images: list[np.ndarray] = []
     size = max(1, engine.max_batch)
@@ -102,5 +103,3 @@ def audio_for_frames(pcm: np.ndarray, count: int) -> np.ndarray:
     if pcm.size >= need:
         return pcm[:need]
     return np.concatenate((pcm, np.zeros(need - pcm.size, np.float32)))
-
-

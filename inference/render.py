@@ -98,15 +98,19 @@ def render_to_mp4(
         encoder.join()
     if encoder.error is not None:
         raise encoder.error
-    return RenderStats(frames=count, duration=count / 25.0, lipsync=lipsync,
-                       encode=encoder.busy)
+    return RenderStats(frames=count, duration=count / 25.0, lipsync=lipsync, encode=encoder.busy)
 
 
 class _Encoder(threading.Thread):
     """Consumes (frames, audio) chunks and writes the MP4; ``busy`` is its working time."""
 
-    def __init__(self, path: Path, width: int, height: int,
-                 chunks: queue.Queue[tuple[list[np.ndarray], np.ndarray] | None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        chunks: queue.Queue[tuple[list[np.ndarray], np.ndarray] | None],
+    ) -> None:
         super().__init__(name="mp4-encoder", daemon=True)
         self._path, self._size, self._chunks = path, (width, height), chunks
         self.preset = "ultrafast"

@@ -143,8 +143,9 @@ class Services:
     def load(cls, config: AppConfig, engine_names: Sequence[str] = SHIPPED_ENGINES) -> Services:
         """Load TTS, avatars and every engine that can run here; log what runs where."""
         tts = create_tts()
-        avatars = AvatarStore.load(config.avatars.avatars_dir, config.avatars.cache_dir,
-                                   config.avatars.default_avatar)
+        avatars = AvatarStore.load(
+            config.avatars.avatars_dir, config.avatars.cache_dir, config.avatars.default_avatar
+        )
         services = cls(config=config, tts=tts, avatars=avatars, languages=tts.languages())
         for name in engine_names:
             services.try_load(name)
@@ -204,17 +205,20 @@ class Services:
             # Checked here, not only in the TTS: a realtime 'say' must fail at once, not later.
             raise ValueError("text contains a NUL character; remove it")
         if not any(_speakable(ch) for ch in text):
-            raise ValueError("'text' has nothing to speak: only spaces, control or "
-                             "zero-width characters")
+            raise ValueError(
+                "'text' has nothing to speak: only spaces, control or zero-width characters"
+            )
         return text.strip()
 
     def describe_engines(self) -> list[dict[str, object]]:
         """Every engine with its state, for /api/engines."""
         out: list[dict[str, object]] = [
-            engine.describe() | {"name": name, "available": True,
-                                 "default": name == self.default_engine}
+            engine.describe()
+            | {"name": name, "available": True, "default": name == self.default_engine}
             for name, engine in self.engines.items()
         ]
-        out += [{"name": name, "available": False, "error": why}
-                for name, why in self.unavailable.items()]
+        out += [
+            {"name": name, "available": False, "error": why}
+            for name, why in self.unavailable.items()
+        ]
         return out

@@ -30,8 +30,9 @@ def set_os_thread_name(name: str | None = None) -> None:
 
 def named_pool(prefix: str, workers: int) -> ThreadPoolExecutor:
     """A bounded pool whose threads carry ``prefix`` in Python and in the OS."""
-    return ThreadPoolExecutor(max(1, workers), thread_name_prefix=prefix,
-                              initializer=set_os_thread_name)
+    return ThreadPoolExecutor(
+        max(1, workers), thread_name_prefix=prefix, initializer=set_os_thread_name
+    )
 
 
 def default_workers() -> int:

@@ -24,8 +24,10 @@ def redact_url(url: URL) -> URL:
     """``url`` with the value of every credential query parameter replaced."""
     if not any(key.lower() in SECRET_QUERY_KEYS for key in url.query):
         return url
-    query = [(key, REDACTED if key.lower() in SECRET_QUERY_KEYS else value)
-             for key, value in url.query.items()]
+    query = [
+        (key, REDACTED if key.lower() in SECRET_QUERY_KEYS else value)
+        for key, value in url.query.items()
+    ]
     return url.with_query(query)
 
 

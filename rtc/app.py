@@ -38,25 +38,29 @@ def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
 async def languages(request: web.Request) -> web.Response:
     """GET /api/languages: every TTS language, ru/kk/en first."""
     services = request.app[SERVICES_KEY]
-    return web.json_response({
-        "default": services.config.tts.default_language,
-        "max_text_chars": services.config.tts.max_text_chars,
-        "languages": [{"code": lang.code, "name": lang.name} for lang in services.languages],
-    })
+    return web.json_response(
+        {
+            "default": services.config.tts.default_language,
+            "max_text_chars": services.config.tts.max_text_chars,
+            "languages": [{"code": lang.code, "name": lang.name} for lang in services.languages],
+        }
+    )
 
 
 async def engines(request: web.Request) -> web.Response:
     """GET /api/engines: loaded engines (device, backend) and why others are unavailable."""
     services = request.app[SERVICES_KEY]
-    return web.json_response({"default": services.default_engine,
-                              "engines": services.describe_engines()})
+    return web.json_response(
+        {"default": services.default_engine, "engines": services.describe_engines()}
+    )
 
 
 async def avatars(request: web.Request) -> web.Response:
     """GET /api/avatars: prepared avatars."""
     services = request.app[SERVICES_KEY]
-    return web.json_response({"default": services.avatars.default,
-                              "avatars": services.avatars.describe()})
+    return web.json_response(
+        {"default": services.avatars.default, "avatars": services.avatars.describe()}
+    )
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
@@ -96,8 +100,9 @@ def build_app(services: Services) -> web.Application:
     if http.token or http.viewer_token:
         middlewares.append(token_middleware(http.token, http.viewer_token))
     middlewares.append(json_limit_middleware(http.max_json_bytes))
-    app = web.Application(middlewares=middlewares,
-                          client_max_size=http.max_upload_bytes + 64 * 1024)
+    app = web.Application(
+        middlewares=middlewares, client_max_size=http.max_upload_bytes + 64 * 1024
+    )
     app[SERVICES_KEY] = services
     generator = Generator(services, metrics)
     app.router.add_get("/", _page("index.html"))
@@ -114,4 +119,3 @@ def build_app(services: Services) -> web.Application:
     install_metrics(app, metrics, services, realtime)  # GET /metrics
     app.router.add_get("/static/{filename:.+}", static_file)
     return app
-

@@ -64,8 +64,11 @@ def token_middleware(token: str | None, viewer_token: str | None = None) -> Midd
     viewer = viewer_token.encode() if viewer_token else None
 
     def matches(given: str | None, expected: bytes | None) -> bool:
-        return expected is not None and given is not None and \
-            hmac.compare_digest(given.encode(), expected)
+        return (
+            expected is not None
+            and given is not None
+            and hmac.compare_digest(given.encode(), expected)
+        )
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -73,14 +76,19 @@ def token_middleware(token: str | None, viewer_token: str | None = None) -> Midd
             return await handler(request)
         given = presented_token(request)
         if viewer_path(request.path):
-            accepted = (control is None and viewer is None) or matches(given, control) or \
-                matches(given, viewer)
+            accepted = (
+                (control is None and viewer is None)
+                or matches(given, control)
+                or matches(given, viewer)
+            )
         else:
             accepted = control is None or matches(given, control)
         if not accepted:
-            return json_error(401, "missing or wrong API token; send "
-                                   "'Authorization: Bearer <token>'",
-                              {"WWW-Authenticate": 'Bearer realm="talking-avatar"'})
+            return json_error(
+                401,
+                "missing or wrong API token; send 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": 'Bearer realm="talking-avatar"'},
+            )
         return await handler(request)
 
     return check
@@ -94,8 +102,11 @@ def cors_middleware(origins: tuple[str, ...]) -> Middleware:
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         allowed = origin is not None and (allow_any or origin in origins)
-        if request.method == "OPTIONS" and allowed and \
-                "Access-Control-Request-Method" in request.headers:
+        if (
+            request.method == "OPTIONS"
+            and allowed
+            and "Access-Control-Request-Method" in request.headers
+        ):
             response: web.StreamResponse = web.Response(status=204)
             if request.path.startswith("/whep/"):  # WHEP clients learn the body type here
                 response.headers["Accept-Post"] = "application/sdp"
@@ -104,10 +115,10 @@ def cors_middleware(origins: tuple[str, ...]) -> Middleware:
         if allowed and origin is not None:
             response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Allow-Methods"] = \
-                "GET, POST, PATCH, DELETE, OPTIONS"
-            response.headers["Access-Control-Expose-Headers"] = \
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
+            response.headers["Access-Control-Expose-Headers"] = (
                 "Location, Link, X-Timing-TTS, X-Timing-Lipsync, X-Timing-Encode, X-Timing-Total"
+            )
             response.headers["Vary"] = "Origin"
         return response
 
@@ -145,9 +156,12 @@ def origin_middleware(origins: tuple[str, ...]) -> Middleware:
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method in STATE_CHANGING and not origin_allowed(request, origins):
-            return json_error(403, f"requests from {request.headers.get('Origin')} are not "
-                                   "allowed; start the server with --cors-origin ORIGIN to "
-                                   "allow a page on another origin")
+            return json_error(
+                403,
+                f"requests from {request.headers.get('Origin')} are not "
+                "allowed; start the server with --cors-origin ORIGIN to "
+                "allow a page on another origin",
+            )
         return await handler(request)
 
     return check

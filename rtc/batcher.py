@@ -73,9 +73,16 @@ class BatcherStats:
 class Batcher:
     """Batches frames of many sessions into calls of one engine, in one worker thread."""
 
-    def __init__(self, engine: LipSyncEngine, *, max_batch: int = 16, max_wait: float = 0.010,
-                 feather: bool = True, now: Callable[[], float] = time.monotonic,
-                 drop_expired: bool = True) -> None:
+    def __init__(
+        self,
+        engine: LipSyncEngine,
+        *,
+        max_batch: int = 16,
+        max_wait: float = 0.010,
+        feather: bool = True,
+        now: Callable[[], float] = time.monotonic,
+        drop_expired: bool = True,
+    ) -> None:
         self.engine = engine
         self.max_batch = max(1, min(max_batch, engine.max_batch))
         self.max_wait = max_wait
@@ -97,9 +104,13 @@ class Batcher:
         with self._cond:
             return len(self._heap)
 
-    def submit(self, owner: str, requests: Sequence[LipSyncRequest],
-               deadlines: Sequence[float], finish: Finish | None = None
-               ) -> list[asyncio.Future[Any]]:
+    def submit(
+        self,
+        owner: str,
+        requests: Sequence[LipSyncRequest],
+        deadlines: Sequence[float],
+        finish: Finish | None = None,
+    ) -> list[asyncio.Future[Any]]:
         """Queue frames of session ``owner``; one future per frame, in order.
 
         A future resolves to ``finish(image)`` (the composited BGR image when ``finish`` is
@@ -111,8 +122,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = self._now()
         items = [
-            _Item(deadline, next(self._seq), owner, request, finish, loop.create_future(),
-                  loop, now)
+            _Item(
+                deadline, next(self._seq), owner, request, finish, loop.create_future(), loop, now
+            )
             for request, deadline in zip(requests, deadlines, strict=True)
         ]
         with self._cond:
@@ -152,8 +164,9 @@ class Batcher:
     def _ensure_thread(self) -> None:
         # Started on first use so servers (and tests) that never stream pay nothing.
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name=f"batcher-{self.engine.name}")
+            self._thread = threading.Thread(
+                target=self._run, daemon=True, name=f"batcher-{self.engine.name}"
+            )
             self._thread.start()
 
     def _run(self) -> None:
@@ -230,8 +243,10 @@ class Batcher:
         try:
             patches = self.engine.infer([item.request for item in batch])
             if len(patches) != len(batch):
-                raise RuntimeError(f"engine {self.engine.name} returned {len(patches)} "
-                                   f"patches for {len(batch)} frames")
+                raise RuntimeError(
+                    f"engine {self.engine.name} returned {len(patches)} "
+                    f"patches for {len(batch)} frames"
+                )
             results = []
             for item, patch in zip(batch, patches, strict=True):
                 image = composite(item.request.frame, patch, self.feather)
@@ -247,8 +262,9 @@ class Batcher:
         self.stats.busy += cost
         self._batch_cost = 0.8 * self._batch_cost + 0.2 * cost
         per_frame = cost / len(batch)
-        self._frame_cost = per_frame if not self._frame_cost else (
-            0.8 * self._frame_cost + 0.2 * per_frame)
+        self._frame_cost = (
+            per_frame if not self._frame_cost else (0.8 * self._frame_cost + 0.2 * per_frame)
+        )
         # An urgent frame submitted now waits for the batch in flight, then runs in its own.
         # (Measured submit-to-result times would include the slack of frames submitted early
         # on purpose, and scheduling by them would push speech ever further ahead.)
@@ -274,8 +290,9 @@ def _cancel(future: asyncio.Future[Any]) -> None:
 class BatcherPool:
     """The batchers of one server, one per engine, created on first use."""
 
-    def __init__(self, *, max_batch: int = 16, max_wait: float = 0.010,
-                 feather: bool = True) -> None:
+    def __init__(
+        self, *, max_batch: int = 16, max_wait: float = 0.010, feather: bool = True
+    ) -> None:
         self._batchers: dict[str, Batcher] = {}
         self._options = {"max_batch": max_batch, "max_wait": max_wait, "feather": feather}
         self._lock = threading.Lock()

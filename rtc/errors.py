@@ -55,8 +55,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         reason = e.text if e.text and not e.text.startswith(str(e.status)) else e.reason
         if e.status == 413:
             reason = "request body too large"
-        return json_error(e.status, reason, {k: v for k, v in e.headers.items()
-                                              if k.lower() in ("allow", "retry-after")})
+        return json_error(
+            e.status,
+            reason,
+            {k: v for k, v in e.headers.items() if k.lower() in ("allow", "retry-after")},
+        )
     except (json.JSONDecodeError, RecursionError):  # a JSON body parsed outside parse_json
         return json_error(400, "malformed JSON body")
     except HttpProcessingError as e:  # e.g. a multipart body with broken part headers
@@ -78,12 +81,18 @@ async def read_json_object(request: web.Request) -> dict[str, object]:
     if request.content_type != "application/json":
         # Also what keeps a foreign page's text/plain "simple" request (no CORS preflight)
         # from being read as JSON.
-        raise ApiError(415, "send the body as Content-Type: application/json (got "
-                            f"{request.headers.get('Content-Type', 'none')[:100]})")
+        raise ApiError(
+            415,
+            "send the body as Content-Type: application/json (got "
+            f"{request.headers.get('Content-Type', 'none')[:100]})",
+        )
     limit = request.get(JSON_LIMIT)
     # Reading the stream bypasses aiohttp's own cap (the upload limit): keep the smaller.
-    raw = await request.read() if limit is None else await _read_capped(
-        request, min(limit, request.client_max_size))
+    raw = (
+        await request.read()
+        if limit is None
+        else await _read_capped(request, min(limit, request.client_max_size))
+    )
     try:
         text = raw.decode(request.charset or "utf-8")
     except (UnicodeDecodeError, LookupError):

@@ -33,12 +33,13 @@ class EventHub:
         """Send ``event`` to every subscriber (never blocks)."""
         if self._closed:
             return
-        self._recent = [*self._recent[-(RECENT - 1):], event]
+        self._recent = [*self._recent[-(RECENT - 1) :], event]
         for queue in self._subscribers:
             _put_dropping(queue, event)
 
-    async def subscribe(self, replay: bool = False, keepalive: float | None = None
-                        ) -> AsyncGenerator[dict[str, Any] | None, None]:
+    async def subscribe(
+        self, replay: bool = False, keepalive: float | None = None
+    ) -> AsyncGenerator[dict[str, Any] | None, None]:
         """Events until the session closes (optionally the recent ones first).
 
         With ``keepalive``, None is yielded after that many quiet seconds, so a streaming
@@ -74,8 +75,9 @@ class EventHub:
             _put_dropping(queue, None)
 
 
-def _put_dropping(queue: asyncio.Queue[dict[str, Any] | None],
-                  event: dict[str, Any] | None) -> None:
+def _put_dropping(
+    queue: asyncio.Queue[dict[str, Any] | None], event: dict[str, Any] | None
+) -> None:
     if queue.full():
         queue.get_nowait()  # the oldest event goes: a slow reader must not hold the session
     queue.put_nowait(event)

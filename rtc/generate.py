@@ -98,8 +98,11 @@ class Generator:
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         if self._slots.locked() and self._waiting >= self._max_waiting:
-            raise ApiError(503, f"too many renders queued (limit {self._max_waiting} waiting); "
-                                "try again shortly", {"Retry-After": "5"})
+            raise ApiError(
+                503,
+                f"too many renders queued (limit {self._max_waiting} waiting); try again shortly",
+                {"Retry-After": "5"},
+            )
         self._waiting += 1
         try:
             await self._slots.acquire()
@@ -125,11 +128,13 @@ class Generator:
         except OSError as e:
             if e.errno not in DISK_FULL:
                 raise
-            log.error("no space left to render /api/generate in %s: %s",
-                      tempfile.gettempdir(), e)
+            log.error("no space left to render /api/generate in %s: %s", tempfile.gettempdir(), e)
             self._metrics.error("disk")
-            raise ApiError(507, "the server has no disk space left for the render; free "
-                                f"space in {tempfile.gettempdir()}") from None
+            raise ApiError(
+                507,
+                "the server has no disk space left for the render; free "
+                f"space in {tempfile.gettempdir()}",
+            ) from None
         self._metrics.generate_seconds.observe(time.perf_counter() - started)
         self._metrics.generate_video_seconds.inc(stats.duration)
         headers = stats.headers() | {"Content-Disposition": 'inline; filename="avatar.mp4"'}
@@ -140,17 +145,24 @@ class Generator:
         if request.content_type == "multipart/form-data":
             return await self._parse_upload(request)
         if request.content_type != "application/json":
-            raise ApiError(415, "send application/json {text, language, engine?, avatar?} "
-                                "or multipart/form-data with an 'audio' file "
-                                f"(got {request.headers.get('Content-Type', 'none')[:100]})")
+            raise ApiError(
+                415,
+                "send application/json {text, language, engine?, avatar?} "
+                "or multipart/form-data with an 'audio' file "
+                f"(got {request.headers.get('Content-Type', 'none')[:100]})",
+            )
         body = await read_json_object(request)
         try:
             text = services.check_text(body.get("text"))
             language = services.language(optional_str(body, "language"))
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        return GenerateJob(engine=optional_str(body, "engine"),
-                           avatar=optional_str(body, "avatar"), language=language, text=text)
+        return GenerateJob(
+            engine=optional_str(body, "engine"),
+            avatar=optional_str(body, "avatar"),
+            language=language,
+            text=text,
+        )
 
     async def _parse_upload(self, request: web.Request) -> GenerateJob:
         """A multipart upload, every byte and part of it counted whatever the transfer
@@ -169,9 +181,12 @@ class Generator:
             async for part in reader:
                 parts += 1
                 if parts > MAX_PARTS:
-                    raise ApiError(400, f"the upload has more than {MAX_PARTS} parts; send "
-                                        "one 'audio' file and the fields engine, avatar, "
-                                        "language")
+                    raise ApiError(
+                        400,
+                        f"the upload has more than {MAX_PARTS} parts; send "
+                        "one 'audio' file and the fields engine, avatar, "
+                        "language",
+                    )
                 if not isinstance(part, BodyPartReader):
                     raise ApiError(400, "nested multipart bodies are not accepted")
                 if part.name == "audio":
@@ -180,8 +195,7 @@ class Generator:
                     audio = await _read_limited(part, min(limit, budget - read), limit)
                     read += len(audio)
                 else:
-                    value = await _read_limited(part, min(MAX_FIELD_BYTES, budget - read),
-                                                limit)
+                    value = await _read_limited(part, min(MAX_FIELD_BYTES, budget - read), limit)
                     read += len(value)
                     if part.name is not None:
                         fields[part.name] = value.decode("utf-8", "replace")
@@ -192,12 +206,16 @@ class Generator:
         if not audio:
             raise ApiError(400, "the uploaded audio file is empty")
         language = fields.get("language") or services.config.tts.default_language
-        return GenerateJob(engine=fields.get("engine") or None,
-                           avatar=fields.get("avatar") or None,
-                           language=language, audio=audio)
+        return GenerateJob(
+            engine=fields.get("engine") or None,
+            avatar=fields.get("avatar") or None,
+            language=language,
+            audio=audio,
+        )
 
-    def _render(self, job: GenerateJob, engine: LipSyncEngine,
-                avatar: Avatar) -> tuple[bytes, RenderStats]:
+    def _render(
+        self, job: GenerateJob, engine: LipSyncEngine, avatar: Avatar
+    ) -> tuple[bytes, RenderStats]:
         services = self._services
         t0 = time.perf_counter()
         phonemes: tuple[PhonemeMark, ...] = ()
@@ -216,13 +234,20 @@ class Generator:
         tts_time = time.perf_counter() - t0
         with tempfile.TemporaryDirectory(prefix="avatar-render-") as tmp:
             out = Path(tmp) / "out.mp4"
-            stats = render_to_mp4(pcm, avatar, engine, out, phonemes=phonemes,
-                                  silence_rms=services.config.engines.silence_rms,
-                                  feather=services.config.avatars.feather)
+            stats = render_to_mp4(
+                pcm,
+                avatar,
+                engine,
+                out,
+                phonemes=phonemes,
+                silence_rms=services.config.engines.silence_rms,
+                feather=services.config.avatars.feather,
+            )
             data = out.read_bytes()
         stats = RenderStats(stats.frames, stats.duration, stats.lipsync, stats.encode, tts_time)
-        log.info("generated %.2f s of video with %s in %.2f s", stats.duration, engine.name,
-                 stats.total)
+        log.info(
+            "generated %.2f s of video with %s in %.2f s", stats.duration, engine.name, stats.total
+        )
         return data, stats
 
 
@@ -244,8 +269,11 @@ async def _read_limited(part: BodyPartReader, limit: int, upload_limit: int) -> 
     while chunk := await part.read_chunk(65536):
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"upload is larger than the limit of {_mb(upload_limit)} "
-                                f"(at most {MAX_PARTS} parts, fields of at most "
-                                f"{MAX_FIELD_BYTES} bytes)")
+            raise ApiError(
+                413,
+                f"upload is larger than the limit of {_mb(upload_limit)} "
+                f"(at most {MAX_PARTS} parts, fields of at most "
+                f"{MAX_FIELD_BYTES} bytes)",
+            )
         chunks.append(chunk)
     return b"".join(chunks)

@@ -50,8 +50,9 @@ def parse_ice_server(url: str) -> RTCIceServer:
     if "@" in rest and scheme.startswith("turn"):
         creds, _, host = rest.rpartition("@")
         user, _, password = creds.partition(":")
-        return RTCIceServer(urls=f"{scheme}:{host}", username=unquote(user),
-                            credential=unquote(password))
+        return RTCIceServer(
+            urls=f"{scheme}:{host}", username=unquote(user), credential=unquote(password)
+        )
     return RTCIceServer(urls=url)
 
 

@@ -23,10 +23,14 @@ def json_limit_middleware(max_json_bytes: int) -> Middleware:
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
-        if length is not None and length > max_json_bytes and \
-                request.content_type == "application/json":
-            return json_error(413, f"JSON body too large: {length} bytes; the limit is "
-                                   f"{max_json_bytes} bytes")
+        if (
+            length is not None
+            and length > max_json_bytes
+            and request.content_type == "application/json"
+        ):
+            return json_error(
+                413, f"JSON body too large: {length} bytes; the limit is {max_json_bytes} bytes"
+            )
         request[JSON_LIMIT] = max_json_bytes
         return await handler(request)
 

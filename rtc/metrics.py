@@ -64,19 +64,30 @@ class Metrics:
         self.errors: Tally[str] = Tally({kind: 0 for kind in ERROR_KINDS})
         """Errors by the layer that saw them; exported by :class:`LiveCollector`."""
         self.http_responses = Counter(
-            "avatar_http_responses", "HTTP answers by route template, method and status "
-            "(limit refusals are the 413/429/503 ones)", ["route", "method", "status"],
-            registry=self.registry)
+            "avatar_http_responses",
+            "HTTP answers by route template, method and status "
+            "(limit refusals are the 413/429/503 ones)",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
         self.generate_requests = Counter(
-            "avatar_generate_requests", "POST /api/generate requests by input and outcome",
-            ["source", "status"], registry=self.registry)
+            "avatar_generate_requests",
+            "POST /api/generate requests by input and outcome",
+            ["source", "status"],
+            registry=self.registry,
+        )
         self.generate_seconds = Histogram(
-            "avatar_generate_seconds", "Wall seconds of successful /api/generate requests, "
+            "avatar_generate_seconds",
+            "Wall seconds of successful /api/generate requests, "
             "from the request to the finished MP4 (waiting for a render slot included)",
-            buckets=GENERATE_BUCKETS, registry=self.registry)
+            buckets=GENERATE_BUCKETS,
+            registry=self.registry,
+        )
         self.generate_video_seconds = Counter(
-            "avatar_generate_video_seconds", "Seconds of video rendered by /api/generate",
-            registry=self.registry)
+            "avatar_generate_video_seconds",
+            "Seconds of video rendered by /api/generate",
+            registry=self.registry,
+        )
 
     def error(self, kind: str) -> None:
         """Count one error of ``kind`` (engine, tts, disk, http_500, session ...)."""
@@ -103,8 +114,13 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 class LiveCollector(Collector):
     """Reads sessions, batchers and engines when Prometheus scrapes."""
 
-    def __init__(self, metrics: Metrics, services: Services, realtime: Realtime | None,
-                 now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        services: Services,
+        realtime: Realtime | None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._metrics = metrics
         self._services = services
         self._realtime = realtime
@@ -114,16 +130,23 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Every live metric (called by the registry on each scrape)."""
-        errors = CounterMetricFamily("avatar_errors", "Errors by the layer that saw them: "
-                                     "engine (an engine call raised), tts, disk (no space), "
-                                     "recording (a recording failed otherwise), http_500 "
-                                     "(an answer 500), session (a realtime session "
-                                     "reported an error)", labels=["kind"])
+        errors = CounterMetricFamily(
+            "avatar_errors",
+            "Errors by the layer that saw them: "
+            "engine (an engine call raised), tts, disk (no space), "
+            "recording (a recording failed otherwise), http_500 "
+            "(an answer 500), session (a realtime session "
+            "reported an error)",
+            labels=["kind"],
+        )
         counts = self._metrics.errors.copy()
         # Engine calls are counted by the engines themselves (both /api/generate and the
         # realtime batcher go through them), so that kind is read from there.
-        counts["engine"] += sum(engine.stats.failures for engine in self._services.engines.values()
-                                if isinstance(engine, SerialEngine))
+        counts["engine"] += sum(
+            engine.stats.failures
+            for engine in self._services.engines.values()
+            if isinstance(engine, SerialEngine)
+        )
         for kind, count in sorted(counts.items()):
             errors.add_metric([kind], count)
         yield errors
@@ -135,12 +158,15 @@ class LiveCollector(Collector):
             yield from self._batchers(realtime)
 
     def _engines(self) -> Iterator[Metric]:
-        sizes = HistogramMetricFamily("avatar_inference_batch_size",
-                                      "Frames per engine call", labels=["engine"])
-        seconds = HistogramMetricFamily("avatar_inference_seconds",
-                                        "Seconds per engine call", labels=["engine"])
-        failures = CounterMetricFamily("avatar_inference_failures",
-                                       "Engine calls that raised", labels=["engine"])
+        sizes = HistogramMetricFamily(
+            "avatar_inference_batch_size", "Frames per engine call", labels=["engine"]
+        )
+        seconds = HistogramMetricFamily(
+            "avatar_inference_seconds", "Seconds per engine call", labels=["engine"]
+        )
+        failures = CounterMetricFamily(
+            "avatar_inference_failures", "Engine calls that raised", labels=["engine"]
+        )
         for name, engine in self._services.engines.items():
             if not isinstance(engine, SerialEngine):
                 continue  # only the server's wrapped engines keep counters
@@ -152,32 +178,52 @@ class LiveCollector(Collector):
 
     def _sessions(self, realtime: Realtime) -> Iterator[Metric]:
         sessions = list(realtime.sessions.values())
-        yield GaugeMetricFamily("avatar_sessions", "Live realtime sessions",
-                                value=len(sessions))
-        yield GaugeMetricFamily("avatar_sessions_limit", "Most realtime sessions allowed",
-                                value=realtime.http.max_sessions)
+        yield GaugeMetricFamily("avatar_sessions", "Live realtime sessions", value=len(sessions))
+        yield GaugeMetricFamily(
+            "avatar_sessions_limit",
+            "Most realtime sessions allowed",
+            value=realtime.http.max_sessions,
+        )
         labels = ["session", "engine"]
-        fps = GaugeMetricFamily("avatar_session_fps", "Video frames sent per second since the "
-                                "previous scrape (the session's average at its first)",
-                                labels=labels)
-        sent = CounterMetricFamily("avatar_session_frames_sent", "Frames sent by a session's "
-                                   "tracks", labels=[*labels, "track"])
-        skipped = CounterMetricFamily("avatar_session_frames_skipped", "Slots a track passed "
-                                      "over because it was called late (encoder or loop "
-                                      "behind)", labels=[*labels, "track"])
-        missing = CounterMetricFamily("avatar_session_frames_missing", "Slots with nothing "
-                                      "queued: video repeats the last picture, audio sends "
-                                      "silence", labels=[*labels, "track"])
-        late = CounterMetricFamily("avatar_session_pictures_late", "Pictures that came back "
-                                   "from the engine after their slot, or expired before it",
-                                   labels=labels)
-        depth = GaugeMetricFamily("avatar_session_queue_depth", "Items waiting in a session's "
-                                  "queues", labels=[*labels, "queue"])
-        offset = GaugeMetricFamily("avatar_session_av_offset_seconds", "Media time the audio "
-                                   "track has sent minus the video track's (> 0: video "
-                                   "behind); both are released by one clock, so this "
-                                   "shows a track falling behind, not the content's sync",
-                                   labels=labels)
+        fps = GaugeMetricFamily(
+            "avatar_session_fps",
+            "Video frames sent per second since the "
+            "previous scrape (the session's average at its first)",
+            labels=labels,
+        )
+        sent = CounterMetricFamily(
+            "avatar_session_frames_sent",
+            "Frames sent by a session's tracks",
+            labels=[*labels, "track"],
+        )
+        skipped = CounterMetricFamily(
+            "avatar_session_frames_skipped",
+            "Slots a track passed over because it was called late (encoder or loop behind)",
+            labels=[*labels, "track"],
+        )
+        missing = CounterMetricFamily(
+            "avatar_session_frames_missing",
+            "Slots with nothing queued: video repeats the last picture, audio sends silence",
+            labels=[*labels, "track"],
+        )
+        late = CounterMetricFamily(
+            "avatar_session_pictures_late",
+            "Pictures that came back from the engine after their slot, or expired before it",
+            labels=labels,
+        )
+        depth = GaugeMetricFamily(
+            "avatar_session_queue_depth",
+            "Items waiting in a session's queues",
+            labels=[*labels, "queue"],
+        )
+        offset = GaugeMetricFamily(
+            "avatar_session_av_offset_seconds",
+            "Media time the audio "
+            "track has sent minus the video track's (> 0: video "
+            "behind); both are released by one clock, so this "
+            "shows a track falling behind, not the content's sync",
+            labels=labels,
+        )
         now = self._now()
         for session in sessions:
             key = [session.id, session.engine]
@@ -196,9 +242,11 @@ class LiveCollector(Collector):
                 offset.add_metric(key, estimate)
         self._last_sent = {s.id: (now, s.video.stats.sent) for s in sessions}
         yield from (fps, sent, skipped, missing, late, depth, offset)
-        viewers = GaugeMetricFamily("avatar_stream_viewers", "WHEP/OBS viewers of a live "
-                                    "stream (limit: max_viewers_per_stream)",
-                                    labels=["stream"])
+        viewers = GaugeMetricFamily(
+            "avatar_stream_viewers",
+            "WHEP/OBS viewers of a live stream (limit: max_viewers_per_stream)",
+            labels=["stream"],
+        )
         for name, stream in realtime.streams.streams.items():
             viewers.add_metric([name], len(stream.viewers))
         yield viewers
@@ -217,18 +265,36 @@ class LiveCollector(Collector):
     def _batchers(self, realtime: Realtime) -> Iterator[Metric]:
         labels = ["engine"]
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
-            "batches": CounterMetricFamily("avatar_batcher_batches", "Batches inferred by the "
-                                           "shared realtime batcher", labels=labels),
-            "frames": CounterMetricFamily("avatar_batcher_frames", "Frames inferred by the "
-                                          "shared realtime batcher", labels=labels),
-            "expired": CounterMetricFamily("avatar_batcher_expired", "Frames dropped because "
-                                           "their slot passed before inference", labels=labels),
-            "flushed": CounterMetricFamily("avatar_batcher_flushed", "Frames dropped by "
-                                           "interruptions and closed sessions", labels=labels),
-            "busy": CounterMetricFamily("avatar_batcher_busy_seconds", "Seconds the batcher "
-                                        "spent in the engine and compositor", labels=labels),
-            "latency": GaugeMetricFamily("avatar_batcher_latency_seconds", "Smoothed seconds "
-                                         "from submit to result", labels=labels),
+            "batches": CounterMetricFamily(
+                "avatar_batcher_batches",
+                "Batches inferred by the shared realtime batcher",
+                labels=labels,
+            ),
+            "frames": CounterMetricFamily(
+                "avatar_batcher_frames",
+                "Frames inferred by the shared realtime batcher",
+                labels=labels,
+            ),
+            "expired": CounterMetricFamily(
+                "avatar_batcher_expired",
+                "Frames dropped because their slot passed before inference",
+                labels=labels,
+            ),
+            "flushed": CounterMetricFamily(
+                "avatar_batcher_flushed",
+                "Frames dropped by interruptions and closed sessions",
+                labels=labels,
+            ),
+            "busy": CounterMetricFamily(
+                "avatar_batcher_busy_seconds",
+                "Seconds the batcher spent in the engine and compositor",
+                labels=labels,
+            ),
+            "latency": GaugeMetricFamily(
+                "avatar_batcher_latency_seconds",
+                "Smoothed seconds from submit to result",
+                labels=labels,
+            ),
         }
         for engine, stats in realtime.batchers.describe().items():
             for key, family in families.items():
@@ -243,19 +309,24 @@ def _runtime() -> Iterator[Metric]:
         tasks = len(asyncio.all_tasks())
     except RuntimeError:  # scraped outside the event loop (a test calling collect())
         tasks = 0
-    yield GaugeMetricFamily("avatar_asyncio_tasks", "Asyncio tasks of the server's loop",
-                            value=tasks)
-    threads = GaugeMetricFamily("avatar_threads", "Threads by name group (asyncio and "
-                                "render are bounded pools; batcher: one per engine)",
-                                labels=["group"])
+    yield GaugeMetricFamily(
+        "avatar_asyncio_tasks", "Asyncio tasks of the server's loop", value=tasks
+    )
+    threads = GaugeMetricFamily(
+        "avatar_threads",
+        "Threads by name group (asyncio and render are bounded pools; batcher: one per engine)",
+        labels=["group"],
+    )
     groups = Tally(_thread_group(t.name) for t in threading.enumerate())
     for group, count in sorted(groups.items()):
         threads.add_metric([group], count)
     yield threads
     # Threads Python does not know of: FFmpeg's filter-graph and codec workers, BLAS pools.
-    yield GaugeMetricFamily("avatar_os_threads", "Every OS thread of the process "
-                            "(/proc/self/task), Python's and native ones (FFmpeg, BLAS)",
-                            value=os_thread_count())
+    yield GaugeMetricFamily(
+        "avatar_os_threads",
+        "Every OS thread of the process (/proc/self/task), Python's and native ones (FFmpeg, BLAS)",
+        value=os_thread_count(),
+    )
 
 
 def os_thread_count() -> int:
@@ -322,8 +393,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def install_metrics(app: web.Application, metrics: Metrics, services: Services,
-                    realtime: Realtime | None) -> None:
+def install_metrics(
+    app: web.Application, metrics: Metrics, services: Services, realtime: Realtime | None
+) -> None:
     """Register the live collector and the /metrics route of ``app``."""
     app[METRICS_KEY] = metrics
     metrics.registry.register(LiveCollector(metrics, services, realtime))

@@ -44,88 +44,184 @@ def _ok(why: str, schema: Schema, status: str = "200") -> dict[str, Any]:
 
 
 def _page(summary: str) -> Operation:
-    return {"summary": summary, "tags": ["pages"], "responses": {
-        "200": {"description": "the page", "content": {"text/html": {"schema":
-                                                                     {"type": "string"}}}}}}
+    return {
+        "summary": summary,
+        "tags": ["pages"],
+        "responses": {
+            "200": {
+                "description": "the page",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            }
+        },
+    }
 
 
-SESSION_ID = {"name": "session_id", "in": "path", "required": True,
-              "description": "the id /offer answered", "schema": {"type": "string"}}
-STREAM = {"name": "stream", "in": "path", "required": True,
-          "description": "the 'stream' /offer answered", "schema": {"type": "string"}}
-VIEWER = {"name": "viewer", "in": "path", "required": True,
-          "description": "the last part of the Location a WHEP POST answered",
-          "schema": {"type": "string"}}
-SDP_TEXT = {"type": "string", "minLength": 1, "pattern": "\\S",
-            "description": "SDP text (not empty, not only spaces)"}
+SESSION_ID = {
+    "name": "session_id",
+    "in": "path",
+    "required": True,
+    "description": "the id /offer answered",
+    "schema": {"type": "string"},
+}
+STREAM = {
+    "name": "stream",
+    "in": "path",
+    "required": True,
+    "description": "the 'stream' /offer answered",
+    "schema": {"type": "string"},
+}
+VIEWER = {
+    "name": "viewer",
+    "in": "path",
+    "required": True,
+    "description": "the last part of the Location a WHEP POST answered",
+    "schema": {"type": "string"},
+}
+SDP_TEXT = {
+    "type": "string",
+    "minLength": 1,
+    "pattern": "\\S",
+    "description": "SDP text (not empty, not only spaces)",
+}
 SDP_BODY = {"required": True, "content": {"application/sdp": {"schema": SDP_TEXT}}}
 NO_SESSION = _error("no such session (it ended or timed out)")
 RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
-TIMING = {name: {"description": "seconds", "schema": {"type": "number"}}
-          for name in ("X-Timing-TTS", "X-Timing-Lipsync", "X-Timing-Encode", "X-Timing-Total",
-                       "X-Video-Duration")}
+TIMING = {
+    name: {"description": "seconds", "schema": {"type": "number"}}
+    for name in (
+        "X-Timing-TTS",
+        "X-Timing-Lipsync",
+        "X-Timing-Encode",
+        "X-Timing-Total",
+        "X-Video-Duration",
+    )
+}
 
 
 def _schemas(config: AppConfig) -> dict[str, Schema]:
     """Component schemas; limits come from the running configuration."""
-    text = {"type": "string", "minLength": 1, "maxLength": config.tts.max_text_chars,
-            "description": "what to say (not only spaces, no NUL characters)"}
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": config.tts.max_text_chars,
+        "description": "what to say (not only spaces, no NUL characters)",
+    }
     name = {"type": "string", "description": "a name the matching GET list answers"}
     language = {"type": "string", "description": "a code from GET /api/languages"}
     return {
-        "Error": {"type": "object", "required": ["error"],
-                  "properties": {"error": {"type": "string",
-                                           "description": "what went wrong and what to change"}}},
-        "GenerateText": {"type": "object", "required": ["text"], "properties": {
-            "text": text, "language": language, "engine": name, "avatar": name}},
-        "GenerateUpload": {"type": "object", "required": ["audio"], "properties": {
-            "audio": {"type": "string", "format": "binary",
-                      "description": f"wav, mp3, ogg, m4a or webm; at most "
-                                     f"{config.http.max_upload_bytes} bytes and "
-                                     f"{config.http.max_upload_seconds:g} s"},
-            "language": language, "engine": name, "avatar": name}},
-        "Offer": {"type": "object", "required": ["sdp", "type"], "properties": {
-            "sdp": {**SDP_TEXT, "maxLength": MAX_SDP_BYTES,
-                    "description": "the browser's SDP offer, with a video m-line"},
-            "type": {"const": "offer"}, "engine": name, "avatar": name, "language": language,
-            "echo_mic": {"type": "boolean", "description": "send the caller's voice back"},
-            "stream": {"type": "string", "pattern": f"^{STREAM_NAME.pattern}$",
-                       "description": "name viewers use (WHEP, /obs/); default: a random "
-                                      "name of its own (not the session id)"}}},
-        "Answer": {"type": "object", "required": ["sdp", "type", "session_id"], "properties": {
-            "sdp": {"type": "string"}, "type": {"const": "answer"},
-            "session_id": {"type": "string"}, "engine": {"type": "string"},
-            "avatar": {"type": "string"}, "stream": {"type": "string"}}},
-        "EngineUnavailable": {"type": "object", "required": ["error"], "properties": {
-            "error": {"type": "string"}, "engine": {"type": "string"},
-            "reason": {"type": "string"},
-            "fallback": {"type": ["string", "null"],
-                         "description": "an engine that runs here, to offer instead"}}},
-        "Say": {"type": "object", "required": ["text"], "properties": {
-            "text": text, "language": language}},
-        "Queued": {"type": "object", "required": ["utterance"], "properties": {
-            "utterance": {"type": "string"}, "sentences": {"type": "integer"}}},
-        "List": {"type": "object", "required": ["default"],
-                 "description": "see docs/api.md for the items' fields",
-                 "properties": {"default": {"type": "string"}}},
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string", "description": "what went wrong and what to change"}
+            },
+        },
+        "GenerateText": {
+            "type": "object",
+            "required": ["text"],
+            "properties": {"text": text, "language": language, "engine": name, "avatar": name},
+        },
+        "GenerateUpload": {
+            "type": "object",
+            "required": ["audio"],
+            "properties": {
+                "audio": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": f"wav, mp3, ogg, m4a or webm; at most "
+                    f"{config.http.max_upload_bytes} bytes and "
+                    f"{config.http.max_upload_seconds:g} s",
+                },
+                "language": language,
+                "engine": name,
+                "avatar": name,
+            },
+        },
+        "Offer": {
+            "type": "object",
+            "required": ["sdp", "type"],
+            "properties": {
+                "sdp": {
+                    **SDP_TEXT,
+                    "maxLength": MAX_SDP_BYTES,
+                    "description": "the browser's SDP offer, with a video m-line",
+                },
+                "type": {"const": "offer"},
+                "engine": name,
+                "avatar": name,
+                "language": language,
+                "echo_mic": {"type": "boolean", "description": "send the caller's voice back"},
+                "stream": {
+                    "type": "string",
+                    "pattern": f"^{STREAM_NAME.pattern}$",
+                    "description": "name viewers use (WHEP, /obs/); default: a random "
+                    "name of its own (not the session id)",
+                },
+            },
+        },
+        "Answer": {
+            "type": "object",
+            "required": ["sdp", "type", "session_id"],
+            "properties": {
+                "sdp": {"type": "string"},
+                "type": {"const": "answer"},
+                "session_id": {"type": "string"},
+                "engine": {"type": "string"},
+                "avatar": {"type": "string"},
+                "stream": {"type": "string"},
+            },
+        },
+        "EngineUnavailable": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string"},
+                "engine": {"type": "string"},
+                "reason": {"type": "string"},
+                "fallback": {
+                    "type": ["string", "null"],
+                    "description": "an engine that runs here, to offer instead",
+                },
+            },
+        },
+        "Say": {
+            "type": "object",
+            "required": ["text"],
+            "properties": {"text": text, "language": language},
+        },
+        "Queued": {
+            "type": "object",
+            "required": ["utterance"],
+            "properties": {"utterance": {"type": "string"}, "sentences": {"type": "integer"}},
+        },
+        "List": {
+            "type": "object",
+            "required": ["default"],
+            "description": "see docs/api.md for the items' fields",
+            "properties": {"default": {"type": "string"}},
+        },
     }
 
 
 def _realtime_offer(summary: str) -> Operation:
     return {
-        "summary": summary, "tags": ["realtime"],
+        "summary": summary,
+        "tags": ["realtime"],
         "requestBody": {"required": True, **_json(_ref("Offer"))},
         "responses": {
-            **_ok("the SDP answer (ICE candidates included) and the session id",
-                  _ref("Answer")),
-            "400": _error("malformed JSON, bad SDP, no video m-line, unknown engine/avatar/"
-                          "language"),
+            **_ok("the SDP answer (ICE candidates included) and the session id", _ref("Answer")),
+            "400": _error(
+                "malformed JSON, bad SDP, no video m-line, unknown engine/avatar/language"
+            ),
             "409": _error("the stream name is already live"),
             "413": _error("the body or the SDP is too large"),
-            "503": {"description": "the engine cannot run here (with a fallback), or every "
-                                   "session slot is taken (Retry-After)", "headers": RETRY,
-                    # anyOf: an EngineUnavailable body is an Error too (oneOf would fail it).
-                    **_json({"anyOf": [_ref("EngineUnavailable"), _ref("Error")]})},
+            "503": {
+                "description": "the engine cannot run here (with a fallback), or every "
+                "session slot is taken (Retry-After)",
+                "headers": RETRY,
+                # anyOf: an EngineUnavailable body is an Error too (oneOf would fail it).
+                **_json({"anyOf": [_ref("EngineUnavailable"), _ref("Error")]}),
+            },
         },
     }
 
@@ -138,91 +234,166 @@ def _operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
         ("GET", "/realtime"): _page("The realtime page (Wav2Lip GAN)"),
         ("GET", "/realtime2"): _page("The realtime page (Wav2Lip NOGAN)"),
         ("GET", "/static/{filename}"): {
-            "summary": "A file of the pages (never outside the web folder)", "tags": ["pages"],
-            "parameters": [{"name": "filename", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "the file"},
-                          "404": _error("no such file (or outside the web folder)")}},
+            "summary": "A file of the pages (never outside the web folder)",
+            "tags": ["pages"],
+            "parameters": [
+                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "the file"},
+                "404": _error("no such file (or outside the web folder)"),
+            },
+        },
         ("GET", "/healthz"): {
-            "summary": "Liveness: the server answers", "tags": ["operations"],
-            "responses": _ok("alive", {"type": "object", "required": ["status"],
-                                       "properties": {"status": {"const": "ok"}}})},
+            "summary": "Liveness: the server answers",
+            "tags": ["operations"],
+            "responses": _ok(
+                "alive",
+                {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"const": "ok"}},
+                },
+            ),
+        },
         ("GET", "/metrics"): {
             "summary": "Prometheus metrics (needs the token when one is set)",
             "tags": ["operations"],
-            "responses": {"200": {"description": "the Prometheus text format",
-                                  "content": {"text/plain": {"schema": {"type": "string"}}}}}},
-        ("GET", "/api/openapi.json"): {
-            "summary": "This document", "tags": ["operations"],
-            "responses": _ok("OpenAPI 3.1", {"type": "object"})},
-        ("GET", "/api/languages"): {
-            "summary": "Languages the TTS speaks, ru/kk/en first", "tags": ["lists"],
-            "responses": _ok("the languages", _ref("List"))},
-        ("GET", "/api/engines"): {
-            "summary": "Lip-sync engines and why unavailable ones cannot run", "tags": ["lists"],
-            "responses": _ok("the engines", _ref("List"))},
-        ("GET", "/api/avatars"): {
-            "summary": "Prepared avatars", "tags": ["lists"],
-            "responses": _ok("the avatars", _ref("List"))},
-        ("POST", "/api/generate"): {
-            "summary": "Text or an audio file in, a lip-synced MP4 out", "tags": ["video"],
-            "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref("GenerateText")},
-                "multipart/form-data": {"schema": _ref("GenerateUpload")}}},
             "responses": {
-                "200": {"description": "H.264 + AAC MP4, 25 fps", "headers": TIMING,
-                        "content": {"video/mp4": {"schema": {"type": "string",
-                                                             "format": "binary"}}}},
+                "200": {
+                    "description": "the Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+        ("GET", "/api/openapi.json"): {
+            "summary": "This document",
+            "tags": ["operations"],
+            "responses": _ok("OpenAPI 3.1", {"type": "object"}),
+        },
+        ("GET", "/api/languages"): {
+            "summary": "Languages the TTS speaks, ru/kk/en first",
+            "tags": ["lists"],
+            "responses": _ok("the languages", _ref("List")),
+        },
+        ("GET", "/api/engines"): {
+            "summary": "Lip-sync engines and why unavailable ones cannot run",
+            "tags": ["lists"],
+            "responses": _ok("the engines", _ref("List")),
+        },
+        ("GET", "/api/avatars"): {
+            "summary": "Prepared avatars",
+            "tags": ["lists"],
+            "responses": _ok("the avatars", _ref("List")),
+        },
+        ("POST", "/api/generate"): {
+            "summary": "Text or an audio file in, a lip-synced MP4 out",
+            "tags": ["video"],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _ref("GenerateText")},
+                    "multipart/form-data": {"schema": _ref("GenerateUpload")},
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "H.264 + AAC MP4, 25 fps",
+                    "headers": TIMING,
+                    "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+                },
                 "400": _error("bad text, language, engine, avatar, JSON or upload"),
-                "413": _error(f"body over {http.max_json_bytes} bytes (JSON) or upload over "
-                              f"{http.max_upload_bytes} bytes"),
+                "413": _error(
+                    f"body over {http.max_json_bytes} bytes (JSON) or upload over "
+                    f"{http.max_upload_bytes} bytes"
+                ),
                 "415": _error("neither JSON nor multipart"),
-                "503": {"description": "engine unavailable here, TTS failure, or more than "
-                                       f"{http.max_waiting_renders} renders waiting "
-                                       "(Retry-After)", "headers": RETRY,
-                        **_json(_ref("Error"))},
+                "503": {
+                    "description": "engine unavailable here, TTS failure, or more than "
+                    f"{http.max_waiting_renders} renders waiting "
+                    "(Retry-After)",
+                    "headers": RETRY,
+                    **_json(_ref("Error")),
+                },
                 "507": _error("no disk space left for the render"),
-            }},
-        ("POST", "/offer"): _realtime_offer("Start a realtime session: SDP offer in, answer "
-                                            "out"),
+            },
+        },
+        ("POST", "/offer"): _realtime_offer("Start a realtime session: SDP offer in, answer out"),
         ("POST", "/api/generate_stream"): _realtime_offer("As /offer, engine wav2lip-gan"),
-        ("POST", "/api/generate_stream_nogan"): _realtime_offer("As /offer, engine "
-                                                                "wav2lip-nogan"),
+        ("POST", "/api/generate_stream_nogan"): _realtime_offer("As /offer, engine wav2lip-nogan"),
         ("GET", "/api/sessions/{session_id}"): {
-            "summary": "A session's state and counters", "tags": ["realtime"],
+            "summary": "A session's state and counters",
+            "tags": ["realtime"],
             "parameters": [SESSION_ID],
-            "responses": {**_ok("state", {"type": "object"}), "404": NO_SESSION}},
+            "responses": {**_ok("state", {"type": "object"}), "404": NO_SESSION},
+        },
         ("DELETE", "/api/sessions/{session_id}"): {
-            "summary": "End a session", "tags": ["realtime"], "parameters": [SESSION_ID],
-            "responses": {**_ok("closed", {"type": "object", "properties": {
-                "closed": {"type": "string"}}}), "404": NO_SESSION}},
+            "summary": "End a session",
+            "tags": ["realtime"],
+            "parameters": [SESSION_ID],
+            "responses": {
+                **_ok("closed", {"type": "object", "properties": {"closed": {"type": "string"}}}),
+                "404": NO_SESSION,
+            },
+        },
         ("POST", "/api/sessions/{session_id}/say"): {
-            "summary": "Queue an utterance", "tags": ["realtime"], "parameters": [SESSION_ID],
+            "summary": "Queue an utterance",
+            "tags": ["realtime"],
+            "parameters": [SESSION_ID],
             "requestBody": {"required": True, **_json(_ref("Say"))},
-            "responses": {**_ok("queued", _ref("Queued"), "202"),
-                          "400": _error("bad text or language, malformed JSON"),
-                          "404": NO_SESSION,
-                          "413": _error(f"body over {http.max_json_bytes} bytes"),
-                          "429": {"description": f"{http.max_queued_utterances} utterances "
-                                                 "already queued (Retry-After)",
-                                  "headers": RETRY, **_json(_ref("Error"))}}},
+            "responses": {
+                **_ok("queued", _ref("Queued"), "202"),
+                "400": _error("bad text or language, malformed JSON"),
+                "404": NO_SESSION,
+                "413": _error(f"body over {http.max_json_bytes} bytes"),
+                "429": {
+                    "description": f"{http.max_queued_utterances} utterances "
+                    "already queued (Retry-After)",
+                    "headers": RETRY,
+                    **_json(_ref("Error")),
+                },
+            },
+        },
         ("POST", "/api/sessions/{session_id}/interrupt"): {
-            "summary": "Stop speaking now", "tags": ["realtime"], "parameters": [SESSION_ID],
-            "responses": {**_ok("the dropped utterances", {"type": "object", "properties": {
-                "interrupted": {"type": "array", "items": {"type": "string"}}}}),
-                "404": NO_SESSION}},
+            "summary": "Stop speaking now",
+            "tags": ["realtime"],
+            "parameters": [SESSION_ID],
+            "responses": {
+                **_ok(
+                    "the dropped utterances",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "interrupted": {"type": "array", "items": {"type": "string"}}
+                        },
+                    },
+                ),
+                "404": NO_SESSION,
+            },
+        },
         **_whep_operations(config),
         **_recording_operations(),
         ("GET", "/api/sessions/{session_id}/events"): {
-            "summary": "The session's events as Server-Sent Events", "tags": ["realtime"],
-            "parameters": [SESSION_ID,
-                           {"name": "replay", "in": "query", "required": False,
-                            "description": "0: skip the recent events",
-                            "schema": {"type": "string", "enum": ["0", "1"]}}],
-            "responses": {"200": {"description": "until the session ends",
-                                  "content": {"text/event-stream": {"schema":
-                                                                    {"type": "string"}}}},
-                          "404": NO_SESSION}},
+            "summary": "The session's events as Server-Sent Events",
+            "tags": ["realtime"],
+            "parameters": [
+                SESSION_ID,
+                {
+                    "name": "replay",
+                    "in": "query",
+                    "required": False,
+                    "description": "0: skip the recent events",
+                    "schema": {"type": "string", "enum": ["0", "1"]},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "until the session ends",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "404": NO_SESSION,
+            },
+        },
     }
 
 
@@ -233,88 +404,164 @@ def _whep_operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
     return {
         ("OPTIONS", "/whep/{stream}"): {
             "summary": "What the WHEP resource accepts (also a CORS preflight)",
-            "tags": ["whep"], "parameters": [STREAM],
-            "responses": {"204": {"description": "Accept-Post: application/sdp",
-                                  "headers": {"Allow": {"schema": {"const": ALLOW_RESOURCE}}}}}},
+            "tags": ["whep"],
+            "parameters": [STREAM],
+            "responses": {
+                "204": {
+                    "description": "Accept-Post: application/sdp",
+                    "headers": {"Allow": {"schema": {"const": ALLOW_RESOURCE}}},
+                }
+            },
+        },
         ("POST", "/whep/{stream}"): {
             "summary": "Watch a live stream: a recvonly SDP offer in, the answer out",
-            "tags": ["whep"], "parameters": [STREAM], "requestBody": SDP_BODY,
+            "tags": ["whep"],
+            "parameters": [STREAM],
+            "requestBody": SDP_BODY,
             "responses": {
-                "201": {"description": "the SDP answer; Location: the viewer's URL",
-                        "headers": {"Location": {"schema": {"type": "string"}}},
-                        "content": {"application/sdp": {"schema": {"type": "string"}}}},
-                "400": _error("no video m-line or unusable SDP"), "404": no_stream,
+                "201": {
+                    "description": "the SDP answer; Location: the viewer's URL",
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                    "content": {"application/sdp": {"schema": {"type": "string"}}},
+                },
+                "400": _error("no video m-line or unusable SDP"),
+                "404": no_stream,
                 "413": _error("the offer is too large"),
                 "415": _error("not application/sdp"),
-                "503": {"description": f"the stream already has {viewers} viewers "
-                                       "(Retry-After)", "headers": RETRY,
-                        **_json(_ref("Error"))}}},
+                "503": {
+                    "description": f"the stream already has {viewers} viewers (Retry-After)",
+                    "headers": RETRY,
+                    **_json(_ref("Error")),
+                },
+            },
+        },
         ("OPTIONS", "/whep/{stream}/{viewer}"): {
-            "summary": "What a viewer resource accepts", "tags": ["whep"],
+            "summary": "What a viewer resource accepts",
+            "tags": ["whep"],
             "parameters": [STREAM, VIEWER],
-            "responses": {"204": {"description": "Allow: DELETE, OPTIONS (PATCH answers 405)",
-                                  "headers": {"Allow": {"schema": {"const": ALLOW_VIEWER}}}}}},
+            "responses": {
+                "204": {
+                    "description": "Allow: DELETE, OPTIONS (PATCH answers 405)",
+                    "headers": {"Allow": {"schema": {"const": ALLOW_VIEWER}}},
+                }
+            },
+        },
         ("DELETE", "/whep/{stream}/{viewer}"): {
-            "summary": "Stop watching", "tags": ["whep"], "parameters": [STREAM, VIEWER],
-            "responses": {**_ok("ended", {"type": "object", "properties": {
-                "closed": {"type": "string"}}}),
-                "404": _error("no such stream or viewer (it may have ended)")}},
+            "summary": "Stop watching",
+            "tags": ["whep"],
+            "parameters": [STREAM, VIEWER],
+            "responses": {
+                **_ok("ended", {"type": "object", "properties": {"closed": {"type": "string"}}}),
+                "404": _error("no such stream or viewer (it may have ended)"),
+            },
+        },
         ("PATCH", "/whep/{stream}/{viewer}"): {
             "summary": "Trickle ICE and ICE restarts: not supported (the answer carries every "
-                       "candidate), so 405 as RFC 9725 asks; Allow lists what is",
-            "tags": ["whep"], "parameters": [STREAM, VIEWER],
-            "requestBody": {"content": {"application/trickle-ice-sdpfrag": {
-                "schema": {"type": "string"}}}},
-            "responses": {"404": no_stream,
-                          "405": {"description": "not supported",
-                                  "headers": {"Allow": {"schema": {"const": ALLOW_VIEWER}}},
-                                  **_json(_ref("Error"))}}},
+            "candidate), so 405 as RFC 9725 asks; Allow lists what is",
+            "tags": ["whep"],
+            "parameters": [STREAM, VIEWER],
+            "requestBody": {
+                "content": {"application/trickle-ice-sdpfrag": {"schema": {"type": "string"}}}
+            },
+            "responses": {
+                "404": no_stream,
+                "405": {
+                    "description": "not supported",
+                    "headers": {"Allow": {"schema": {"const": ALLOW_VIEWER}}},
+                    **_json(_ref("Error")),
+                },
+            },
+        },
         ("GET", "/api/streams"): {
-            "summary": "Live streams and their viewers", "tags": ["whep"],
-            "responses": _ok("the streams", {"type": "object", "required": ["streams"],
-                                             "properties": {"streams": {"type": "array"}}})},
-        ("GET", "/obs/{stream}"): {**_page("Full-window viewer page for OBS Browser Sources"),
-                                   "parameters": [STREAM]},
+            "summary": "Live streams and their viewers",
+            "tags": ["whep"],
+            "responses": _ok(
+                "the streams",
+                {
+                    "type": "object",
+                    "required": ["streams"],
+                    "properties": {"streams": {"type": "array"}},
+                },
+            ),
+        },
+        ("GET", "/obs/{stream}"): {
+            **_page("Full-window viewer page for OBS Browser Sources"),
+            "parameters": [STREAM],
+        },
     }
 
 
 def _recording_operations() -> dict[tuple[str, str], Operation]:
     """Recordings of live streams (rtc/recording.py)."""
-    recording = {"type": "object", "properties": {
-        "recording": {"type": "string"}, "stream": {"type": "string"},
-        "frames": {"type": "integer"}, "seconds": {"type": "number"},
-        "dropped": {"type": "integer"}, "active": {"type": "boolean"},
-        "stop_reason": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}}}
+    recording = {
+        "type": "object",
+        "properties": {
+            "recording": {"type": "string"},
+            "stream": {"type": "string"},
+            "frames": {"type": "integer"},
+            "seconds": {"type": "number"},
+            "dropped": {"type": "integer"},
+            "active": {"type": "boolean"},
+            "stop_reason": {"type": ["string", "null"]},
+            "error": {"type": ["string", "null"]},
+        },
+    }
     no_stream = _error("no live stream of that name")
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "a file name from GET /api/recordings"}
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "a file name from GET /api/recordings",
+    }
     return {
         ("POST", "/api/streams/{stream}/recording/start"): {
-            "summary": "Start recording a live stream to fragmented MP4", "tags": ["recordings"],
+            "summary": "Start recording a live stream to fragmented MP4",
+            "tags": ["recordings"],
             "parameters": [STREAM],
-            "responses": {**_ok("recording", recording, "201"), "404": no_stream,
-                          "409": _error("already recording"),
-                          "507": _error("the recordings folder cannot be created")}},
+            "responses": {
+                **_ok("recording", recording, "201"),
+                "404": no_stream,
+                "409": _error("already recording"),
+                "507": _error("the recordings folder cannot be created"),
+            },
+        },
         ("POST", "/api/streams/{stream}/recording/stop"): {
             "summary": "Stop recording; answers once the file is complete",
-            "tags": ["recordings"], "parameters": [STREAM],
-            "responses": {**_ok("the finished recording", recording), "404": no_stream,
-                          "409": _error("not recording")}},
-        ("GET", "/api/streams/{stream}/recording"): {
-            "summary": "The stream's current or last recording", "tags": ["recordings"],
+            "tags": ["recordings"],
             "parameters": [STREAM],
-            "responses": {**_ok("recording", recording), "404": no_stream}},
+            "responses": {
+                **_ok("the finished recording", recording),
+                "404": no_stream,
+                "409": _error("not recording"),
+            },
+        },
+        ("GET", "/api/streams/{stream}/recording"): {
+            "summary": "The stream's current or last recording",
+            "tags": ["recordings"],
+            "parameters": [STREAM],
+            "responses": {**_ok("recording", recording), "404": no_stream},
+        },
         ("GET", "/api/recordings"): {
-            "summary": "Recordings on disk, newest first", "tags": ["recordings"],
-            "responses": _ok("the files", {"type": "object", "properties": {
-                "recordings": {"type": "array"}}})},
+            "summary": "Recordings on disk, newest first",
+            "tags": ["recordings"],
+            "responses": _ok(
+                "the files", {"type": "object", "properties": {"recordings": {"type": "array"}}}
+            ),
+        },
         ("GET", "/api/recordings/{name}"): {
-            "summary": "Download a recording", "tags": ["recordings"], "parameters": [name],
-            "responses": {"200": {"description": "the MP4 file",
-                                  "content": {"video/mp4": {"schema": {
-                                      "type": "string", "format": "binary"}}}},
-                          "400": _error("not a recording name"),
-                          "404": _error("no such recording")}},
+            "summary": "Download a recording",
+            "tags": ["recordings"],
+            "parameters": [name],
+            "responses": {
+                "200": {
+                    "description": "the MP4 file",
+                    "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "400": _error("not a recording name"),
+                "404": _error("no such recording"),
+            },
+        },
     }
 
 
@@ -343,34 +590,52 @@ def build_spec(app: web.Application, config: AppConfig) -> dict[str, Any]:
     known = _operations(config)
     paths: dict[str, dict[str, Operation]] = {}
     for method, path in route_paths(app):
-        operation = dict(known.get((method, path)) or {
-            "summary": "undocumented route", "x-undocumented": True,
-            "responses": {"default": {"description": "see the source"}}})
+        operation = dict(
+            known.get((method, path))
+            or {
+                "summary": "undocumented route",
+                "x-undocumented": True,
+                "responses": {"default": {"description": "see the source"}},
+            }
+        )
         if "requestBody" in operation:
-            operation["responses"] = {**operation["responses"],
-                                      "415": _error("a Content-Type the operation does not take")}
+            operation["responses"] = {
+                **operation["responses"],
+                "415": _error("a Content-Type the operation does not take"),
+            }
         if method in STATE_CHANGING:
-            operation["responses"] = {**operation["responses"],
-                                      "403": _error("sent by a page of a foreign origin "
-                                                    "(see --cors-origin)")}
-        if guarded(method, path) and (config.http.token or
-                                      (config.http.viewer_token and viewer_path(path))):
+            operation["responses"] = {
+                **operation["responses"],
+                "403": _error("sent by a page of a foreign origin (see --cors-origin)"),
+            }
+        if guarded(method, path) and (
+            config.http.token or (config.http.viewer_token and viewer_path(path))
+        ):
             operation["security"] = [{"bearer": []}]
             operation["responses"] = {
-                **operation["responses"], "401": _error("missing or wrong API token")}
+                **operation["responses"],
+                "401": _error("missing or wrong API token"),
+            }
         paths.setdefault(path, {})[method.lower()] = operation
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
-        "info": {"title": "Talking Avatar", "version": "0.1.0",
-                 "description": "Realtime lip-synced avatar server. Every error is JSON "
-                                "{\"error\": ...}; see docs/api.md."},
+        "info": {
+            "title": "Talking Avatar",
+            "version": "0.1.0",
+            "description": "Realtime lip-synced avatar server. Every error is JSON "
+            '{"error": ...}; see docs/api.md.',
+        },
         "paths": paths,
         "components": {"schemas": _schemas(config)},
     }
     if config.http.token:
         spec["components"]["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer",
-                       "description": "the server's --token; ?token= works too"}}
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the server's --token; ?token= works too",
+            }
+        }
     return spec
 
 

@@ -95,9 +95,16 @@ class PipelineStats:
 class Pipeline:
     """Produces a session's frames; the tracks read :attr:`video_queue` / :attr:`audio_queue`."""
 
-    def __init__(self, session_id: str, clock: MediaClock, batcher: Batcher, avatar: Avatar,
-                 tts: TextToSpeech, emit: Callable[[Event], None],
-                 options: PipelineOptions | None = None) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        clock: MediaClock,
+        batcher: Batcher,
+        avatar: Avatar,
+        tts: TextToSpeech,
+        emit: Callable[[Event], None],
+        options: PipelineOptions | None = None,
+    ) -> None:
         self.session_id = session_id
         self.clock = clock
         self.batcher = batcher
@@ -108,9 +115,14 @@ class Pipeline:
         ahead = self.options.max_ahead + self.options.idle_lead + 10
         self.video_queue: SlotQueue[av.VideoFrame] = SlotQueue(ahead)
         self.audio_queue: SlotQueue[np.ndarray] = SlotQueue(ahead * AUDIO_PER_VIDEO)
-        self.speaker = Speaker(session_id, tts, on_clip=self._schedule,
-                               on_error=self._speech_error, now=clock.now,
-                               max_utterances=self.options.max_utterances)
+        self.speaker = Speaker(
+            session_id,
+            tts,
+            on_clip=self._schedule,
+            on_error=self._speech_error,
+            now=clock.now,
+            max_utterances=self.options.max_utterances,
+        )
         self.generation = 0
         self._next = clock.current_video_index() + 1
         self._clip: Clip | None = None
@@ -171,8 +183,13 @@ class Pipeline:
         """Queue an utterance (text and language already validated); QueueFull when full."""
         utterance = self.speaker.say(text, language)
         self.stats.utterances += 1
-        self._emit({"type": "utterance_queued", "utterance": utterance.id,
-                    "sentences": len(utterance.sentences)})
+        self._emit(
+            {
+                "type": "utterance_queued",
+                "utterance": utterance.id,
+                "sentences": len(utterance.sentences),
+            }
+        )
         return utterance
 
     def interrupt(self) -> list[str]:
@@ -189,13 +206,21 @@ class Pipeline:
         self.video_queue.flush(after=slot)
         # Utterances scheduled to the end, whose speaking_ended waits for their last slot,
         # were cut short too: their end is announced here, or never (the marks go).
-        cut = [(e["utterance"], e.get("error")) for index in sorted(self._marks)
-               for e in self._marks[index] if e["type"] == "speaking_ended"]
+        cut = [
+            (e["utterance"], e.get("error"))
+            for index in sorted(self._marks)
+            for e in self._marks[index]
+            if e["type"] == "speaking_ended"
+        ]
         self._marks.clear()
         self._next = slot + 1
         for uid, error in [*cut, *((u.id, u.error) for u in dropped)]:
-            ended: Event = {"type": "speaking_ended", "utterance": uid, "interrupted": True,
-                            "started": uid in self._announced}
+            ended: Event = {
+                "type": "speaking_ended",
+                "utterance": uid,
+                "interrupted": True,
+                "started": uid in self._announced,
+            }
             if error is not None:
                 ended["error"] = error
             self._emit(ended)
@@ -250,8 +275,9 @@ class Pipeline:
             self._next += 1
         self._submit(batch)
 
-    def _schedule_speech(self, slot: int, lead: int, horizon: int,
-                         batch: list[tuple[int, LipSyncRequest]]) -> None:
+    def _schedule_speech(
+        self, slot: int, lead: int, horizon: int, batch: list[tuple[int, LipSyncRequest]]
+    ) -> None:
         if self._clip is not None and horizon - self._next + 1 < self.options.chunk:
             return  # keep batches whole: wait until a full chunk fits
         while self._next <= horizon:
@@ -285,22 +311,30 @@ class Pipeline:
             utterance.started = True
             latency = self.clock.video_time(start) - utterance.requested
             self._marks.setdefault(start, []).append(
-                {"type": "speaking_started", "utterance": utterance.id,
-                 "latency_ms": round(latency * 1000, 1)})
+                {
+                    "type": "speaking_started",
+                    "utterance": utterance.id,
+                    "latency_ms": round(latency * 1000, 1),
+                }
+            )
         self._clip = clip
 
     def _end_clip(self, clip: Clip) -> None:
         self._clip = None
         if clip.last:
-            ended: Event = {"type": "speaking_ended", "utterance": clip.utterance.id,
-                            "interrupted": False}
+            ended: Event = {
+                "type": "speaking_ended",
+                "utterance": clip.utterance.id,
+                "interrupted": False,
+            }
             if clip.utterance.error is not None:
                 ended["error"] = clip.utterance.error
             self._marks.setdefault(self._next, []).append(ended)
             self.speaker.finished(clip.utterance)
 
-    def _schedule_mic(self, slot: int, lead: int, horizon: int,
-                      batch: list[tuple[int, LipSyncRequest]]) -> None:
+    def _schedule_mic(
+        self, slot: int, lead: int, horizon: int, batch: list[tuple[int, LipSyncRequest]]
+    ) -> None:
         while self._mic:
             fa, arrived = self._mic[0]
             if self._mic_offset is None:
@@ -330,23 +364,32 @@ class Pipeline:
                 self.stats.mic_frames += 1
             latency = self.clock.video_time(index) - arrived
             previous = self.stats.mic_latency
-            self.stats.mic_latency = latency if previous is None else (
-                0.9 * previous + 0.1 * latency)
+            self.stats.mic_latency = (
+                latency if previous is None else (0.9 * previous + 0.1 * latency)
+            )
             self._next = index + 1
 
-    def _request(self, fa: FrameAudio, index: int, phoneme: str | None,
-                 state: StreamState) -> LipSyncRequest:
-        return LipSyncRequest(mel=fa.mel, frame=self.avatar.frame_at(index),
-                              silent=fa.rms < self.options.silence_rms, phoneme=phoneme,
-                              stream=state)
+    def _request(
+        self, fa: FrameAudio, index: int, phoneme: str | None, state: StreamState
+    ) -> LipSyncRequest:
+        return LipSyncRequest(
+            mel=fa.mel,
+            frame=self.avatar.frame_at(index),
+            silent=fa.rms < self.options.silence_rms,
+            phoneme=phoneme,
+            stream=state,
+        )
 
     def _submit(self, batch: list[tuple[int, LipSyncRequest]]) -> None:
         if not batch:
             return
         indices = [index for index, _ in batch]
-        futures = self.batcher.submit(self.session_id, [r for _, r in batch],
-                                      [self.clock.video_time(i) for i in indices],
-                                      finish=bgr_to_video_frame)
+        futures = self.batcher.submit(
+            self.session_id,
+            [r for _, r in batch],
+            [self.clock.video_time(i) for i in indices],
+            finish=bgr_to_video_frame,
+        )
         for index, future in zip(indices, futures, strict=True):
             future.add_done_callback(partial(self._on_result, self.generation, index))
 
@@ -366,16 +409,21 @@ class Pipeline:
             return
         if not self.video_queue.put(index, frame):
             self.stats.late += 1
-            log.debug("session=%s frame %d came back after its slot (now %d)",
-                      self.session_id, index, self.clock.current_video_index())
+            log.debug(
+                "session=%s frame %d came back after its slot (now %d)",
+                self.session_id,
+                index,
+                self.clock.current_video_index(),
+            )
 
     # --- placing frames ----------------------------------------------------------------
 
     def _place_audio(self, index: int, audio: np.ndarray) -> None:
         s16 = pcm_to_s16(audio)
         for k in range(AUDIO_PER_VIDEO):
-            self.audio_queue.put(index * AUDIO_PER_VIDEO + k,
-                                 s16[k * AUDIO_SAMPLES : (k + 1) * AUDIO_SAMPLES])
+            self.audio_queue.put(
+                index * AUDIO_PER_VIDEO + k, s16[k * AUDIO_SAMPLES : (k + 1) * AUDIO_SAMPLES]
+            )
 
     def _place_idle(self, index: int, audio: np.ndarray | None = None) -> None:
         self.video_queue.put(index, self._idle_frame(index))

@@ -75,16 +75,31 @@ class PresenterStats:
 class Presenter:
     """Runs one avatar from ``mic`` into ``camera`` and ``speaker`` until stopped."""
 
-    def __init__(self, batcher: Batcher, avatar: Avatar, tts: TextToSpeech, mic: MicSource,
-                 camera: FrameSink | None, speaker: AudioSink | None,
-                 options: PipelineOptions | None = None, clock: MediaClock | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        batcher: Batcher,
+        avatar: Avatar,
+        tts: TextToSpeech,
+        mic: MicSource,
+        camera: FrameSink | None,
+        speaker: AudioSink | None,
+        options: PipelineOptions | None = None,
+        clock: MediaClock | None = None,
+    ) -> None:
         self.id = "present"
         self.clock = clock or MediaClock()
-        self.pipeline = Pipeline(self.id, self.clock, batcher, avatar, tts, self._event,
-                                 options or PipelineOptions(echo_mic=True))
-        self.video = AvatarVideoTrack(self.clock, self.pipeline.video_queue,
-                                      self.pipeline.first_frame)
+        self.pipeline = Pipeline(
+            self.id,
+            self.clock,
+            batcher,
+            avatar,
+            tts,
+            self._event,
+            options or PipelineOptions(echo_mic=True),
+        )
+        self.video = AvatarVideoTrack(
+            self.clock, self.pipeline.video_queue, self.pipeline.first_frame
+        )
         self.audio = AvatarAudioTrack(self.clock, self.pipeline.audio_queue)
         self.mic = mic
         self.camera = camera
@@ -99,15 +114,18 @@ class Presenter:
     async def run(self, seconds: float | None = None) -> PresenterStats:
         """Present until cancelled (or for ``seconds``); closes the sinks at the end."""
         self.pipeline.start()
-        tasks = [asyncio.create_task(self._read_mic(), name="present-mic"),
-                 asyncio.create_task(self._pump_video(), name="present-video"),
-                 asyncio.create_task(self._pump_audio(), name="present-audio")]
+        tasks = [
+            asyncio.create_task(self._read_mic(), name="present-mic"),
+            asyncio.create_task(self._pump_video(), name="present-video"),
+            asyncio.create_task(self._pump_audio(), name="present-audio"),
+        ]
         try:
             if seconds is None:
                 await asyncio.gather(*tasks)
             else:
-                done, _ = await asyncio.wait(tasks, timeout=seconds,
-                                             return_when=asyncio.FIRST_EXCEPTION)
+                done, _ = await asyncio.wait(
+                    tasks, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION
+                )
                 for task in done:
                     task.result()  # a failed task's error surfaces here
         finally:
@@ -151,13 +169,16 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
 
 # --- real devices (the ``present`` extra) ------------------------------------------------------
 
+
 def _sounddevice() -> Any:
     try:
         import sounddevice
     except (ImportError, OSError) as e:  # OSError: PortAudio itself is missing
-        raise DeviceError("the microphone and speaker need sounddevice: "
-                          "pip install 'talking-avatar[present]' (and PortAudio, e.g. "
-                          "apt-get install libportaudio2)") from e
+        raise DeviceError(
+            "the microphone and speaker need sounddevice: "
+            "pip install 'talking-avatar[present]' (and PortAudio, e.g. "
+            "apt-get install libportaudio2)"
+        ) from e
     return sounddevice
 
 
@@ -171,12 +192,15 @@ def list_audio_devices(kind: str) -> str:
 
 def _device(sd: Any, name: str, kind: str) -> Any:
     try:
-        sd.check_input_settings(device=_index(name), samplerate=SAMPLE_RATE, channels=1) \
-            if kind == "input" else \
-            sd.check_output_settings(device=_index(name), samplerate=SAMPLE_RATE, channels=1)
+        sd.check_input_settings(
+            device=_index(name), samplerate=SAMPLE_RATE, channels=1
+        ) if kind == "input" else sd.check_output_settings(
+            device=_index(name), samplerate=SAMPLE_RATE, channels=1
+        )
     except Exception as e:
-        raise DeviceError(f"no usable {kind} device {name!r} ({e}); available:\n"
-                          f"{list_audio_devices(kind)}") from e
+        raise DeviceError(
+            f"no usable {kind} device {name!r} ({e}); available:\n{list_audio_devices(kind)}"
+        ) from e
     return _index(name)
 
 
@@ -191,9 +215,14 @@ class SoundDeviceMic:
         sd = _sounddevice()
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[np.ndarray] = asyncio.Queue(MIC_QUEUE_CHUNKS)
-        self._stream = sd.InputStream(device=_device(sd, device, "input"),
-                                      samplerate=SAMPLE_RATE, channels=1, dtype="float32",
-                                      blocksize=AUDIO_SAMPLES, callback=self._callback)
+        self._stream = sd.InputStream(
+            device=_device(sd, device, "input"),
+            samplerate=SAMPLE_RATE,
+            channels=1,
+            dtype="float32",
+            blocksize=AUDIO_SAMPLES,
+            callback=self._callback,
+        )
         self._stream.start()
 
     def _callback(self, data: np.ndarray, frames: int, time: Any, status: Any) -> None:
@@ -221,9 +250,14 @@ class SoundDeviceSpeaker:
 
     def __init__(self, device: str) -> None:
         sd = _sounddevice()
-        self._stream = sd.OutputStream(device=_device(sd, device, "output"),
-                                       samplerate=SAMPLE_RATE, channels=1, dtype="int16",
-                                       blocksize=AUDIO_SAMPLES, latency="low")
+        self._stream = sd.OutputStream(
+            device=_device(sd, device, "output"),
+            samplerate=SAMPLE_RATE,
+            channels=1,
+            dtype="int16",
+            blocksize=AUDIO_SAMPLES,
+            latency="low",
+        )
         self._stream.start()
 
     def write(self, samples: np.ndarray) -> None:
@@ -244,14 +278,17 @@ class VirtualCamera:
         try:
             import pyvirtualcam
         except ImportError as e:
-            raise DeviceError("--vcam needs pyvirtualcam: pip install "
-                              "'talking-avatar[present]'") from e
+            raise DeviceError(
+                "--vcam needs pyvirtualcam: pip install 'talking-avatar[present]'"
+            ) from e
         try:
             self._camera = pyvirtualcam.Camera(width=width, height=height, fps=FPS)
         except Exception as e:  # pyvirtualcam raises RuntimeError with the backend's reason
-            raise DeviceError(f"no virtual camera is available ({e}); on Linux load "
-                              "v4l2loopback (see docs/presenter.md), on Windows/macOS "
-                              "install OBS and start its virtual camera once") from e
+            raise DeviceError(
+                f"no virtual camera is available ({e}); on Linux load "
+                "v4l2loopback (see docs/presenter.md), on Windows/macOS "
+                "install OBS and start its virtual camera once"
+            ) from e
         log.info("virtual camera: %s", self._camera.device)
 
     def send(self, rgb: np.ndarray) -> None:

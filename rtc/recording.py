@@ -73,9 +73,14 @@ class RecordingLimits:
 class Recorder:
     """One recording of one stream: listeners on the loop, a writer thread behind them."""
 
-    def __init__(self, stream: Stream, path: Path, limits: RecordingLimits,
-                 emit: Callable[[dict[str, Any]], None],
-                 writer_factory: WriterFactory = mp4_writer) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        path: Path,
+        limits: RecordingLimits,
+        emit: Callable[[dict[str, Any]], None],
+        writer_factory: WriterFactory = mp4_writer,
+    ) -> None:
         self.stream = stream
         self.path = path
         self.limits = limits
@@ -83,8 +88,7 @@ class Recorder:
         self._factory = writer_factory
         self._queue: queue.Queue[tuple[str, int, np.ndarray] | None] = queue.Queue(QUEUE_ITEMS)
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name=f"recorder-{path.stem}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"recorder-{path.stem}", daemon=True)
         self.dropped = 0
         self.frames = 0
         self.error: str | None = None
@@ -138,10 +142,16 @@ class Recorder:
 
     def describe(self) -> dict[str, Any]:
         """State for the API."""
-        return {"recording": self.name, "stream": self.stream.name, "frames": self.frames,
-                "seconds": round(self.frames / 25, 2), "dropped": self.dropped,
-                "active": not self.done.is_set(), "stop_reason": self.stop_reason,
-                "error": self.error}
+        return {
+            "recording": self.name,
+            "stream": self.stream.name,
+            "frames": self.frames,
+            "seconds": round(self.frames / 25, 2),
+            "dropped": self.dropped,
+            "active": not self.done.is_set(),
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+        }
 
     # --- the writer thread ----------------------------------------------------------------
 
@@ -150,22 +160,35 @@ class Recorder:
         event: dict[str, Any]
         try:
             self._write_all()
-            event = {"type": "recording_stopped", "recording": self.name,
-                     "reason": self.stop_reason, "frames": self.frames}
+            event = {
+                "type": "recording_stopped",
+                "recording": self.name,
+                "reason": self.stop_reason,
+                "frames": self.frames,
+            }
         except OSError as e:  # disk full, folder removed ...: stop, keep the session
             self.error = f"{type(e).__name__}: {e}"
             self.stop_reason = "error"
-            log.error("session=%s recording %s failed: %s", self.stream.session_id,
-                      self.name, self.error)
+            log.error(
+                "session=%s recording %s failed: %s", self.stream.session_id, self.name, self.error
+            )
             cause = "disk" if e.errno in DISK_FULL else "io"
-            event = {"type": "recording_error", "recording": self.name, "message": self.error,
-                     "cause": cause}
+            event = {
+                "type": "recording_error",
+                "recording": self.name,
+                "message": self.error,
+                "cause": cause,
+            }
         except Exception as e:  # an encoder failure must not take the server down either
             self.error = f"{type(e).__name__}: {e}"
             self.stop_reason = "error"
             log.exception("session=%s recording %s failed", self.stream.session_id, self.name)
-            event = {"type": "recording_error", "recording": self.name, "message": self.error,
-                     "cause": "encoder"}
+            event = {
+                "type": "recording_error",
+                "recording": self.name,
+                "message": self.error,
+                "cause": "encoder",
+            }
         self._loop.call_soon_threadsafe(self._finished, event)
 
     def _finished(self, event: dict[str, Any]) -> None:
@@ -221,8 +244,9 @@ class Recorder:
             if writer is not None:
                 writer.close()
 
-    def _write_audio(self, writer: VideoWriter, chunks: list[tuple[int, np.ndarray]], s0: int,
-                     audio_next: int) -> int:
+    def _write_audio(
+        self, writer: VideoWriter, chunks: list[tuple[int, np.ndarray]], s0: int, audio_next: int
+    ) -> int:
         for slot, samples in sorted(chunks, key=lambda c: c[0]):
             index = slot - s0 * AUDIO_PER_VIDEO
             if index < audio_next:
@@ -259,8 +283,9 @@ class Recordings:
         self.realtime = realtime
         http = realtime.http
         self.folder = Path(http.recordings_dir)
-        self.limits = RecordingLimits(max_seconds=http.max_recording_seconds,
-                                      max_bytes=http.max_recording_bytes)
+        self.limits = RecordingLimits(
+            max_seconds=http.max_recording_seconds, max_bytes=http.max_recording_bytes
+        )
         self.active: dict[str, Recorder] = {}  # by stream name
         self.writer_factory: WriterFactory = mp4_writer
         """Replaced by tests to simulate a failing disk."""
@@ -277,14 +302,15 @@ class Recordings:
         stream = self._stream(request)
         current = self.active.get(stream.name)
         if current is not None and not current.done.is_set():
-            raise ApiError(409, f"stream {stream.name} is already being recorded to "
-                                f"{current.name}; stop it first")
+            raise ApiError(
+                409,
+                f"stream {stream.name} is already being recorded to {current.name}; stop it first",
+            )
         session = self.realtime.sessions.get(stream.session_id)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ApiError(507, f"cannot create the recordings folder {self.folder}: {e}") \
-                from None
+            raise ApiError(507, f"cannot create the recordings folder {self.folder}: {e}") from None
 
         def emit(event: dict[str, Any]) -> None:
             # Through the session's emit, not straight to its event hub: its listeners are
@@ -296,8 +322,13 @@ class Recordings:
                 for listener in self.realtime.event_listeners:
                     listener({**event, "session": stream.session_id})
 
-        recorder = Recorder(stream, self.folder / new_recording_name(stream.name), self.limits,
-                            emit, self.writer_factory)
+        recorder = Recorder(
+            stream,
+            self.folder / new_recording_name(stream.name),
+            self.limits,
+            emit,
+            self.writer_factory,
+        )
         self.active[stream.name] = recorder
         stream.on_end.append(lambda _: recorder.stop("the session ended"))
         recorder.start()
@@ -326,11 +357,24 @@ class Recordings:
     async def list(self, request: web.Request) -> web.Response:
         """GET /api/recordings: finished and running recordings, newest first."""
         recording = {r.name for r in self.active.values() if not r.done.is_set()}
-        files = sorted(self.folder.glob("*.mp4"), key=lambda p: p.stat().st_mtime,
-                       reverse=True) if self.folder.is_dir() else []
-        return web.json_response({"recordings": [
-            {"name": p.name, "bytes": p.stat().st_size, "recording": p.name in recording,
-             "url": f"/api/recordings/{p.name}"} for p in files]})
+        files = (
+            sorted(self.folder.glob("*.mp4"), key=lambda p: p.stat().st_mtime, reverse=True)
+            if self.folder.is_dir()
+            else []
+        )
+        return web.json_response(
+            {
+                "recordings": [
+                    {
+                        "name": p.name,
+                        "bytes": p.stat().st_size,
+                        "recording": p.name in recording,
+                        "url": f"/api/recordings/{p.name}",
+                    }
+                    for p in files
+                ]
+            }
+        )
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         """GET /api/recordings/{name}: the MP4 file."""
@@ -340,16 +384,19 @@ class Recordings:
             raise ApiError(400, str(e)) from None
         if not path.is_file():
             raise ApiError(404, "no such recording")
-        return web.FileResponse(path, headers={
-            "Content-Type": "video/mp4",
-            "Content-Disposition": f'attachment; filename="{path.name}"'})
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Type": "video/mp4",
+                "Content-Disposition": f'attachment; filename="{path.name}"',
+            },
+        )
 
     async def shutdown(self, _: web.Application | None = None) -> None:
         """Finish every file (app.on_shutdown)."""
         for recorder in self.active.values():
             recorder.stop("server shutting down")
-        await asyncio.gather(*(r.wait() for r in self.active.values()),
-                             return_exceptions=True)
+        await asyncio.gather(*(r.wait() for r in self.active.values()), return_exceptions=True)
 
 
 def register_recordings(app: web.Application) -> Recordings:

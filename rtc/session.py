@@ -57,9 +57,18 @@ class OfferError(ValueError):
 class Session:
     """One caller: peer connection, pipeline, tracks, events."""
 
-    def __init__(self, services: Services, batcher: Batcher, *, engine: str, avatar: Avatar,
-                 language: str, http: HttpConfig, options: PipelineOptions,
-                 on_closed: Callable[[Session], None]) -> None:
+    def __init__(
+        self,
+        services: Services,
+        batcher: Batcher,
+        *,
+        engine: str,
+        avatar: Avatar,
+        language: str,
+        http: HttpConfig,
+        options: PipelineOptions,
+        on_closed: Callable[[Session], None],
+    ) -> None:
         self.id = secrets.token_urlsafe(9)
         self.engine = engine
         self.avatar = avatar
@@ -68,10 +77,12 @@ class Session:
         self.options = options
         self.clock = MediaClock()
         self.events = EventHub(self.id)
-        self.pipeline = Pipeline(self.id, self.clock, batcher, avatar, services.tts,
-                                 self._emit, options)
-        self.video = AvatarVideoTrack(self.clock, self.pipeline.video_queue,
-                                      self.pipeline.first_frame)
+        self.pipeline = Pipeline(
+            self.id, self.clock, batcher, avatar, services.tts, self._emit, options
+        )
+        self.video = AvatarVideoTrack(
+            self.clock, self.pipeline.video_queue, self.pipeline.first_frame
+        )
         self.audio = AvatarAudioTrack(self.clock, self.pipeline.audio_queue)
         self.encoded_video = EncodedVideoTrack(self.video)
         """What the peer connection sends: ``video``'s frames, encoded by the session."""
@@ -121,8 +132,7 @@ class Session:
         self.pipeline.start()
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(self._connect_deadline(), "connect-deadline")
-        log.info("session=%s started: engine=%s avatar=%s", self.id, self.engine,
-                 self.avatar.name)
+        log.info("session=%s started: engine=%s avatar=%s", self.id, self.engine, self.avatar.name)
         return pc.localDescription
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
@@ -211,13 +221,18 @@ class Session:
                 reply = {"type": "interrupted", "utterances": self.interrupt()}
             elif kind == "ping":
                 t = data.get("t")
-                reply = {"type": "pong", "t": t if _echoable(t) else None,
-                         "server_time": self.clock.now()}
+                reply = {
+                    "type": "pong",
+                    "t": t if _echoable(t) else None,
+                    "server_time": self.clock.now(),
+                }
             elif kind == "stats":
                 reply = {"type": "stats", **self.describe()}
             else:
-                raise ValueError(f"unknown message type {kind!r}; messages are JSON objects "
-                                 "with type say, interrupt, ping or stats")
+                raise ValueError(
+                    f"unknown message type {kind!r}; messages are JSON objects "
+                    "with type say, interrupt, ping or stats"
+                )
         except (ValueError, QueueFull) as e:
             reply = {"type": "error", "message": str(e)}
         if "id" in data and _echoable(data["id"]):  # lets a client match replies to requests
@@ -246,8 +261,12 @@ class Session:
             async with asyncio.timeout(self._connect_timeout):
                 await self._connected.wait()
         except TimeoutError:
-            log.warning("session=%s peer did not connect within %g s (connection %s)",
-                        self.id, self._connect_timeout, self.pc.connectionState)
+            log.warning(
+                "session=%s peer did not connect within %g s (connection %s)",
+                self.id,
+                self._connect_timeout,
+                self.pc.connectionState,
+            )
             self._close_soon(f"peer did not connect within {self._connect_timeout:g} s")
 
     async def _watchdog(self) -> None:
@@ -279,14 +298,20 @@ class Session:
         """State and counters, for the API and the page's stats."""
         stats = self.pipeline.stats
         return {
-            "session_id": self.id, "engine": self.engine, "avatar": self.avatar.name,
-            "connection": self.pc.connectionState, "speaking": self.pipeline.speaking,
+            "session_id": self.id,
+            "engine": self.engine,
+            "avatar": self.avatar.name,
+            "connection": self.pc.connectionState,
+            "speaking": self.pipeline.speaking,
             "echo_mic": self.options.echo_mic,
-            "video": vars(self.video.stats).copy(), "audio": vars(self.audio.stats).copy(),
+            "video": vars(self.video.stats).copy(),
+            "audio": vars(self.audio.stats).copy(),
             "pipeline": {k: v for k, v in vars(stats).items() if k != "errors"}
             | {"errors": stats.errors[-5:]},
-            "batcher": {"latency_ms": round(self.pipeline.batcher.stats.latency * 1000, 1),
-                        "pending": self.pipeline.batcher.pending},
+            "batcher": {
+                "latency_ms": round(self.pipeline.batcher.stats.latency * 1000, 1),
+                "pending": self.pipeline.batcher.pending,
+            },
         }
 
     # --- closing -----------------------------------------------------------------------

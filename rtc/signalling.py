@@ -56,8 +56,9 @@ class Realtime:
         self.services = services
         config = services.config
         self.http = config.http
-        self.batchers = BatcherPool(max_batch=config.engines.max_batch,
-                                    feather=config.avatars.feather)
+        self.batchers = BatcherPool(
+            max_batch=config.engines.max_batch, feather=config.avatars.feather
+        )
         self.sessions: dict[str, Session] = {}
         self.streams = StreamRegistry(self.http.max_viewers_per_stream)
         self._stream_of: dict[str, str] = {}  # session id -> stream name
@@ -75,16 +76,18 @@ class Realtime:
         sdp, kind, echo = _offer_sdp(body)
         name = optional_str(body, "engine")
         if pinned is not None and name not in (None, pinned):
-            raise ApiError(400, f"{request.path} always uses {pinned}; "
-                                "POST /offer to choose another engine")
+            raise ApiError(
+                400, f"{request.path} always uses {pinned}; POST /offer to choose another engine"
+            )
         name = pinned or name
         stream_name = optional_str(body, "stream")
         if stream_name is not None:
             try:
                 self.streams.check_name(stream_name)
             except ValueError as e:
-                raise ApiError(409 if stream_name in self.streams.streams else 400,
-                               str(e)) from None
+                raise ApiError(
+                    409 if stream_name in self.streams.streams else 400, str(e)
+                ) from None
         try:
             engine = self.services.engine(name)
         except EngineUnavailable as e:
@@ -97,14 +100,26 @@ class Realtime:
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         if len(self.sessions) + self._opening >= self.http.max_sessions:
-            raise ApiError(503, f"all {self.http.max_sessions} realtime sessions are in use; "
-                                "try again later", {"Retry-After": RETRY_AFTER})
-        options = PipelineOptions(echo_mic=echo,
-                                  silence_rms=self.services.config.engines.silence_rms,
-                                  max_utterances=self.http.max_queued_utterances)
-        session = Session(self.services, self.batchers.get(engine), engine=engine.name,
-                          avatar=avatar, language=language, http=self.http, options=options,
-                          on_closed=self._forget)
+            raise ApiError(
+                503,
+                f"all {self.http.max_sessions} realtime sessions are in use; try again later",
+                {"Retry-After": RETRY_AFTER},
+            )
+        options = PipelineOptions(
+            echo_mic=echo,
+            silence_rms=self.services.config.engines.silence_rms,
+            max_utterances=self.http.max_queued_utterances,
+        )
+        session = Session(
+            self.services,
+            self.batchers.get(engine),
+            engine=engine.name,
+            avatar=avatar,
+            language=language,
+            http=self.http,
+            options=options,
+            on_closed=self._forget,
+        )
         session.event_listeners.extend(self.event_listeners)
         self._opening += 1
         try:
@@ -124,15 +139,28 @@ class Realtime:
             stream_name = new_stream_name()
         self.streams.open(stream_name, session.id, session.video, session.audio)
         self._stream_of[session.id] = stream_name
-        return web.json_response({"sdp": answer.sdp, "type": answer.type,
-                                  "session_id": session.id, "engine": engine.name,
-                                  "avatar": avatar.name, "stream": stream_name})
+        return web.json_response(
+            {
+                "sdp": answer.sdp,
+                "type": answer.type,
+                "session_id": session.id,
+                "engine": engine.name,
+                "avatar": avatar.name,
+                "stream": stream_name,
+            }
+        )
 
     def _unavailable(self, name: str, reason: str) -> web.Response:
         fallback = FALLBACK_ENGINE if FALLBACK_ENGINE in self.services.engines else None
-        return web.json_response({"error": f"engine {name} is unavailable: {reason}",
-                                  "engine": name, "reason": reason, "fallback": fallback},
-                                 status=503)
+        return web.json_response(
+            {
+                "error": f"engine {name} is unavailable: {reason}",
+                "engine": name,
+                "reason": reason,
+                "fallback": fallback,
+            },
+            status=503,
+        )
 
     def _forget(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
@@ -171,8 +199,9 @@ class Realtime:
             raise ApiError(400, str(e)) from None
         except QueueFull as e:
             raise ApiError(429, str(e), {"Retry-After": "2"}) from None
-        return web.json_response({"utterance": utterance.id,
-                                  "sentences": len(utterance.sentences)}, status=202)
+        return web.json_response(
+            {"utterance": utterance.id, "sentences": len(utterance.sentences)}, status=202
+        )
 
     async def interrupt(self, request: web.Request) -> web.Response:
         """POST /api/sessions/{id}/interrupt: stop speaking now."""
@@ -181,9 +210,13 @@ class Realtime:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """GET /api/sessions/{id}/events: Server-Sent Events until the session ends."""
         session = self._session(request)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache",
-                                               "X-Accel-Buffering": "no"})
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
         await response.prepare(request)
         replay = request.query.get("replay", "1") != "0"
         stream = session.events.subscribe(replay=replay, keepalive=SSE_KEEPALIVE)
@@ -191,8 +224,9 @@ class Realtime:
             await response.write(b": connected\n\n")
             async with contextlib.aclosing(stream):
                 async for event in stream:
-                    await response.write(b": keepalive\n\n" if event is None
-                                         else sse_message(event))
+                    await response.write(
+                        b": keepalive\n\n" if event is None else sse_message(event)
+                    )
         except (ConnectionResetError, asyncio.CancelledError):
             return response  # the client went away or the server is stopping
         return response
@@ -200,8 +234,9 @@ class Realtime:
     async def shutdown(self, _: web.Application | None = None) -> None:
         """Close every session and batcher (app.on_shutdown)."""
         sessions = list(self.sessions.values())
-        await asyncio.gather(*(s.close("server shutting down") for s in sessions),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(s.close("server shutting down") for s in sessions), return_exceptions=True
+        )
         await asyncio.to_thread(self.batchers.close)
 
 

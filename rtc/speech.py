@@ -70,9 +70,17 @@ def sentence_frames(pcm: np.ndarray) -> list[FrameAudio]:
 class Speaker:
     """Synthesises queued utterances into :class:`Clip` objects, in order, one task."""
 
-    def __init__(self, session_id: str, tts: TextToSpeech, *, on_clip: Callable[[], None],
-                 on_error: Callable[[Utterance, str], None], now: Callable[[], float],
-                 max_utterances: int = 16, max_clips: int = 2) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        tts: TextToSpeech,
+        *,
+        on_clip: Callable[[], None],
+        on_error: Callable[[Utterance, str], None],
+        now: Callable[[], float],
+        max_utterances: int = 16,
+        max_clips: int = 2,
+    ) -> None:
         self.session_id = session_id
         self._tts = tts
         self._on_clip = on_clip
@@ -103,12 +111,18 @@ class Speaker:
     def say(self, text: str, language: str) -> Utterance:
         """Queue ``text``; raises QueueFull when max_utterances are already waiting."""
         if len(self.utterances) >= self.max_utterances:
-            raise QueueFull(f"{len(self.utterances)} utterances are already queued; "
-                            "wait or interrupt")
+            raise QueueFull(
+                f"{len(self.utterances)} utterances are already queued; wait or interrupt"
+            )
         sentences = split_sentences(text) or [text]
-        utterance = Utterance(id=f"u{next(self._ids)}", text=text, language=language,
-                              sentences=sentences, requested=self._now(),
-                              generation=self.generation)
+        utterance = Utterance(
+            id=f"u{next(self._ids)}",
+            text=text,
+            language=language,
+            sentences=sentences,
+            requested=self._now(),
+            generation=self.generation,
+        )
         self.utterances.append(utterance)
         self._wake.set()
         return utterance
@@ -157,12 +171,12 @@ class Speaker:
                 return
             t0 = time.perf_counter()
             try:
-                speech = await asyncio.to_thread(self._tts.synthesize, sentence,
-                                                 utterance.language)
+                speech = await asyncio.to_thread(self._tts.synthesize, sentence, utterance.language)
                 frames = await asyncio.to_thread(sentence_frames, speech.pcm)
             except (TtsError, ValueError) as e:
-                log.warning("session=%s utterance %s: TTS failed: %s", self.session_id,
-                            utterance.id, e)
+                log.warning(
+                    "session=%s utterance %s: TTS failed: %s", self.session_id, utterance.id, e
+                )
                 if utterance.generation != self.generation:
                     return
                 utterance.error = f"speech synthesis failed: {e}"
@@ -175,9 +189,15 @@ class Speaker:
                 return
             if utterance.generation != self.generation:
                 return  # interrupted while synthesising: the result is stale
-            log.debug("session=%s utterance %s sentence %d/%d: %.2f s of speech in %.0f ms",
-                      self.session_id, utterance.id, i + 1, count, speech.duration,
-                      (time.perf_counter() - t0) * 1000)
+            log.debug(
+                "session=%s utterance %s sentence %d/%d: %.2f s of speech in %.0f ms",
+                self.session_id,
+                utterance.id,
+                i + 1,
+                count,
+                speech.duration,
+                (time.perf_counter() - t0) * 1000,
+            )
             timeline = PhonemeTimeline(speech.phonemes) if speech.phonemes else None
             self.clips.append(Clip(utterance, deque(frames), timeline, last=i == count - 1))
             self._on_clip()

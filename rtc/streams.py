@@ -47,6 +47,7 @@ def new_stream_name() -> str:
     """A random stream name (12 URL-safe characters, so it fits STREAM_NAME)."""
     return "s-" + secrets.token_urlsafe(9)
 
+
 """Stream names appear in URLs (/whep/{stream}, /obs/{stream}): keep them URL-safe."""
 
 
@@ -184,9 +185,13 @@ class Viewer:
 
     def describe(self) -> dict[str, object]:
         """Counters for the API."""
-        return {"viewer_id": self.id, "video_sent": self.video.sent,
-                "audio_sent": self.audio.sent, "video_dropped": self.video.queue.dropped,
-                "audio_dropped": self.audio.queue.dropped}
+        return {
+            "viewer_id": self.id,
+            "video_sent": self.video.sent,
+            "audio_sent": self.audio.sent,
+            "video_dropped": self.video.queue.dropped,
+            "audio_dropped": self.audio.queue.dropped,
+        }
 
 
 class Stream:
@@ -220,12 +225,19 @@ class Stream:
     def add_viewer(self, on_end: Callable[[Viewer], None]) -> Viewer:
         """A new viewer; raises StreamFull at the limit."""
         if len(self.viewers) >= self.max_viewers:
-            raise StreamFull(f"stream {self.name} already has {self.max_viewers} viewers "
-                             "(max_viewers_per_stream)")
+            raise StreamFull(
+                f"stream {self.name} already has {self.max_viewers} viewers "
+                "(max_viewers_per_stream)"
+            )
         viewer = Viewer(self.name, on_end)
         self.viewers[viewer.id] = viewer
-        log.info("session=%s viewer %s joined stream %s (%d watching)", self.session_id,
-                 viewer.id, self.name, len(self.viewers))
+        log.info(
+            "session=%s viewer %s joined stream %s (%d watching)",
+            self.session_id,
+            viewer.id,
+            self.name,
+            len(self.viewers),
+        )
         return viewer
 
     def remove_viewer(self, viewer_id: str) -> Viewer | None:
@@ -233,8 +245,7 @@ class Stream:
         viewer = self.viewers.pop(viewer_id, None)
         if viewer is not None:
             viewer.end()
-            log.info("session=%s viewer %s left stream %s", self.session_id, viewer_id,
-                     self.name)
+            log.info("session=%s viewer %s left stream %s", self.session_id, viewer_id, self.name)
         return viewer
 
     def end(self) -> None:
@@ -247,9 +258,12 @@ class Stream:
 
     def describe(self) -> dict[str, object]:
         """State for the API."""
-        return {"stream": self.name, "session_id": self.session_id,
-                "viewers": [v.describe() for v in self.viewers.values()],
-                "max_viewers": self.max_viewers}
+        return {
+            "stream": self.name,
+            "session_id": self.session_id,
+            "viewers": [v.describe() for v in self.viewers.values()],
+            "max_viewers": self.max_viewers,
+        }
 
 
 class StreamRegistry:
@@ -270,8 +284,9 @@ class StreamRegistry:
         if name in self.streams:
             raise ValueError(f"stream {name!r} is already live; choose another name")
 
-    def open(self, name: str, session_id: str, video: AvatarVideoTrack,
-             audio: AvatarAudioTrack) -> Stream:
+    def open(
+        self, name: str, session_id: str, video: AvatarVideoTrack, audio: AvatarAudioTrack
+    ) -> Stream:
         """Register a stream and attach it to the session's tracks' release listeners."""
         self.check_name(name)
         stream = Stream(name, session_id, self.max_viewers)
@@ -287,5 +302,11 @@ class StreamRegistry:
             stream.end()
 
 
-__all__ = ["Stream", "StreamFull", "StreamRegistry", "Viewer", "ViewerAudioTrack",
-           "ViewerVideoTrack"]
+__all__ = [
+    "Stream",
+    "StreamFull",
+    "StreamRegistry",
+    "Viewer",
+    "ViewerAudioTrack",
+    "ViewerVideoTrack",
+]

@@ -105,8 +105,9 @@ class AvatarVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, clock: MediaClock, queue: SlotQueue[av.VideoFrame],
-                 first: av.VideoFrame) -> None:
+    def __init__(
+        self, clock: MediaClock, queue: SlotQueue[av.VideoFrame], first: av.VideoFrame
+    ) -> None:
         super().__init__()
         self.clock = clock
         self.queue = queue

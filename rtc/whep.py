@@ -61,8 +61,10 @@ def ice_server_links(urls: tuple[str, ...]) -> list[str]:
         server = parse_ice_server(url)
         link = f'<{server.urls}>; rel="ice-server"'
         if server.username is not None:
-            link += (f'; username="{server.username}"; credential="{server.credential}"'
-                     '; credential-type="password"')
+            link += (
+                f'; username="{server.username}"; credential="{server.credential}"'
+                '; credential-type="password"'
+            )
         links.append(link)
     return links
 
@@ -83,32 +85,42 @@ class Whep:
         name = request.match_info["stream"]
         stream = self.realtime.streams.get(name)
         if stream is None:
-            raise ApiError(404, f"no live stream called {name!r}; start a session first "
-                                "(POST /offer) and use the 'stream' of its answer")
+            raise ApiError(
+                404,
+                f"no live stream called {name!r}; start a session first "
+                "(POST /offer) and use the 'stream' of its answer",
+            )
         return stream
 
     async def options(self, request: web.Request) -> web.Response:
         """OPTIONS /whep/{stream}: what the resource accepts (and a CORS preflight)."""
-        return web.Response(status=204, headers={
-            "Accept-Post": SDP_TYPE, "Allow": ALLOW_RESOURCE,
-            "Access-Control-Allow-Methods": "OPTIONS, POST, DELETE",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type",
-            "Access-Control-Expose-Headers": "Location, Link"})
+        return web.Response(
+            status=204,
+            headers={
+                "Accept-Post": SDP_TYPE,
+                "Allow": ALLOW_RESOURCE,
+                "Access-Control-Allow-Methods": "OPTIONS, POST, DELETE",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Expose-Headers": "Location, Link",
+            },
+        )
 
     async def post(self, request: web.Request) -> web.Response:
         """POST /whep/{stream}: an SDP offer in, a viewer's SDP answer out (201)."""
         if request.content_type != SDP_TYPE:
-            raise ApiError(415, f"send the offer as Content-Type: {SDP_TYPE} "
-                                f"(got {request.content_type or 'none'})",
-                           {"Accept-Post": SDP_TYPE})
+            raise ApiError(
+                415,
+                f"send the offer as Content-Type: {SDP_TYPE} "
+                f"(got {request.content_type or 'none'})",
+                {"Accept-Post": SDP_TYPE},
+            )
         if (request.content_length or 0) > MAX_SDP_BYTES:
             raise ApiError(413, f"the offer is larger than {MAX_SDP_BYTES} bytes")
         sdp = (await request.content.read(MAX_SDP_BYTES + 1)).decode("utf-8", "replace")
         if len(sdp) > MAX_SDP_BYTES:
             raise ApiError(413, f"the offer is larger than {MAX_SDP_BYTES} bytes")
         if "\nm=video" not in sdp.replace("\r\n", "\n"):
-            raise ApiError(400, "the offer has no video m-line; add a recvonly video "
-                                "transceiver")
+            raise ApiError(400, "the offer has no video m-line; add a recvonly video transceiver")
         stream = self._stream(request)
         try:
             viewer = stream.add_viewer(self._viewer_ended)
@@ -122,18 +134,23 @@ class Whep:
             stream.remove_viewer(viewer.id)
             raise
         location = f"/whep/{stream.name}/{viewer.id}"
-        headers: dict[str, Any] = {"Location": location, "Content-Type": SDP_TYPE,
-                                   "ETag": f'"{viewer.id}"'}
+        headers: dict[str, Any] = {
+            "Location": location,
+            "Content-Type": SDP_TYPE,
+            "ETag": f'"{viewer.id}"',
+        }
         # body=, not text=: aiohttp would add "; charset=utf-8", and WHEP players compare
         # the type literally (RFC 9725 says application/sdp).
         response = web.Response(status=201, body=answer.encode(), headers=headers)
         for link in ice_server_links(self.realtime.http.ice_servers):
             response.headers.add("Link", link)
-        log.info("session=%s WHEP viewer %s of stream %s", stream.session_id, viewer.id,
-                 stream.name)
+        log.info(
+            "session=%s WHEP viewer %s of stream %s", stream.session_id, viewer.id, stream.name
+        )
         # The peer cannot connect before it has the answer: every viewer starts unconnected.
         self._deadlines[viewer.id] = asyncio.get_running_loop().create_task(
-            self._connect_deadline(viewer), name=f"whep-deadline-{viewer.id}")
+            self._connect_deadline(viewer), name=f"whep-deadline-{viewer.id}"
+        )
         return response
 
     async def _connect_deadline(self, viewer: Viewer) -> None:
@@ -143,8 +160,12 @@ class Whep:
         # Cancelled when the peer connects or the viewer ends (on_state, _viewer_ended).
         await asyncio.sleep(self.realtime.http.connect_timeout_seconds)
         self._deadlines.pop(viewer.id, None)
-        log.warning("WHEP viewer %s of stream %s did not connect within %.0f s; ending it",
-                    viewer.id, viewer.stream, self.realtime.http.connect_timeout_seconds)
+        log.warning(
+            "WHEP viewer %s of stream %s did not connect within %.0f s; ending it",
+            viewer.id,
+            viewer.stream,
+            self.realtime.http.connect_timeout_seconds,
+        )
         self._remove(viewer)
 
     async def _answer(self, pc: RTCPeerConnection, viewer: Viewer, sdp: str) -> str:
@@ -196,8 +217,9 @@ class Whep:
         for track in self._tracks.pop(viewer.id, ()):
             track.stop()  # frees its encoder now (see AudioEncoder.close)
         if pc is not None:
-            task = asyncio.get_running_loop().create_task(pc.close(),
-                                                          name=f"whep-close-{viewer.id}")
+            task = asyncio.get_running_loop().create_task(
+                pc.close(), name=f"whep-close-{viewer.id}"
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -215,13 +237,17 @@ class Whep:
 
     async def patch(self, request: web.Request) -> web.Response:
         """PATCH /whep/{stream}/{viewer}: trickle ICE and ICE restarts are not supported."""
-        raise ApiError(405, "trickle ICE is not supported: the answer already carries every "
-                            "candidate", {"Allow": ALLOW_VIEWER})
+        raise ApiError(
+            405,
+            "trickle ICE is not supported: the answer already carries every candidate",
+            {"Allow": ALLOW_VIEWER},
+        )
 
     async def list_streams(self, request: web.Request) -> web.Response:
         """GET /api/streams: live streams and their viewers."""
-        return web.json_response({"streams": [s.describe() for s in
-                                              self.realtime.streams.streams.values()]})
+        return web.json_response(
+            {"streams": [s.describe() for s in self.realtime.streams.streams.values()]}
+        )
 
     async def obs_page(self, request: web.Request) -> web.StreamResponse:
         """GET /obs/{stream}: the viewer page (it reads the stream name from its URL)."""
@@ -233,8 +259,7 @@ class Whep:
             self._cancel_deadline(viewer_id)
         peers = list(self.peers.values())
         self.peers.clear()
-        await asyncio.gather(*(pc.close() for pc in peers), *self._tasks,
-                             return_exceptions=True)
+        await asyncio.gather(*(pc.close() for pc in peers), *self._tasks, return_exceptions=True)
 
 
 def register_whep(app: web.Application) -> Whep:

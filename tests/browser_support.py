@@ -20,15 +20,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-PLAYING = ("(id) => { const v = document.getElementById(id);"
-           " return v.videoWidth > 0 && v.currentTime > 0.5; }")
+PLAYING = (
+    "(id) => { const v = document.getElementById(id);"
+    " return v.videoWidth > 0 && v.currentTime > 0.5; }"
+)
 """Page function: the <video> with this id shows frames and has played half a second."""
 
 
@@ -49,12 +59,13 @@ def save_screenshot(name: str, png: bytes) -> None:
     image = np.asarray(decoded, dtype=np.uint8)
     height, width = image.shape[:2]
     if width > 800:
-        image = np.asarray(cv2.resize(image, (800, round(height * 800 / width)),
-                                      interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        image = np.asarray(
+            cv2.resize(image, (800, round(height * 800 / width)), interpolation=cv2.INTER_AREA),
+            dtype=np.uint8,
+        )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     coarse = np.bitwise_or(np.bitwise_and(image, 0xF0), 0x08).astype(np.uint8)
-    cv2.imwrite(str(SCREENSHOTS / name), coarse,
-                [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    cv2.imwrite(str(SCREENSHOTS / name), coarse, [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def require_browser() -> None:
@@ -79,9 +90,22 @@ def running_server(cache_dir: Path, *extra: str) -> Iterator[str]:
     port = free_port()
     log = (cache_dir / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "server.py"), "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--cache", str(cache_dir), "--ice-loopback", *extra],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            str(ROOT / "server.py"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--cache",
+            str(cache_dir),
+            "--ice-loopback",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -94,8 +118,9 @@ def running_server(cache_dir: Path, *extra: str) -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start: "
-                                   + (cache_dir / "server.log").read_text()[-2000:])
+                raise RuntimeError(
+                    "server did not start: " + (cache_dir / "server.log").read_text()[-2000:]
+                )
             time.sleep(0.2)
         yield url
     finally:

@@ -78,8 +78,9 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / std if std > 0 else x - x.mean()
 
 
-def onsets(times: np.ndarray, level: np.ndarray, fraction: float,
-           min_gap_ms: float = 300.0) -> np.ndarray:
+def onsets(
+    times: np.ndarray, level: np.ndarray, fraction: float, min_gap_ms: float = 300.0
+) -> np.ndarray:
     """Times where ``level`` rises above ``fraction`` of its loud level after a quiet gap."""
     loud = level > fraction * np.percentile(level, 95)
     found: list[float] = []
@@ -92,8 +93,9 @@ def onsets(times: np.ndarray, level: np.ndarray, fraction: float,
     return np.asarray(found)
 
 
-def av_offset(recording: dict[str, Any], max_lag_ms: float = 400.0,
-              step_ms: float = 5.0) -> SyncResult:
+def av_offset(
+    recording: dict[str, Any], max_lag_ms: float = 400.0, step_ms: float = 5.0
+) -> SyncResult:
     """Match speech onsets of mouth and sound; cross-correlate the envelopes as a check."""
     vt, va = mouth_activity(recording)
     at, aa = audio_envelope(recording)
@@ -131,9 +133,14 @@ def av_offset(recording: dict[str, Any], max_lag_ms: float = 400.0,
                 diffs.append(float(t - nearest))
     if not diffs:
         raise ValueError("no speech onset was seen in both the picture and the sound")
-    return SyncResult(offset_ms=float(np.median(diffs)), onsets_ms=tuple(diffs),
-                      xcorr_ms=best_lag * step_ms, correlation=best, frames=len(vt),
-                      output_latency_ms=float(np.median(np.asarray(recording["audio"])[:, 2])))
+    return SyncResult(
+        offset_ms=float(np.median(diffs)),
+        onsets_ms=tuple(diffs),
+        xcorr_ms=best_lag * step_ms,
+        correlation=best,
+        frames=len(vt),
+        output_latency_ms=float(np.median(np.asarray(recording["audio"])[:, 2])),
+    )
 
 
 def speech_level(recording: dict[str, Any], t0: float, t1: float) -> float:
@@ -149,8 +156,9 @@ PHRASES = ("Привет!", "Как дела?", "Мама мыла раму.")
 STATUS = "document.getElementById('rt-status').textContent"
 
 
-async def record_phrases(page: Any, phrases: tuple[str, ...] = PHRASES, language: str = "ru",
-                         gap_ms: int = 600) -> dict[str, Any]:
+async def record_phrases(
+    page: Any, phrases: tuple[str, ...] = PHRASES, language: str = "ru", gap_ms: int = 600
+) -> dict[str, Any]:
     """On a connected /realtime page: record A/V while it speaks each phrase in turn.
 
     The recording gains ``spans``: [say pressed, speaking ended] per phrase (performance ms).

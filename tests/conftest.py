@@ -84,8 +84,9 @@ def viseme_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     of browser tests; skips when no browser can run here."""
     require_browser()
     empty = tmp_path_factory.mktemp("no-checkpoints")
-    with running_server(tmp_path_factory.mktemp("server-cache"), "--checkpoints", str(empty),
-                        "--engine", "viseme") as url:
+    with running_server(
+        tmp_path_factory.mktemp("server-cache"), "--checkpoints", str(empty), "--engine", "viseme"
+    ) as url:
         yield url
 
 

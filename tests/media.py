@@ -17,8 +17,9 @@ from inference.audio_io import decode_audio
 from inference.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, Box, MouthGeometry
 
 
-def tone(freq: float, seconds: float, rate: int = SAMPLE_RATE,
-         amplitude: float = 0.5) -> np.ndarray:
+def tone(
+    freq: float, seconds: float, rate: int = SAMPLE_RATE, amplitude: float = 0.5
+) -> np.ndarray:
     """A float32 sine at ``freq`` Hz."""
     t = np.arange(round(seconds * rate)) / rate
     return (amplitude * np.sin(2.0 * np.pi * freq * t)).astype(np.float32)
@@ -33,8 +34,14 @@ def encoder_available(codec: str) -> bool:
     return True
 
 
-def encode_audio(path: Path, pcm: np.ndarray, rate: int, codec: str,
-                 container_format: str | None = None, channels: int = 1) -> Path:
+def encode_audio(
+    path: Path,
+    pcm: np.ndarray,
+    rate: int,
+    codec: str,
+    container_format: str | None = None,
+    channels: int = 1,
+) -> Path:
     """Write float mono ``pcm`` at ``rate`` into ``path`` with ``codec`` (PyAV converts the
     sample format and frame size the codec needs). ``channels=2`` duplicates the signal."""
     layout = "stereo" if channels == 2 else "mono"
@@ -60,11 +67,18 @@ def encode_audio(path: Path, pcm: np.ndarray, rate: int, codec: str,
 
 CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1", 16: "hexadecagonal"}
 """A named FFmpeg layout per channel count the hostile-input tests use."""
-SAMPLE_FORMATS = {"s16": (np.int16, 32767.0), "s32": (np.int32, 2.0**31 - 1),
-                  "flt": (np.float32, 1.0), "dbl": (np.float64, 1.0)}
+SAMPLE_FORMATS = {
+    "s16": (np.int16, 32767.0),
+    "s32": (np.int32, 2.0**31 - 1),
+    "flt": (np.float32, 1.0),
+    "dbl": (np.float64, 1.0),
+}
 """Packed sample formats: numpy dtype and full scale."""
-PLANAR_CODECS = {"s16": ("pcm_s16le_planar", "nut"), "s32": ("pcm_s32le_planar", "nut"),
-                 "flt": ("aac", "mp4")}
+PLANAR_CODECS = {
+    "s16": ("pcm_s16le_planar", "nut"),
+    "s32": ("pcm_s32le_planar", "nut"),
+    "flt": ("aac", "mp4"),
+}
 """An encoder (and container) whose decoder gives planar frames of each format (AAC
 decodes to fltp). No common codec decodes to planar doubles: that case is tested on
 frames (tests/test_audio_io.py)."""
@@ -72,9 +86,16 @@ PACKED_CODECS = {"s16": "pcm_s16le", "s32": "pcm_s32le", "flt": "pcm_f32le", "db
 """WAV codecs whose decoder gives packed frames of each format."""
 
 
-def encode_channels(path: Path, channels: int, codec: str, container_format: str,
-                    sample_format: str = "s16", rate: int = 8000, seconds: float = 0.5,
-                    pcm: np.ndarray | None = None) -> Path:
+def encode_channels(
+    path: Path,
+    channels: int,
+    codec: str,
+    container_format: str,
+    sample_format: str = "s16",
+    rate: int = 8000,
+    seconds: float = 0.5,
+    pcm: np.ndarray | None = None,
+) -> Path:
     """A file of ``channels`` equal channels of ``pcm`` (default: a 440 Hz tone at half
     scale), fed to the encoder as packed ``sample_format`` frames; PyAV converts them in C
     to what the codec takes (planar too), so no many-plane frame is ever made in Python."""
@@ -82,8 +103,11 @@ def encode_channels(path: Path, channels: int, codec: str, container_format: str
     dtype, scale = SAMPLE_FORMATS[sample_format]
     signal = tone(440.0, seconds, rate) if pcm is None else pcm
     values = signal.astype(np.float64) * scale
-    samples = values.astype(dtype) if dtype in (np.float32, np.float64) else \
-        np.clip(np.round(values), -scale - 1, scale).astype(dtype)
+    samples = (
+        values.astype(dtype)
+        if dtype in (np.float32, np.float64)
+        else np.clip(np.round(values), -scale - 1, scale).astype(dtype)
+    )
     with av.open(str(path), mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=rate, layout=layout)
         assert isinstance(stream, AudioStream)
@@ -160,10 +184,17 @@ def decode_mp4(path: Path) -> DecodedMp4:
     assert fps is not None and v_base is not None and a_base is not None
     frame_ticks = round(1 / (fps * v_base))
     video_duration = float((max(pts) - min(pts) + frame_ticks) * v_base)
-    return DecodedMp4(video_codec=video_codec, audio_codec=audio_codec, fps=Fraction(fps),
-                      pix_fmt=str(pix_fmt), frames=frames, video_pts=pts,
-                      video_duration=video_duration, audio_duration=float(end * a_base),
-                      audio=decode_audio(path))
+    return DecodedMp4(
+        video_codec=video_codec,
+        audio_codec=audio_codec,
+        fps=Fraction(fps),
+        pix_fmt=str(pix_fmt),
+        frames=frames,
+        video_pts=pts,
+        video_duration=video_duration,
+        audio_duration=float(end * a_base),
+        audio=decode_audio(path),
+    )
 
 
 def frame_rms(pcm: np.ndarray, frames: int) -> np.ndarray:
@@ -189,10 +220,12 @@ def mouth_region(mouth: MouthGeometry, shape: tuple[int, ...]) -> Box:
 def region_change(frames: list[np.ndarray], reference: np.ndarray, box: Box) -> np.ndarray:
     """Mean absolute difference (0..255) of each frame from ``reference`` inside ``box``."""
     ref = reference[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32)
-    return np.array([
-        float(np.abs(f[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32) - ref).mean())
-        for f in frames
-    ])
+    return np.array(
+        [
+            float(np.abs(f[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32) - ref).mean())
+            for f in frames
+        ]
+    )
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

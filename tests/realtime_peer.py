@@ -33,14 +33,17 @@ from rtc.app import build_app
 from rtc.ice import rtc_configuration
 from rtc.whep import preferred_video_codecs
 
-MISSING_CHECKPOINT = ("no Wav2Lip {v} checkpoint: put Wav2Lip-SD-{v}.pt into checkpoints/ "
-                      "(test services load no Wav2Lip)")
+MISSING_CHECKPOINT = (
+    "no Wav2Lip {v} checkpoint: put Wav2Lip-SD-{v}.pt into checkpoints/ "
+    "(test services load no Wav2Lip)"
+)
 MIC_RATE = 48_000
 """What browsers send."""
 
 
-def realtime_services(app_config: AppConfig, avatars: AvatarStore, tts: TextToSpeech,
-                      **http: Any) -> Services:
+def realtime_services(
+    app_config: AppConfig, avatars: AvatarStore, tts: TextToSpeech, **http: Any
+) -> Services:
     """Services with only the viseme engine (both Wav2Lip engines report a missing file),
     serving on loopback ICE with ``http`` as the other HttpConfig fields."""
     config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True, **http))
@@ -111,8 +114,9 @@ class FakeMicrophone(MediaStreamTrack):
         if self.speech_started is None and self._k * 0.02 >= self.start_delay:
             self.speech_started = time.monotonic()
         s16 = (np.clip(chunk, -1, 1) * 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(np.repeat(s16, 2).reshape(1, -1), format="s16",
-                                           layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.repeat(s16, 2).reshape(1, -1), format="s16", layout="stereo"
+        )
         frame.sample_rate = MIC_RATE
         frame.pts = self._k * n
         frame.time_base = fractions.Fraction(1, MIC_RATE)
@@ -140,9 +144,13 @@ class TestClient:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, base_url: str, mouth_box: Box | None = None,
-                 microphone: MediaStreamTrack | None = None,
-                 video_codec: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        mouth_box: Box | None = None,
+        microphone: MediaStreamTrack | None = None,
+        video_codec: str | None = None,
+    ) -> None:
         self.base_url = base_url
         self.video_codec = video_codec
         """Mime type offered first (e.g. "video/H264"); None keeps aiortc's order (VP8)."""
@@ -187,8 +195,9 @@ class TestClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription
         http = await self.http()
-        async with http.post(self.base_url + path,
-                             json={"sdp": offer.sdp, "type": offer.type, **body}) as resp:
+        async with http.post(
+            self.base_url + path, json={"sdp": offer.sdp, "type": offer.type, **body}
+        ) as resp:
             answer = await resp.json()
             assert resp.status == 200, answer
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
@@ -226,8 +235,9 @@ class TestClient:
 
     async def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         http = await self.http()
-        async with http.post(f"{self.base_url}/api/sessions/{self.session_id}{path}",
-                             json=body or {}) as resp:
+        async with http.post(
+            f"{self.base_url}/api/sessions/{self.session_id}{path}", json=body or {}
+        ) as resp:
             return resp.status, await resp.json()
 
     async def state(self) -> dict[str, Any]:
@@ -265,6 +275,7 @@ class TestClient:
 
 # --- measuring what a viewer sees ------------------------------------------------------------
 
+
 def mouth_activity(received: Received, reference: np.ndarray | None = None) -> np.ndarray:
     """Per received frame: mean absolute difference of the mouth box from ``reference``
     (default: the median of the first 5 frames, which show the idle face)."""
@@ -278,8 +289,9 @@ def audio_envelope(received: Received) -> np.ndarray:
     return np.array([float(np.sqrt(np.mean(np.square(a)))) for a in received.audio])
 
 
-def viewer_timelines(received: Received, video_first_slot: int, audio_first_slot: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def viewer_timelines(
+    received: Received, video_first_slot: int, audio_first_slot: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each received frame's release time on the session clock (seconds after t0).
 
     A browser lines the tracks up by the sender's clock (RTCP sender reports); this does the
@@ -293,9 +305,16 @@ def viewer_timelines(received: Received, video_first_slot: int, audio_first_slot
     return tv, ta
 
 
-def cross_correlation_lag(tv: np.ndarray, video: np.ndarray, ta: np.ndarray, audio: np.ndarray,
-                          start: float, stop: float, max_lag: float = 0.2,
-                          step: float = 0.005) -> tuple[float, float]:
+def cross_correlation_lag(
+    tv: np.ndarray,
+    video: np.ndarray,
+    ta: np.ndarray,
+    audio: np.ndarray,
+    start: float,
+    stop: float,
+    max_lag: float = 0.2,
+    step: float = 0.005,
+) -> tuple[float, float]:
     """Lag (seconds; > 0: the video is late) maximising the normalised cross-correlation of
     the two signals over [start, stop], and that correlation."""
     grid = np.arange(start, stop, step)

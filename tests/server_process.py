@@ -54,16 +54,32 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def server_process(log_path: Path, avatar_cache: Path, checkpoints: Path,
-                   *extra: str) -> Iterator[ServerProcess]:
+def server_process(
+    log_path: Path, avatar_cache: Path, checkpoints: Path, *extra: str
+) -> Iterator[ServerProcess]:
     """Start the server with loopback ICE and ``extra`` flags; stop it afterwards."""
     port = free_port()
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "server.py"), "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--cache", str(avatar_cache), "--checkpoints",
-             str(checkpoints), "--ice-loopback", *extra],
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+            [
+                sys.executable,
+                str(PROJECT_ROOT / "server.py"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--cache",
+                str(avatar_cache),
+                "--checkpoints",
+                str(checkpoints),
+                "--ice-loopback",
+                *extra,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + START_SECONDS
@@ -92,8 +108,7 @@ class LivePeer:
     def __init__(self, base: str) -> None:
         self.base = base
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="live-peer",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="live-peer", daemon=True)
         self.client: TestClient | None = None
 
     def start(self) -> str:
@@ -117,8 +132,7 @@ class LivePeer:
         """Delete the session (unless ``delete`` is False: the server is gone) and close the
         peer and the loop."""
         if self.client is not None:
-            asyncio.run_coroutine_threadsafe(self.client.close(delete=delete),
-                                             self.loop).result(15)
+            asyncio.run_coroutine_threadsafe(self.client.close(delete=delete), self.loop).result(15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()

@@ -48,8 +48,15 @@ def dominant_frequency(pcm: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     return float(np.fft.rfftfreq(pcm.size, 1.0 / rate)[int(np.argmax(spectrum))])
 
 
-def make_file(folder: Path, suffix: str, fmt: str, encoders: tuple[str, ...], rate: int,
-              channels: int, pcm: np.ndarray) -> Path:
+def make_file(
+    folder: Path,
+    suffix: str,
+    fmt: str,
+    encoders: tuple[str, ...],
+    rate: int,
+    channels: int,
+    pcm: np.ndarray,
+) -> Path:
     """Encode with the first candidate that works in this PyAV build; skip if none does."""
     for codec in encoders:
         if not encoder_available(codec):
@@ -61,12 +68,13 @@ def make_file(folder: Path, suffix: str, fmt: str, encoders: tuple[str, ...], ra
     pytest.skip(f"this PyAV build cannot encode .{suffix} ({', '.join(encoders)})")
 
 
-@pytest.mark.parametrize(("suffix", "fmt", "encoders", "rate", "channels"), FORMATS,
-                         ids=[f[0] for f in FORMATS])
-def test_decodes_to_16k_mono_float(tmp_path: Path, suffix: str, fmt: str,
-                                   encoders: tuple[str, ...], rate: int, channels: int) -> None:
-    path = make_file(tmp_path, suffix, fmt, encoders, rate, channels,
-                     tone(TONE_HZ, SECONDS, rate))
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "encoders", "rate", "channels"), FORMATS, ids=[f[0] for f in FORMATS]
+)
+def test_decodes_to_16k_mono_float(
+    tmp_path: Path, suffix: str, fmt: str, encoders: tuple[str, ...], rate: int, channels: int
+) -> None:
+    path = make_file(tmp_path, suffix, fmt, encoders, rate, channels, tone(TONE_HZ, SECONDS, rate))
     for source in (path, str(path), path.read_bytes()):
         pcm = decode_audio(source)
         assert pcm.dtype == np.float32 and pcm.ndim == 1
@@ -100,8 +108,7 @@ def test_corrupt_bytes_are_refused(tmp_path: Path) -> None:
 
 
 def test_too_long_audio_is_refused(tmp_path: Path) -> None:
-    path = encode_audio(tmp_path / "long.wav", tone(TONE_HZ, 3.0), SAMPLE_RATE, "pcm_s16le",
-                        "wav")
+    path = encode_audio(tmp_path / "long.wav", tone(TONE_HZ, 3.0), SAMPLE_RATE, "pcm_s16le", "wav")
     with pytest.raises(AudioDecodeError, match="longer than the limit of 2 s"):
         decode_audio(path, max_seconds=2.0)
     assert decode_audio(path, max_seconds=3.5).size == 3 * SAMPLE_RATE
@@ -176,14 +183,20 @@ def test_every_channel_count_and_sample_format_decodes(tmp_path: Path) -> None:
     files: dict[str, Path] = {}
     for n in CHANNEL_COUNTS:
         for fmt, codec in PACKED_CODECS.items():
-            files[f"{n}-{fmt}"] = encode_channels(tmp_path / f"c{n}-{fmt}.wav", n, codec,
-                                                  "wav", fmt)
+            files[f"{n}-{fmt}"] = encode_channels(
+                tmp_path / f"c{n}-{fmt}.wav", n, codec, "wav", fmt
+            )
         for fmt, (codec, container) in PLANAR_CODECS.items():
-            files[f"{n}-{fmt}p"] = encode_channels(tmp_path / f"c{n}-{fmt}p.{container}", n,
-                                                   codec, container, fmt)
-    done = subprocess.run([sys.executable, "-c", ALL_FORMATS_CHILD,
-                           *map(str, files.values())], capture_output=True, timeout=120,
-                          cwd=PROJECT_ROOT, check=False)
+            files[f"{n}-{fmt}p"] = encode_channels(
+                tmp_path / f"c{n}-{fmt}p.{container}", n, codec, container, fmt
+            )
+    done = subprocess.run(
+        [sys.executable, "-c", ALL_FORMATS_CHILD, *map(str, files.values())],
+        capture_output=True,
+        timeout=120,
+        cwd=PROJECT_ROOT,
+        check=False,
+    )
     assert done.returncode == 0, (done.returncode, done.stderr.decode()[-2000:])
     results = json.loads(done.stdout)
     for name, path in files.items():
@@ -193,8 +206,11 @@ def test_every_channel_count_and_sample_format_decodes(tmp_path: Path) -> None:
         # AAC low-passes an LFE channel (5.1, 7.1) to ~120 Hz, which takes the tone out of
         # that one channel: its share of the average is missing, nothing else.
         lfe = path.suffix == ".mp4"
-        expected = 0.5 / np.sqrt(2) * ((n_of(name) - 1) / n_of(name) if lfe and
-                                       n_of(name) in (6, 8) else 1.0)
+        expected = (
+            0.5
+            / np.sqrt(2)
+            * ((n_of(name) - 1) / n_of(name) if lfe and n_of(name) in (6, 8) else 1.0)
+        )
         assert rms == pytest.approx(expected, rel=0.1), name
     frames = {k: v for k, v in results.items() if k.startswith("frames-")}
     assert len(frames) == len(CHANNEL_COUNTS) * 8  # 4 formats, packed and planar

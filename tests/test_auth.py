@@ -48,16 +48,23 @@ async def test_control_endpoint_refuses_missing_and_wrong_tokens(client: TestCli
 
 
 async def test_right_token_in_header_or_query_is_accepted(client: TestClient) -> None:
-    r = await client.post("/api/generate", json=GENERATE,
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+    r = await client.post(
+        "/api/generate", json=GENERATE, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert r.status == 200 and r.content_type == "video/mp4"
     r = await client.post(f"/api/generate?token={TOKEN}", json=GENERATE)
     assert r.status == 200
 
 
 async def test_pages_and_read_only_lists_stay_open(client: TestClient) -> None:
-    for path in ("/", "/api/languages", "/api/engines", "/api/avatars", "/healthz",
-                 "/static/app.js"):
+    for path in (
+        "/",
+        "/api/languages",
+        "/api/engines",
+        "/api/avatars",
+        "/healthz",
+        "/static/app.js",
+    ):
         r = await client.get(path)
         assert r.status == 200, path
 
@@ -67,15 +74,16 @@ async def test_cors_is_only_for_the_configured_origin(client: TestClient) -> Non
     assert r.headers["Access-Control-Allow-Origin"] == "https://studio.example"
     r = await client.get("/api/engines", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in r.headers
-    r = await client.options("/api/generate", headers={
-        "Origin": "https://studio.example", "Access-Control-Request-Method": "POST"})
+    r = await client.options(
+        "/api/generate",
+        headers={"Origin": "https://studio.example", "Access-Control-Request-Method": "POST"},
+    )
     assert r.status == 204
     assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
 
 
 async def test_cors_closed_by_default(services: Services) -> None:
-    open_config = dataclasses.replace(services.config,
-                                      http=HttpConfig())  # no token, no origins
+    open_config = dataclasses.replace(services.config, http=HttpConfig())  # no token, no origins
     open_services = dataclasses.replace(services, config=open_config)
     async with TestClient(TestServer(build_app(open_services), host="127.0.0.1")) as c:
         r = await c.get("/api/engines", headers={"Origin": "https://studio.example"})
@@ -84,21 +92,24 @@ async def test_cors_closed_by_default(services: Services) -> None:
 
 
 async def test_static_files_cannot_escape_the_web_folder(client: TestClient) -> None:
-    for path in ("/static/../server.py", "/static/%2e%2e/server.py",
-                 "/static/..%2fconfig.py"):
+    for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/..%2fconfig.py"):
         r = await client.get(path)
         assert r.status in (403, 404), path
         assert "PROJECT_ROOT" not in await r.text()
 
 
-
 # --- foreign origins, content types, the viewer token, the access log ----------------------
+
 
 async def test_foreign_origins_change_nothing_even_without_a_token(services: Services) -> None:
     """A page on another origin may send a "simple" POST (no CORS preflight); without the
     origin check it would run, whatever CORS then hides from the page."""
-    open_services = dataclasses.replace(services, config=dataclasses.replace(
-        services.config, http=HttpConfig(cors_origins=("https://studio.example",))))
+    open_services = dataclasses.replace(
+        services,
+        config=dataclasses.replace(
+            services.config, http=HttpConfig(cors_origins=("https://studio.example",))
+        ),
+    )
     async with TestClient(TestServer(build_app(open_services), host="127.0.0.1")) as c:
         for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example"):
             r = await c.post("/api/generate", json=GENERATE, headers={"Origin": origin})
@@ -129,27 +140,39 @@ async def test_json_endpoints_need_the_json_content_type(client: TestClient) -> 
 
 
 async def test_viewer_token_opens_whep_only(services: Services) -> None:
-    both = dataclasses.replace(services, config=dataclasses.replace(
-        services.config, http=HttpConfig(token=TOKEN, viewer_token="watch-only")))
+    both = dataclasses.replace(
+        services,
+        config=dataclasses.replace(
+            services.config, http=HttpConfig(token=TOKEN, viewer_token="watch-only")
+        ),
+    )
     async with TestClient(TestServer(build_app(both), host="127.0.0.1")) as c:
         sdp = {"Content-Type": "application/sdp"}
         offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n"
         for token in ("watch-only", TOKEN):  # either opens WHEP (404: no such stream)
-            r = await c.post("/whep/nobody", data=offer, headers=sdp | {
-                "Authorization": f"Bearer {token}"})
+            r = await c.post(
+                "/whep/nobody", data=offer, headers=sdp | {"Authorization": f"Bearer {token}"}
+            )
             assert r.status == 404, token
         r = await c.post("/whep/nobody?token=watch-only", data=offer, headers=sdp)
         assert r.status == 404
         r = await c.post("/whep/nobody", data=offer, headers=sdp)
         assert r.status == 401
         # The viewer token controls nothing.
-        for method, path in (("POST", "/api/generate"), ("POST", "/offer"),
-                             ("GET", "/api/streams"), ("GET", "/metrics")):
-            r = await c.request(method, path, json=GENERATE,
-                                headers={"Authorization": "Bearer watch-only"})
+        for method, path in (
+            ("POST", "/api/generate"),
+            ("POST", "/offer"),
+            ("GET", "/api/streams"),
+            ("GET", "/metrics"),
+        ):
+            r = await c.request(
+                method, path, json=GENERATE, headers={"Authorization": "Bearer watch-only"}
+            )
             assert r.status == 401, path
-    viewer_only = dataclasses.replace(services, config=dataclasses.replace(
-        services.config, http=HttpConfig(viewer_token="watch-only")))
+    viewer_only = dataclasses.replace(
+        services,
+        config=dataclasses.replace(services.config, http=HttpConfig(viewer_token="watch-only")),
+    )
     async with TestClient(TestServer(build_app(viewer_only), host="127.0.0.1")) as c:
         r = await c.post("/whep/nobody", data="v=0", headers={"Content-Type": "application/sdp"})
         assert r.status == 401
@@ -157,21 +180,27 @@ async def test_viewer_token_opens_whep_only(services: Services) -> None:
         assert r.status == 200
 
 
-async def test_access_log_never_holds_the_token(services: Services,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_access_log_never_holds_the_token(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     app = build_app(services)
     server = TestServer(app, host="127.0.0.1")
     # TestServer drops its constructor's runner options; start_server passes them on.
-    await server.start_server(access_log_class=RedactingAccessLogger,
-                              access_log=logging.getLogger("aiohttp.access"),
-                              access_log_format='%a "%r" %s "%{Referer}i" "%{Authorization}i"')
+    await server.start_server(
+        access_log_class=RedactingAccessLogger,
+        access_log=logging.getLogger("aiohttp.access"),
+        access_log_format='%a "%r" %s "%{Referer}i" "%{Authorization}i"',
+    )
     with caplog.at_level(logging.INFO, logger="aiohttp.access"):
         async with TestClient(server) as c:
-            r = await c.get(f"/api/sessions/x/events?token={TOKEN}&replay=0", headers={
-                "Referer": f"http://127.0.0.1/realtime?token={TOKEN}"})
+            r = await c.get(
+                f"/api/sessions/x/events?token={TOKEN}&replay=0",
+                headers={"Referer": f"http://127.0.0.1/realtime?token={TOKEN}"},
+            )
             assert r.status == 404
-            r = await c.post("/api/generate", json=GENERATE,
-                             headers={"Authorization": f"Bearer {TOKEN}"})
+            r = await c.post(
+                "/api/generate", json=GENERATE, headers={"Authorization": f"Bearer {TOKEN}"}
+            )
             assert r.status == 200
             await asyncio.sleep(0.1)  # the access log line is written after the answer
     lines = [rec.getMessage() for rec in caplog.records if rec.name == "aiohttp.access"]

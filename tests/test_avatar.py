@@ -74,8 +74,9 @@ def test_second_prepare_uses_the_cache(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-shape", "other-version"])
-def test_damaged_cache_is_rebuilt(tmp_path: Path, damage: str,
-                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_damaged_cache_is_rebuilt(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = tmp_path / "cache"
     good = prepare(ASTRONAUT, cache)
     entry = _entry(cache, ASTRONAUT)
@@ -146,8 +147,11 @@ def _shifted_loop(tmp_path: Path, shifts: list[int]) -> Path:
     frames = []
     for dx in shifts:
         matrix = np.array([[1, 0, dx], [0, 1, dx // 2]], np.float32)
-        frames.append(cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]),
-                                     borderMode=cv2.BORDER_REPLICATE))
+        frames.append(
+            cv2.warpAffine(
+                image, matrix, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE
+            )
+        )
     return encode_video(tmp_path / "loop.mp4", frames)
 
 
@@ -175,8 +179,10 @@ def test_video_loop_prepares_with_smoothed_boxes(tmp_path: Path) -> None:
 
 def _frames(n: int) -> tuple[AvatarFrame, ...]:
     mouth = MouthGeometry(8.0, 12.0, 3.0, 2.0, 15.0)
-    return tuple(AvatarFrame(image=np.full((16, 16, 3), i, np.uint8), box=Box(0, 0, 16, 16),
-                             mouth=mouth) for i in range(n))
+    return tuple(
+        AvatarFrame(image=np.full((16, 16, 3), i, np.uint8), box=Box(0, 0, 16, 16), mouth=mouth)
+        for i in range(n)
+    )
 
 
 def test_frame_at_plays_the_loop_forwards_then_backwards() -> None:

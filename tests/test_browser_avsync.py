@@ -54,15 +54,15 @@ def speech_wav(path: Path) -> np.ndarray:
 
 
 @asynccontextmanager
-async def open_live(url: str, path: str, *flags: str, echo: bool = False,
-                    shot: str | None = None) -> AsyncIterator[Any]:
+async def open_live(
+    url: str, path: str, *flags: str, echo: bool = False, shot: str | None = None
+) -> AsyncIterator[Any]:
     """A page of ``path`` that fell back to the viseme engine and plays; ``shot`` names a
     screenshot of the unavailability notice taken before switching."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM,
-                                          args=[*CHROMIUM_FLAGS, *flags])
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *flags])
         context = await browser.new_context(viewport={"width": 1100, "height": 760})
         await context.add_init_script(SYNC_JS)
         page = await context.new_page()
@@ -117,13 +117,14 @@ async def test_realtime2_lip_sync_mouth_interrupt_and_stats(viseme_server_url: s
         await page.click("#rt-say")
         await page.wait_for_function(
             "document.getElementById('rt-status').textContent.startsWith('speaking')",
-            timeout=30_000)
+            timeout=30_000,
+        )
         await page.wait_for_timeout(1500)
         pressed = await page.evaluate("performance.now()")
         await page.click("#rt-interrupt")
         await page.wait_for_function(
-            "document.getElementById('rt-status').textContent === 'interrupted'",
-            timeout=10_000)
+            "document.getElementById('rt-status').textContent === 'interrupted'", timeout=10_000
+        )
         await page.wait_for_timeout(1500)
         rec = await page.evaluate("window.__avsync.stop()")
         before = speech_level(rec, pressed - 1200, pressed)
@@ -142,8 +143,9 @@ async def test_microphone_speech_moves_the_mouth(viseme_server_url: str, tmp_pat
     wav = tmp_path / "speech.wav"
     pcm = speech_wav(wav)
     speech_fraction = float((np.abs(pcm) > 0.02).mean())
-    async with open_live(viseme_server_url, "/realtime2",
-                                f"--use-file-for-fake-audio-capture={wav}", echo=True) as page:
+    async with open_live(
+        viseme_server_url, "/realtime2", f"--use-file-for-fake-audio-capture={wav}", echo=True
+    ) as page:
         await page.evaluate("window.__avsync.start('rt-video')")
         await page.wait_for_timeout(2000)
         pressed = await page.evaluate("performance.now()")

@@ -31,8 +31,9 @@ async def page(server_url: str) -> AsyncIterator[object]:
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        context = await browser.new_context(viewport={"width": 1200, "height": 900},
-                                            accept_downloads=True)
+        context = await browser.new_context(
+            viewport={"width": 1200, "height": 900}, accept_downloads=True
+        )
         pg = await context.new_page()
         await pg.goto(server_url + "/")
         await pg.wait_for_function("document.querySelectorAll('#engine option').length > 0")
@@ -52,10 +53,12 @@ async def test_russian_text_becomes_a_playing_downloadable_video(page, tmp_path:
         " return v.readyState >= 2 && v.duration > 1 && v.videoWidth > 0; })()",
         timeout=30_000,
     )
-    await page.evaluate("document.getElementById('video').muted = true;"
-                        " document.getElementById('video').play()")
-    await page.wait_for_function("document.getElementById('video').currentTime > 0.3",
-                                 timeout=30_000)
+    await page.evaluate(
+        "document.getElementById('video').muted = true; document.getElementById('video').play()"
+    )
+    await page.wait_for_function(
+        "document.getElementById('video').currentTime > 0.3", timeout=30_000
+    )
     assert await page.is_hidden("#error")
     stats = await page.text_content("#stat-total")
     assert stats is not None and stats.endswith(" s")

@@ -30,8 +30,11 @@ def recording(audio_late_ms: float, seed: int = 0) -> dict[str, Any]:
     audio_t = np.arange(0.0, 5500.0, 10.0)
     rms = 0.2 * speaking(audio_t - audio_late_ms) * (0.6 + 0.4 * rng.random(len(audio_t)))
     rms += 0.002 * rng.random(len(audio_t))
-    return {"grid": 32, "video": np.hstack([meta, lum]).tolist(),
-            "audio": np.column_stack([audio_t, rms, np.full(len(audio_t), 40.0)]).tolist()}
+    return {
+        "grid": 32,
+        "video": np.hstack([meta, lum]).tolist(),
+        "audio": np.column_stack([audio_t, rms, np.full(len(audio_t), 40.0)]).tolist(),
+    }
 
 
 @pytest.mark.parametrize("late", [-80.0, 0.0, 40.0, 120.0])

@@ -98,7 +98,7 @@ def test_default_character_is_deterministic(tmp_path: Path, cartoon_dir: Path) -
 def test_every_viseme_mouth_looks_different(cartoon: DrawnCharacter) -> None:
     patches = {v: cartoon.render_mouth({v: 1.0})[0].astype(int) for v in VISEME_NAMES}
     for i, a in enumerate(VISEME_NAMES):
-        for b in VISEME_NAMES[i + 1:]:
+        for b in VISEME_NAMES[i + 1 :]:
             changed = (np.abs(patches[a] - patches[b]).max(axis=2) > 40).sum()
             assert changed > 100, f"{a} and {b} differ in only {changed} pixels"
 
@@ -108,7 +108,7 @@ def test_blink_closes_the_eyes_only(cartoon: DrawnCharacter) -> None:
     diff = np.abs(open_.astype(int) - closed).max(axis=2) > 0
     assert diff.sum() > 1000
     box = cartoon.mouth_box()
-    assert not diff[box.y1:box.y2, box.x1:box.x2].any()
+    assert not diff[box.y1 : box.y2, box.x1 : box.x2].any()
     assert np.array_equal(open_, cartoon.face)
 
 
@@ -129,7 +129,7 @@ def test_rest_render_is_the_face_where_the_mouth_is_transparent(
 ) -> None:
     box = cartoon.mouth_box()
     patch, _ = cartoon.render_mouth({"rest": 1.0})
-    crop = cartoon.face[box.y1:box.y2, box.x1:box.x2]
+    crop = cartoon.face[box.y1 : box.y2, box.x1 : box.x2]
     transparent = cartoon.mouths["rest"][..., 3] == 0
     assert transparent.any()
     assert np.array_equal(patch[transparent], crop[transparent])
@@ -170,7 +170,7 @@ def test_render_frame_pastes_the_mouth(cartoon: DrawnCharacter) -> None:
     inner = (slice(box.y1 + 5, box.y2 - 5), slice(box.x1 + 5, box.x2 - 5))
     assert np.array_equal(frame[inner], patch[5:-5, 5:-5])
     outside = np.ones(frame.shape[:2], bool)
-    outside[box.y1:box.y2, box.x1:box.x2] = False
+    outside[box.y1 : box.y2, box.x1 : box.x2] = False
     assert np.array_equal(frame[outside], cartoon.face[outside])
 
 
@@ -302,8 +302,9 @@ def test_error_mouth_without_alpha(tmp_path: Path, cartoon_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("anchor", [[600, 300], [256, -5], [-1, 10]])
-def test_error_anchor_outside_the_image(tmp_path: Path, cartoon_dir: Path,
-                                        anchor: list[int]) -> None:
+def test_error_anchor_outside_the_image(
+    tmp_path: Path, cartoon_dir: Path, anchor: list[int]
+) -> None:
     folder = _copy(cartoon_dir, tmp_path / "c")
     _edit_spec(folder, mouth_anchor=anchor)
     assert "outside the 512x512 face" in _error(folder)
@@ -327,8 +328,9 @@ def test_error_mouth_box_past_the_edge(tmp_path: Path, cartoon_dir: Path) -> Non
         ("blink", 3, '"blink" must name'),
     ],
 )
-def test_error_bad_fields(tmp_path: Path, cartoon_dir: Path, field: str, value: object,
-                          expected: str) -> None:
+def test_error_bad_fields(
+    tmp_path: Path, cartoon_dir: Path, field: str, value: object, expected: str
+) -> None:
     folder = _copy(cartoon_dir, tmp_path / "c")
     _edit_spec(folder, **{field: value})
     assert expected in _error(folder)

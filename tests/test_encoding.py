@@ -53,8 +53,9 @@ def decode(mime_type: str, packets: list[av.Packet]) -> list[av.VideoFrame]:
     assert isinstance(decoder, av.VideoCodecContext)
     out: list[av.VideoFrame] = []
     for packet in packets:
-        out.extend(f for f in decoder.decode(av.Packet(bytes(packet)))
-                   if isinstance(f, av.VideoFrame))
+        out.extend(
+            f for f in decoder.decode(av.Packet(bytes(packet))) if isinstance(f, av.VideoFrame)
+        )
     return out
 
 

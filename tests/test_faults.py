@@ -77,8 +77,10 @@ class BrokenEngine(LipSyncEngine):
 @pytest.fixture
 def faulty(loaded_services: Services) -> Services:
     return dataclasses.replace(
-        loaded_services, tts=FlakyTTS(loaded_services.tts),
-        engines={**loaded_services.engines, "broken": SerialEngine(BrokenEngine())})
+        loaded_services,
+        tts=FlakyTTS(loaded_services.tts),
+        engines={**loaded_services.engines, "broken": SerialEngine(BrokenEngine())},
+    )
 
 
 @pytest.fixture
@@ -102,13 +104,16 @@ async def still_serving(client: TestClient) -> None:
 
 
 async def test_tts_failure_is_503_json_logged_and_counted(
-        client: TestClient, faulty: Services, caplog: pytest.LogCaptureFixture) -> None:
+    client: TestClient, faulty: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR, "rtc.generate"):
         r = await client.post("/api/generate", json={"text": f"{BREAK}!", "language": "ru"})
     assert r.status == 503 and r.content_type == "application/json"
     assert "speech synthesis failed" in (await r.json())["error"]
-    assert any("speech synthesis failed" in rec.getMessage() and "injected" in rec.getMessage()
-               for rec in caplog.records)
+    assert any(
+        "speech synthesis failed" in rec.getMessage() and "injected" in rec.getMessage()
+        for rec in caplog.records
+    )
     assert isinstance(faulty.tts, FlakyTTS) and faulty.tts.failures == 1
     assert errors(client)["tts"] == 1
     await still_serving(client)
@@ -121,14 +126,17 @@ async def test_text_the_tts_refuses_is_400_not_500(client: TestClient) -> None:
 
 
 async def test_engine_exception_is_500_json_and_the_server_keeps_serving(
-        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     before = render_dirs()
     with caplog.at_level(logging.ERROR, "rtc.errors"):
         r = await client.post("/api/generate", json={"text": "Привет.", "engine": "broken"})
     assert r.status == 500 and r.content_type == "application/json"
     assert "injected" not in (await r.json())["error"]  # internals stay in the log ...
-    assert any("injected" in (rec.exc_text or "") or (rec.exc_info and "injected" in
-               str(rec.exc_info[1])) for rec in caplog.records)  # ... which has the trace
+    assert any(
+        "injected" in (rec.exc_text or "") or (rec.exc_info and "injected" in str(rec.exc_info[1]))
+        for rec in caplog.records
+    )  # ... which has the trace
     counted = errors(client)
     assert counted["http_500"] == 1
     metrics = await (await client.get("/metrics")).text()
@@ -140,17 +148,24 @@ async def test_engine_exception_is_500_json_and_the_server_keeps_serving(
 
 @pytest.mark.parametrize("where", ["temp-folder", "mid-render"])
 async def test_disk_full_is_507_json_and_cleans_up(
-        client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-        where: str) -> None:
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+) -> None:
     full = OSError(errno.ENOSPC, "No space left on device")
     if where == "temp-folder":
+
         def no_folder(*_: Any, **__: Any) -> Any:
             raise full
+
         monkeypatch.setattr("rtc.generate.tempfile.TemporaryDirectory", no_folder)
     else:
+
         def half_written(_pcm: Any, _avatar: Any, _engine: Any, out: Path, **_: Any) -> Any:
             out.write_bytes(b"\x00" * 1000)  # part of the file made it before the disk filled
             raise full
+
         monkeypatch.setattr("rtc.generate.render_to_mp4", half_written)
     before = render_dirs()
     with caplog.at_level(logging.ERROR, "rtc.generate"):
@@ -163,8 +178,9 @@ async def test_disk_full_is_507_json_and_cleans_up(
     await still_serving(client)
 
 
-def test_unwritable_avatar_cache_keeps_the_avatar(tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_unwritable_avatar_cache_keeps_the_avatar(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder should be")  # mkdir fails, even as root
     photo = PROJECT_ROOT / "avatars" / "astronaut.jpg"
@@ -200,8 +216,9 @@ asyncio.run(main())
 
 
 @pytest.fixture
-def realtime(loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
-             espeak_tts: TextToSpeech) -> Services:
+def realtime(
+    loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> Services:
     services = realtime_services(app_config, avatar_store, FlakyTTS(espeak_tts))
     services.engines["broken"] = SerialEngine(BrokenEngine())
     return services
@@ -213,7 +230,8 @@ async def keeps_streaming(client: PeerClient, frames: int = 10) -> None:
 
 
 async def test_realtime_tts_failure_is_an_error_event_and_the_session_lives_on(
-        realtime: Services, caplog: pytest.LogCaptureFixture) -> None:
+    realtime: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_server(realtime) as (url, app):
         client = PeerClient(url)
         try:
@@ -233,8 +251,11 @@ async def test_realtime_tts_failure_is_an_error_event_and_the_session_lives_on(
             assert ended["error"] == event["message"]
             await keeps_streaming(client)
             assert (await client.state())["speaking"] is False
-            mine = [e["type"] for e in client.received.events
-                    if e.get("utterance") == reply["utterance"] and e["type"] != "utterance_queued"]
+            mine = [
+                e["type"]
+                for e in client.received.events
+                if e.get("utterance") == reply["utterance"] and e["type"] != "utterance_queued"
+            ]
             assert mine == ["error", "speaking_ended"], mine
             status, reply = await client.post("/say", {"text": "Да."})
             assert status == 202
@@ -246,7 +267,8 @@ async def test_realtime_tts_failure_is_an_error_event_and_the_session_lives_on(
 
 
 async def test_realtime_engine_exception_is_an_error_event_and_only_that_session_suffers(
-        realtime: Services, caplog: pytest.LogCaptureFixture) -> None:
+    realtime: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_server(realtime) as (url, app):
         broken, healthy = PeerClient(url), PeerClient(url)
         try:
@@ -272,16 +294,21 @@ async def test_realtime_engine_exception_is_an_error_event_and_only_that_session
 
 
 async def test_peer_vanishing_mid_utterance_ends_only_its_session(
-        realtime: Services, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    realtime: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     # Consent checks every 0.2 s, given up after 2 misses (RFC 7675; aioice: 5 s x 6).
     monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
     monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 2)
     monkeypatch.setattr(rtc.session, "DISCONNECT_GRACE", 0.5)
     async with running_server(realtime) as (url, app):
         survivor = PeerClient(url)
-        tab = subprocess.Popen([sys.executable, "-c", VANISHING_PEER, url], cwd=PROJECT_ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tab = subprocess.Popen(
+            [sys.executable, "-c", VANISHING_PEER, url],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             await survivor.connect()
             assert tab.stdout is not None
@@ -292,8 +319,7 @@ async def test_peer_vanishing_mid_utterance_ends_only_its_session(
             with caplog.at_level(logging.INFO, "rtc.session"):
                 tab.kill()  # no BYE, no DTLS close: the peer just stops answering
                 await asyncio.wait_for(session.closed.wait(), 20)
-            assert any(f"session={gone} closing: peer" in r.getMessage()
-                       for r in caplog.records)
+            assert any(f"session={gone} closing: peer" in r.getMessage() for r in caplog.records)
             assert gone not in app[REALTIME_KEY].sessions
             await keeps_streaming(survivor)
             assert (await survivor.post("/say", {"text": "Да."}))[0] == 202
@@ -305,23 +331,28 @@ async def test_peer_vanishing_mid_utterance_ends_only_its_session(
 
 
 async def test_ice_failure_ends_the_session_and_frees_its_slot(
-        loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
-        espeak_tts: TextToSpeech, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    loopback_ice: None,
+    app_config: AppConfig,
+    avatar_store: AvatarStore,
+    espeak_tts: TextToSpeech,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Connectivity checks give up after 1 retransmission (1.5 s) instead of 6 (63.5 s).
     monkeypatch.setattr(aioice.stun, "RETRY_MAX", 1)
     services = realtime_services(app_config, avatar_store, espeak_tts, max_sessions=1)
     async with running_server(services) as (url, app):
         offer = await abandoned_offer()  # its candidates will never answer a check
-        async with aiohttp.ClientSession() as http, http.post(url + "/offer",
-                                                              json=offer) as r:
+        async with aiohttp.ClientSession() as http, http.post(url + "/offer", json=offer) as r:
             assert r.status == 200
             gone = (await r.json())["session_id"]
         session = app[REALTIME_KEY].sessions[gone]
         with caplog.at_level(logging.INFO, "rtc.session"):
             await asyncio.wait_for(session.closed.wait(), 20)
-        assert any(f"session={gone} closing: peer connection failed" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            f"session={gone} closing: peer connection failed" in r.getMessage()
+            for r in caplog.records
+        )
         client = PeerClient(url)  # the only slot is free again
         try:
             await client.connect()
@@ -331,13 +362,18 @@ async def test_ice_failure_ends_the_session_and_frees_its_slot(
 
 
 async def test_peer_that_never_connects_is_closed_after_the_connect_timeout(
-        loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
-        espeak_tts: TextToSpeech, caplog: pytest.LogCaptureFixture) -> None:
+    loopback_ice: None,
+    app_config: AppConfig,
+    avatar_store: AvatarStore,
+    espeak_tts: TextToSpeech,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # aioice's own timers are left alone: without the connect timeout the slot would be held
     # for ~64 s (test_ice_failure... shortens them instead).
     timeout, margin = 1.0, 3.0
-    services = realtime_services(app_config, avatar_store, espeak_tts, max_sessions=1,
-                                 connect_timeout_seconds=timeout)
+    services = realtime_services(
+        app_config, avatar_store, espeak_tts, max_sessions=1, connect_timeout_seconds=timeout
+    )
     async with running_server(services) as (url, app):
         offer = await abandoned_offer()  # never applies the answer, never does ICE
         async with aiohttp.ClientSession() as http:
@@ -355,8 +391,10 @@ async def test_peer_that_never_connects_is_closed_after_the_connect_timeout(
                 elapsed = asyncio.get_running_loop().time() - answered
             assert timeout * 0.9 <= elapsed < timeout + margin, elapsed
             assert events[-1] == "session_closed", events
-            assert any(f"session={gone} closing: peer did not connect within 1 s"
-                       in r.getMessage() for r in caplog.records)
+            assert any(
+                f"session={gone} closing: peer did not connect within 1 s" in r.getMessage()
+                for r in caplog.records
+            )
             async with http.get(f"{url}/api/sessions/{gone}") as r:
                 assert r.status == 404
             async with http.get(f"{url}/metrics") as r:

@@ -53,8 +53,11 @@ MAX_TEXT = 80
 """The fuzzed server's text limit: keeps valid renders short."""
 SDP_PATHS = ("/offer", "/api/generate_stream", "/api/generate_stream_nogan", "/whep/{stream}")
 DOCUMENTED_5XX = {503, 507}
-LIVE_SESSION_OPS = ("POST /api/sessions/{session_id}/say",
-                    "POST /api/sessions/{session_id}/interrupt", "GET /api/sessions/{session_id}")
+LIVE_SESSION_OPS = (
+    "POST /api/sessions/{session_id}/say",
+    "POST /api/sessions/{session_id}/interrupt",
+    "GET /api/sessions/{session_id}",
+)
 """Sent to the live session (its events stream would never end; DELETE would end it)."""
 
 
@@ -66,17 +69,28 @@ def _sdp_text(_ctx: schemathesis.SerializationContext, value: Any) -> bytes:
     return (value if isinstance(value, str) else json.dumps(value)).encode("utf-8", "replace")
 
 
-CHECKS: list[CheckFunction] = [status_code_conformance, content_type_conformance,
-                               response_schema_conformance]
+CHECKS: list[CheckFunction] = [
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, avatar_cache: Path,
-           empty_checkpoints: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, avatar_cache: Path, empty_checkpoints: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     """The server process on a free loopback port; yields (base URL, process, its log)."""
     log_path = tmp_path_factory.mktemp("fuzz") / "server.log"
-    with server_process(log_path, avatar_cache, empty_checkpoints, "--max-text", str(MAX_TEXT),
-                        "--max-sessions", "2") as running:
+    with server_process(
+        log_path,
+        avatar_cache,
+        empty_checkpoints,
+        "--max-text",
+        str(MAX_TEXT),
+        "--max-sessions",
+        "2",
+    ) as running:
         yield running.base, running.process, running.log_path
 
 
@@ -87,8 +101,7 @@ def _has_input(operation: schemathesis.APIOperation) -> bool:
 def _negatable(operation: schemathesis.APIOperation) -> bool:
     """Whether invalid input can be made: a body or a constrained query parameter. (A free
     string path parameter cannot be invalid; hypothesis would search seconds to find so.)"""
-    return bool(operation.body) or any(p.location == "query"
-                                       for p in operation.iter_parameters())
+    return bool(operation.body) or any(p.location == "query" for p in operation.iter_parameters())
 
 
 def _budget(operations: list[schemathesis.APIOperation]) -> dict[str, int]:
@@ -113,14 +126,26 @@ def _check_answer(response: Any, label: str) -> None:
         assert isinstance(body.get("error"), str) and body["error"], (label, body)
 
 
-def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, examples: int,
-          base: str, started: float, sent: dict[str, int], live_session: str) -> None:
+def _fuzz(
+    operation: schemathesis.APIOperation,
+    mode: GenerationMode,
+    examples: int,
+    base: str,
+    started: float,
+    sent: dict[str, int],
+    live_session: str,
+) -> None:
     """Send up to ``examples`` generated requests of ``operation`` and check each answer."""
     label = operation.label
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate],  # no shrinking: bounded time
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: bounded time
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: schemathesis.Case) -> None:
         if time.monotonic() - started > FUZZ_SECONDS:
@@ -142,7 +167,8 @@ def _fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, examples: 
 
 
 def test_fuzz_the_api_from_its_openapi_description(
-        server: tuple[str, subprocess.Popen[bytes], Path]) -> None:
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
     base, process, log_path = server
     status, raw = http_get(base + "/api/openapi.json")
     assert status == 200
@@ -171,12 +197,16 @@ def test_fuzz_the_api_from_its_openapi_description(
     assert process.poll() is None
     assert http_get(base + "/healthz")[0] == 200
     log = log_path.read_text(errors="replace")
-    assert "unhandled error" not in log, log[log.find("unhandled error") - 200:][:3000]
-    assert "Traceback" not in log, log[log.find("Traceback"):][:3000]
+    assert "unhandled error" not in log, log[log.find("unhandled error") - 200 :][:3000]
+    assert "Traceback" not in log, log[log.find("Traceback") :][:3000]
 
 
-def _fuzz_all(operations: list[schemathesis.APIOperation], budget: dict[str, int], base: str,
-              live_session: str) -> None:
+def _fuzz_all(
+    operations: list[schemathesis.APIOperation],
+    budget: dict[str, int],
+    base: str,
+    live_session: str,
+) -> None:
     """Fuzz every operation within the budget and FUZZ_SECONDS."""
     started = time.monotonic()
     sent: dict[str, int] = {}
@@ -192,8 +222,10 @@ def _fuzz_all(operations: list[schemathesis.APIOperation], budget: dict[str, int
             examples = max(1, budget[operation.label] // len(modes))
             _fuzz(operation, mode, examples, base, started, sent, live_session)
     total = sum(sent.values())
-    print(f"fuzz: {total} requests over {len(sent)} operations in "
-          f"{time.monotonic() - started:.1f} s; skipped for time: {skipped or 'none'}; {sent}")
+    print(
+        f"fuzz: {total} requests over {len(sent)} operations in "
+        f"{time.monotonic() - started:.1f} s; skipped for time: {skipped or 'none'}; {sent}"
+    )
     assert 0 < total <= MAX_EXAMPLES
     assert len(sent) >= len(operations) // 2, (sent, skipped)
     assert all(sent.get(op, 0) > 0 for op in LIVE_SESSION_OPS), sent

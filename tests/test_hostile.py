@@ -38,15 +38,24 @@ def _wav_header_only(channels: int) -> bytes:
     block = channels * bits // 8
     data = b"\x00" * block * 100
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, bits)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + \
-        struct.pack("<I", len(data)) + data
+    body = (
+        b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def _make_audio(folder: Path) -> dict[str, bytes]:
     """Every audio file the corpus names."""
-    def channels(name: str, n: int, codec: str, container: str, fmt: str = "s16",
-                 **kw: Any) -> bytes:
+
+    def channels(
+        name: str, n: int, codec: str, container: str, fmt: str = "s16", **kw: Any
+    ) -> bytes:
         return encode_channels(folder / name, n, codec, container, fmt, **kw).read_bytes()
 
     nan = tone(440.0, 0.5, 8000)
@@ -65,8 +74,7 @@ def _make_audio(folder: Path) -> dict[str, bytes]:
         "empty": b"",
         "wav-1000-channels": _wav_header_only(1000),
         "big-wav": channels("big.wav", 1, "pcm_s16le", "wav", seconds=big_seconds),
-        "too-big-wav": channels("too-big.wav", 1, "pcm_s16le", "wav",
-                                seconds=big_seconds * 2),
+        "too-big-wav": channels("too-big.wav", 1, "pcm_s16le", "wav", seconds=big_seconds * 2),
     }
 
 
@@ -75,13 +83,18 @@ def _multipart(spec: dict[str, Any], audio: dict[str, bytes]) -> tuple[str, list
     boundary = "hostile-boundary-7d1f"
     pieces: list[bytes] = []
     for name in spec.get("audio", []):
-        pieces.append(f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; '
-                      f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                      .encode() + audio[name] + b"\r\n")
+        pieces.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; '
+            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+            + audio[name]
+            + b"\r\n"
+        )
     for index in range(spec.get("extra_fields", 0)):
         value = (f"{index:06d}" * (spec["field_bytes"] // 6 + 1))[: spec["field_bytes"]]
-        pieces.append(f'--{boundary}\r\nContent-Disposition: form-data; name="f{index}"'
-                      f"\r\n\r\n{value}\r\n".encode())
+        pieces.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="f{index}"'
+            f"\r\n\r\n{value}\r\n".encode()
+        )
     pieces.append(f"--{boundary}--\r\n".encode())
     return f"multipart/form-data; boundary={boundary}", pieces
 
@@ -96,15 +109,20 @@ def _body(case: dict[str, Any], audio: dict[str, bytes]) -> tuple[dict[str, str]
         headers.setdefault("Content-Type", "application/json")
         return headers, [json.dumps(case["json"]).encode()]
     if "body_repeat" in case:
-        return headers, ["".join(text * times for text, times in case["body_repeat"])
-                         .encode()]
+        return headers, ["".join(text * times for text, times in case["body_repeat"]).encode()]
     if "body_hex" in case:
         return headers, [bytes.fromhex(case["body_hex"])]
     return headers, [case["body"].encode()] if "body" in case else []
 
 
-def send(base: str, method: str, path: str, headers: dict[str, str], pieces: list[bytes],
-         chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
+def send(
+    base: str,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    pieces: list[bytes],
+    chunked: bool = False,
+) -> tuple[int, dict[str, str], bytes]:
     """One raw request (the body as given, chunked or with its length); the answer."""
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=REQUEST_TIMEOUT)
@@ -127,8 +145,7 @@ def send(base: str, method: str, path: str, headers: dict[str, str], pieces: lis
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered before reading everything (413/400) and closed
         response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, \
-            response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     except (http.client.HTTPException, OSError) as e:  # no answer at all: a hang or a crash
         return 0, {}, repr(e).encode()
     finally:
@@ -146,17 +163,27 @@ def expand(corpus: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
 
 
 @pytest.fixture(scope="module")
-def hostile_server(tmp_path_factory: pytest.TempPathFactory, avatar_cache: Path,
-                   empty_checkpoints: Path) -> Iterator[ServerProcess]:
+def hostile_server(
+    tmp_path_factory: pytest.TempPathFactory, avatar_cache: Path, empty_checkpoints: Path
+) -> Iterator[ServerProcess]:
     log_path = tmp_path_factory.mktemp("hostile") / "server.log"
-    with server_process(log_path, avatar_cache, empty_checkpoints, "--max-text", "200",
-                        "--max-sessions", "2", "--max-upload-bytes",
-                        str(UPLOAD_LIMIT)) as server:
+    with server_process(
+        log_path,
+        avatar_cache,
+        empty_checkpoints,
+        "--max-text",
+        "200",
+        "--max-sessions",
+        "2",
+        "--max-upload-bytes",
+        str(UPLOAD_LIMIT),
+    ) as server:
         yield server
 
 
 def test_hostile_corpus_gets_4xx_and_the_server_lives(
-        hostile_server: ServerProcess, tmp_path: Path) -> None:
+    hostile_server: ServerProcess, tmp_path: Path
+) -> None:
     corpus = json.loads(CORPUS.read_text(encoding="utf-8"))
     audio = _make_audio(tmp_path)
     base = hostile_server.base
@@ -169,8 +196,14 @@ def test_hostile_corpus_gets_4xx_and_the_server_lives(
         values = {"session": session, "stream": peer.stream}
         for label, case, path in expand(corpus):
             headers, pieces = _body(case, audio)
-            status, answer_headers, body = send(base, case["method"], path.format(**values),
-                                                headers, pieces, case.get("chunked", False))
+            status, answer_headers, body = send(
+                base,
+                case["method"],
+                path.format(**values),
+                headers,
+                pieces,
+                case.get("chunked", False),
+            )
             sent += 1
             failures += _check(label, case["expect"], status, answer_headers, body)
             if not hostile_server.alive():
@@ -190,7 +223,7 @@ def test_hostile_corpus_gets_4xx_and_the_server_lives(
     assert not failures, "\n".join(failures)
     assert sent >= 90
     log = hostile_server.log()
-    assert "Traceback" not in log, log[log.find("Traceback") - 300:][:3000]
+    assert "Traceback" not in log, log[log.find("Traceback") - 300 :][:3000]
     assert "unhandled error" not in log.lower(), log[-3000:]
     assert "Unhandled exception" not in log, log[-3000:]
 
@@ -202,8 +235,9 @@ def _healthy(base: str) -> bool:
         return False
 
 
-def _check(label: str, expected: list[int], status: int, headers: dict[str, str],
-           body: bytes) -> list[str]:
+def _check(
+    label: str, expected: list[int], status: int, headers: dict[str, str], body: bytes
+) -> list[str]:
     problems = []
     if status == 0:
         return [f"{label}: no answer ({body.decode()})"]
@@ -219,5 +253,3 @@ def _check(label: str, expected: list[int], status: int, headers: dict[str, str]
         except (ValueError, KeyError, TypeError):
             problems.append(f"{label}: the error is not JSON {{error}}: {body[:200]!r}")
     return problems
-
-

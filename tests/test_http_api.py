@@ -109,8 +109,9 @@ async def expect_mp4(response: aiohttp.ClientResponse, tmp_path: Path) -> tuple[
     mp4 = decode_mp4(path)
     assert mp4.video_codec == "h264" and mp4.audio_codec == "aac" and mp4.fps == 25
     assert len(mp4.frames) == int(response.headers["X-Video-Frames"])
-    assert mp4.video_duration == pytest.approx(float(response.headers["X-Video-Duration"]),
-                                               abs=0.001)
+    assert mp4.video_duration == pytest.approx(
+        float(response.headers["X-Video-Duration"]), abs=0.001
+    )
     assert abs(mp4.video_duration - mp4.audio_duration) <= 0.040
     return mp4, mp4.video_duration
 
@@ -137,8 +138,10 @@ async def test_engines_say_what_is_missing(api: TestClient, empty_checkpoints: P
     engines = {e["name"]: e for e in body["engines"]}
     assert body["default"] == "viseme"
     assert engines["viseme"]["available"] is True and engines["viseme"]["default"] is True
-    expected = {"wav2lip-gan": ("Wav2Lip-SD-GAN.pt", "wav2lip_gan.pth"),
-                "wav2lip-nogan": ("Wav2Lip-SD-NOGAN.pt", "wav2lip.pth")}
+    expected = {
+        "wav2lip-gan": ("Wav2Lip-SD-GAN.pt", "wav2lip_gan.pth"),
+        "wav2lip-nogan": ("Wav2Lip-SD-NOGAN.pt", "wav2lip.pth"),
+    }
     for name, files in expected.items():
         assert engines[name]["available"] is False
         for file in files:
@@ -166,14 +169,17 @@ async def test_generate_from_russian_text(api: TestClient, tmp_path: Path) -> No
     assert 0.8 < duration < 3.0
     assert mp4.frames[0].shape[:2] == (512, 512)
     assert "inline" in r.headers["Content-Disposition"]
-    r = await api.post("/api/generate", json={"text": "Сәлем!", "language": "kk",
-                                              "engine": "viseme", "avatar": "cartoon"})
+    r = await api.post(
+        "/api/generate",
+        json={"text": "Сәлем!", "language": "kk", "engine": "viseme", "avatar": "cartoon"},
+    )
     await expect_mp4(r, tmp_path)
     assert leftovers() <= before
 
 
-async def test_generate_from_an_uploaded_recording(api: TestClient, tmp_path: Path,
-                                                   speech_wav: bytes) -> None:
+async def test_generate_from_an_uploaded_recording(
+    api: TestClient, tmp_path: Path, speech_wav: bytes
+) -> None:
     before = leftovers()
     r = await api.post("/api/generate", data=upload(speech_wav, avatar="cartoon"))
     _, duration = await expect_mp4(r, tmp_path)
@@ -198,43 +204,64 @@ JSON_ERRORS: list[tuple[str, object, int, tuple[str, ...]]] = [
     ("empty text", {"text": "   ", "language": "ru"}, 400, ("'text'", "non-empty")),
     ("no text", {"language": "ru"}, 400, ("'text'",)),
     ("text not a string", {"text": 42, "language": "ru"}, 400, ("'text'", "string")),
-    ("oversized text", {"text": "а" * 2001, "language": "ru"}, 400,
-     ("2001 characters", "limit is 2000")),
-    ("unknown language", {"text": "Привет", "language": "xx"}, 400,
-     ("unknown language 'xx'", "ru")),
+    (
+        "oversized text",
+        {"text": "а" * 2001, "language": "ru"},
+        400,
+        ("2001 characters", "limit is 2000"),
+    ),
+    (
+        "unknown language",
+        {"text": "Привет", "language": "xx"},
+        400,
+        ("unknown language 'xx'", "ru"),
+    ),
     ("language not a string", {"text": "Привет", "language": 7}, 400, ("'language'", "string")),
-    ("unknown engine", {"text": "Привет", "language": "ru", "engine": "magic"}, 400,
-     ("unknown engine 'magic'", "viseme")),
-    ("unknown avatar", {"text": "Привет", "language": "ru", "avatar": "grandma"}, 400,
-     ("unknown avatar 'grandma'", "astronaut", "cartoon")),
+    (
+        "unknown engine",
+        {"text": "Привет", "language": "ru", "engine": "magic"},
+        400,
+        ("unknown engine 'magic'", "viseme"),
+    ),
+    (
+        "unknown avatar",
+        {"text": "Привет", "language": "ru", "avatar": "grandma"},
+        400,
+        ("unknown avatar 'grandma'", "astronaut", "cartoon"),
+    ),
     ("array body", ["Привет", "ru"], 400, ("must be an object",)),
     ("string body", "Привет", 400, ("must be an object",)),
-    ("engine without checkpoint", {"text": "Привет", "language": "ru",
-                                   "engine": "wav2lip-nogan"}, 503,
-     ("Wav2Lip-SD-NOGAN.pt", "wav2lip.pth")),
+    (
+        "engine without checkpoint",
+        {"text": "Привет", "language": "ru", "engine": "wav2lip-nogan"},
+        503,
+        ("Wav2Lip-SD-NOGAN.pt", "wav2lip.pth"),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "status", "needles"), JSON_ERRORS,
-                         ids=[c[0] for c in JSON_ERRORS])
-async def test_bad_json_requests(api: TestClient, case: str, body: object, status: int,
-                                 needles: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("case", "body", "status", "needles"), JSON_ERRORS, ids=[c[0] for c in JSON_ERRORS]
+)
+async def test_bad_json_requests(
+    api: TestClient, case: str, body: object, status: int, needles: tuple[str, ...]
+) -> None:
     r = await api.post("/api/generate", json=body)
     await expect_error(r, status, *needles)
 
 
 async def test_malformed_json(api: TestClient) -> None:
     for raw in ('{"text": "Привет", '.encode(), b"\xff\xfe not utf-8", b""):
-        r = await api.post("/api/generate", data=raw,
-                           headers={"Content-Type": "application/json"})
+        r = await api.post("/api/generate", data=raw, headers={"Content-Type": "application/json"})
         await expect_error(r, 400, "JSON")
 
 
 async def test_wrong_content_type(api: TestClient) -> None:
     r = await api.post("/api/generate", data="Привет", headers={"Content-Type": "text/plain"})
     await expect_error(r, 415, "application/json", "multipart/form-data", "'audio'")
-    r = await api.post("/api/generate", data=b"x=1",
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = await api.post(
+        "/api/generate", data=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     await expect_error(r, 415, "application/json")
 
 
@@ -252,16 +279,21 @@ async def test_bad_uploads(tight_api: TestClient, speech_wav: bytes, tmp_path: P
     big = b"\x00" * (UPLOAD_LIMIT + 10_000)
     r = await tight_api.post("/api/generate", data=upload(big))
     await expect_error(r, 413, "larger than the limit")
-    long_wav = encode_audio(tmp_path / "long.wav", tone(200.0, 3.0, 8_000), 8_000, "pcm_s16le",
-                            "wav").read_bytes()
+    long_wav = encode_audio(
+        tmp_path / "long.wav", tone(200.0, 3.0, 8_000), 8_000, "pcm_s16le", "wav"
+    ).read_bytes()
     assert len(long_wav) < UPLOAD_LIMIT
     r = await tight_api.post("/api/generate", data=upload(long_wav))
     await expect_error(r, 400, "longer than the limit of 2 s")
-    r = await tight_api.post("/api/generate", data=json.dumps({"text": "а" * UPLOAD_LIMIT * 2}),
-                             headers={"Content-Type": "application/json"})
+    r = await tight_api.post(
+        "/api/generate",
+        data=json.dumps({"text": "а" * UPLOAD_LIMIT * 2}),
+        headers={"Content-Type": "application/json"},
+    )
     await expect_error(r, 413, "too large")
-    r = await tight_api.post("/api/generate", data=upload(speech_wav[:UPLOAD_LIMIT // 2],
-                                                          engine="wav2lip-gan"))
+    r = await tight_api.post(
+        "/api/generate", data=upload(speech_wav[: UPLOAD_LIMIT // 2], engine="wav2lip-gan")
+    )
     await expect_error(r, 503, "Wav2Lip-SD-GAN.pt")
     assert leftovers() <= before
 
@@ -272,10 +304,12 @@ async def test_unknown_routes_and_methods_answer_json(api: TestClient) -> None:
 
 
 async def test_failed_render_cleans_up_and_the_server_keeps_serving(
-        tight_api: TestClient, tmp_path: Path) -> None:
+    tight_api: TestClient, tmp_path: Path
+) -> None:
     before = leftovers()
-    r = await tight_api.post("/api/generate", json={"text": "Привет", "language": "ru",
-                                                    "engine": "broken"})
+    r = await tight_api.post(
+        "/api/generate", json={"text": "Привет", "language": "ru", "engine": "broken"}
+    )
     message = await expect_error(r, 500)
     assert "the model fell over" not in message  # internals stay in the log
     assert leftovers() <= before

@@ -43,10 +43,18 @@ TEXT_LIMIT = 200
 
 
 def _limited(services: Services, **http: Any) -> Services:
-    values = dict(max_upload_bytes=UPLOAD_LIMIT, max_upload_seconds=2.0,
-                  max_json_bytes=JSON_LIMIT, ice_loopback=True) | http
-    config = dataclasses.replace(services.config, http=HttpConfig(**values),
-                                 tts=TtsConfig(max_text_chars=TEXT_LIMIT))
+    values = (
+        dict(
+            max_upload_bytes=UPLOAD_LIMIT,
+            max_upload_seconds=2.0,
+            max_json_bytes=JSON_LIMIT,
+            ice_loopback=True,
+        )
+        | http
+    )
+    config = dataclasses.replace(
+        services.config, http=HttpConfig(**values), tts=TtsConfig(max_text_chars=TEXT_LIMIT)
+    )
     return dataclasses.replace(services, config=config)
 
 
@@ -86,8 +94,9 @@ async def test_body_size_limit_also_holds_for_chunked_bodies(client: TestClient)
             yield b"a" * 10_000
         yield b'"}'
 
-    r = await client.post("/api/generate", data=chunks(),
-                          headers={"Content-Type": "application/json"})
+    r = await client.post(
+        "/api/generate", data=chunks(), headers={"Content-Type": "application/json"}
+    )
     await expect_error(r, 413, "too large")
     await expect_healthy(client)
 
@@ -110,8 +119,7 @@ async def test_chunked_json_bodies_are_held_to_the_json_limit(client: TestClient
         yield b'"}'
 
     for path in ("/api/generate", "/offer"):
-        r = await client.post(path, data=chunks(),
-                              headers={"Content-Type": "application/json"})
+        r = await client.post(path, data=chunks(), headers={"Content-Type": "application/json"})
         assert "Content-Length" not in r.request_info.headers
         await expect_error(r, 413, "too large", str(JSON_LIMIT))
     await expect_healthy(client)
@@ -128,8 +136,9 @@ async def test_text_length_limit(client: TestClient) -> None:
 async def test_upload_size_and_duration_limits(client: TestClient, tmp_path: Any) -> None:
     r = await client.post("/api/generate", data=_upload(b"\x00" * (UPLOAD_LIMIT + 1)))
     await expect_error(r, 413, "larger than the limit")
-    long_wav = encode_audio(tmp_path / "long.wav", tone(200.0, 3.0, 8_000), 8_000,
-                            "pcm_s16le", "wav").read_bytes()
+    long_wav = encode_audio(
+        tmp_path / "long.wav", tone(200.0, 3.0, 8_000), 8_000, "pcm_s16le", "wav"
+    ).read_bytes()
     assert len(long_wav) < UPLOAD_LIMIT
     r = await client.post("/api/generate", data=_upload(long_wav))
     await expect_error(r, 400, "longer than the limit of 2 s")
@@ -156,8 +165,9 @@ class Gate:
         self.running = 0
         self.started = threading.Semaphore(0)
 
-    def render(self, _job: GenerateJob, _engine: LipSyncEngine,
-               _avatar: Avatar) -> tuple[bytes, RenderStats]:
+    def render(
+        self, _job: GenerateJob, _engine: LipSyncEngine, _avatar: Avatar
+    ) -> tuple[bytes, RenderStats]:
         """Stands in for Generator._render (a bound method of the gate, not the generator)."""
         self.running += 1
         self.started.release()
@@ -191,8 +201,9 @@ async def _until(condition: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_renders_waiting_limit_is_503_with_retry_after(loaded_services: Services,
-                                                             gate: Gate) -> None:
+async def test_renders_waiting_limit_is_503_with_retry_after(
+    loaded_services: Services, gate: Gate
+) -> None:
     app = build_app(_limited(loaded_services, max_parallel_renders=1, max_waiting_renders=1))
     generator = _generator(app)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -211,8 +222,9 @@ async def test_renders_waiting_limit_is_503_with_retry_after(loaded_services: Se
             assert response.status == 200 and await response.read() == b"mp4"
 
 
-async def test_a_client_leaving_mid_render_does_not_free_its_slot(loaded_services: Services,
-                                                                  gate: Gate) -> None:
+async def test_a_client_leaving_mid_render_does_not_free_its_slot(
+    loaded_services: Services, gate: Gate
+) -> None:
     app = build_app(_limited(loaded_services, max_parallel_renders=1, max_waiting_renders=0))
     # With handler cancellation on, a client hanging up cancels its handler mid-render.
     server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
@@ -247,10 +259,11 @@ async def test_server_answers_normally_after_every_limit(client: TestClient) -> 
 
 
 async def test_sessions_and_queued_utterances_limits(
-        loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore,
-        espeak_tts: TextToSpeech) -> None:
-    services = realtime_services(app_config, avatar_store, espeak_tts, max_sessions=1,
-                                 max_queued_utterances=2)
+    loopback_ice: None, app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
+    services = realtime_services(
+        app_config, avatar_store, espeak_tts, max_sessions=1, max_queued_utterances=2
+    )
     async with running_server(services) as (url, _):
         first = PeerClient(url)
         try:
@@ -271,8 +284,9 @@ async def test_sessions_and_queued_utterances_limits(
                     assert status == 202
                 status, reply = await first.post("/say", {"text": "Ещё."})
                 assert status == 429 and "already queued" in reply["error"]
-                async with http.post(f"{url}/api/sessions/{first.session_id}/say",
-                                     json={"text": "Ещё."}) as r:
+                async with http.post(
+                    f"{url}/api/sessions/{first.session_id}/say", json={"text": "Ещё."}
+                ) as r:
                     assert int(r.headers["Retry-After"]) > 0
                 status, reply = await first.post("/interrupt")
                 assert status == 200 and len(reply["interrupted"]) == 2

@@ -25,10 +25,18 @@ from tests.media import tone
 def librosa_mel(pcm: np.ndarray) -> np.ndarray:
     """The reference recipe written the plain way (shared/reference/wav2lip.md), float64."""
     emphasised = lfilter([1.0, -0.97], [1.0], pcm.astype(np.float64))
-    spectrum = librosa.stft(emphasised, n_fft=800, hop_length=200, win_length=800,
-                            window="hann", center=True, pad_mode="reflect")
-    basis = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600,
-                                norm="slaney", htk=False)
+    spectrum = librosa.stft(
+        emphasised,
+        n_fft=800,
+        hop_length=200,
+        win_length=800,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+    )
+    basis = librosa.filters.mel(
+        sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600, norm="slaney", htk=False
+    )
     mel = basis @ np.abs(spectrum)
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - 20.0
     return np.clip(8.0 * (db + 100.0) / 100.0 - 4.0, -4.0, 4.0)
@@ -44,8 +52,13 @@ def clips(espeak_tts: TextToSpeech) -> dict[str, np.ndarray]:
     noise = (0.3 * rng.standard_normal(12_345)).astype(np.float32)
     click = np.zeros(4_001, np.float32)
     click[2_000] = 0.9
-    return {"speech": np.asarray(speech), "chirp": chirp, "noise": noise, "click": click,
-            "tone": tone(440.0, 0.5)}
+    return {
+        "speech": np.asarray(speech),
+        "chirp": chirp,
+        "noise": noise,
+        "click": click,
+        "tone": tone(440.0, 0.5),
+    }
 
 
 def test_one_shot_matches_librosa(clips: dict[str, np.ndarray]) -> None:
@@ -93,8 +106,9 @@ def _random_sizes(rng: np.random.Generator, total: int) -> list[int]:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_streaming_with_random_chunks_equals_one_shot(clips: dict[str, np.ndarray],
-                                                      seed: int) -> None:
+def test_streaming_with_random_chunks_equals_one_shot(
+    clips: dict[str, np.ndarray], seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     for name, pcm in clips.items():
         sizes = _random_sizes(rng, pcm.size)
@@ -114,7 +128,8 @@ def test_streaming_one_sample_at_a_time_with_empty_pushes(clips: dict[str, np.nd
 
 
 def test_streaming_emits_each_frame_as_soon_as_its_samples_exist(
-        clips: dict[str, np.ndarray]) -> None:
+    clips: dict[str, np.ndarray],
+) -> None:
     # Frame k is centred on sample 200k, so it needs samples up to 200k + 400: a live source
     # gets its frames with no more delay than that.
     pcm = clips["noise"]

@@ -23,16 +23,33 @@ from tests.realtime_peer import realtime_services, running_server
 
 pytestmark = pytest.mark.timeout(90)
 
-ALWAYS = ("avatar_errors", "avatar_http_responses", "avatar_generate_requests",
-          "avatar_generate_seconds", "avatar_generate_video_seconds",
-          "avatar_inference_batch_size", "avatar_inference_seconds",
-          "avatar_inference_failures", "avatar_sessions", "avatar_sessions_limit",
-          "avatar_session_fps", "avatar_session_frames_sent", "avatar_session_frames_skipped",
-          "avatar_session_frames_missing", "avatar_session_pictures_late",
-          "avatar_session_queue_depth", "avatar_session_av_offset_seconds",
-          "avatar_batcher_batches", "avatar_batcher_frames", "avatar_batcher_latency_seconds",
-          "avatar_stream_viewers", "avatar_asyncio_tasks", "avatar_threads",
-          "process_resident_memory_bytes", "process_open_fds")
+ALWAYS = (
+    "avatar_errors",
+    "avatar_http_responses",
+    "avatar_generate_requests",
+    "avatar_generate_seconds",
+    "avatar_generate_video_seconds",
+    "avatar_inference_batch_size",
+    "avatar_inference_seconds",
+    "avatar_inference_failures",
+    "avatar_sessions",
+    "avatar_sessions_limit",
+    "avatar_session_fps",
+    "avatar_session_frames_sent",
+    "avatar_session_frames_skipped",
+    "avatar_session_frames_missing",
+    "avatar_session_pictures_late",
+    "avatar_session_queue_depth",
+    "avatar_session_av_offset_seconds",
+    "avatar_batcher_batches",
+    "avatar_batcher_frames",
+    "avatar_batcher_latency_seconds",
+    "avatar_stream_viewers",
+    "avatar_asyncio_tasks",
+    "avatar_threads",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+)
 """Families present from the start (per-session ones without samples until a session)."""
 
 
@@ -81,7 +98,8 @@ async def test_every_family_is_exposed(loaded_services: Services) -> None:
 
 
 async def test_generate_moves_its_counters_and_the_engine_histograms(
-        loaded_services: Services) -> None:
+    loaded_services: Services,
+) -> None:
     async with TestClient(TestServer(build_app(loaded_services), host="127.0.0.1")) as client:
         before = await scrape(client)
         r = await client.post("/api/generate", json={"text": "Привет! Как дела?"})
@@ -90,8 +108,7 @@ async def test_generate_moves_its_counters_and_the_engine_histograms(
         after = await scrape(client)
     ok = {"source": "text", "status": "200"}
     assert value(after, "avatar_generate_requests_total", ok) == 1
-    assert value(after, "avatar_generate_requests_total", {"source": "text",
-                                                           "status": "400"}) == 1
+    assert value(after, "avatar_generate_requests_total", {"source": "text", "status": "400"}) == 1
     assert value(after, "avatar_generate_seconds_count") == 1
     assert value(after, "avatar_generate_seconds_sum") > 0
     duration = float(r.headers["X-Video-Duration"])
@@ -99,9 +116,11 @@ async def test_generate_moves_its_counters_and_the_engine_histograms(
     engine = {"engine": "viseme"}
     # The engine is shared by the whole test session: compare with the scrape before.
     calls = value(after, "avatar_inference_seconds_count", engine) - value(
-        before, "avatar_inference_seconds_count", engine)
+        before, "avatar_inference_seconds_count", engine
+    )
     frames = value(after, "avatar_inference_batch_size_sum", engine) - value(
-        before, "avatar_inference_batch_size_sum", engine)
+        before, "avatar_inference_batch_size_sum", engine
+    )
     assert calls >= 1
     assert frames == int(r.headers["X-Video-Frames"])
     inf = value(after, "avatar_inference_batch_size_bucket", engine | {"le": "+Inf"})
@@ -113,8 +132,10 @@ async def test_generate_moves_its_counters_and_the_engine_histograms(
 
 async def test_each_app_has_its_own_registry(loaded_services: Services) -> None:
     first, second = build_app(loaded_services), build_app(loaded_services)
-    async with TestClient(TestServer(first, host="127.0.0.1")) as a, \
-            TestClient(TestServer(second, host="127.0.0.1")) as b:
+    async with (
+        TestClient(TestServer(first, host="127.0.0.1")) as a,
+        TestClient(TestServer(second, host="127.0.0.1")) as b,
+    ):
         for _ in range(3):
             assert (await a.get("/api/nothing")).status == 404
         missing = {"route": "unmatched", "method": "GET", "status": "404"}
@@ -123,7 +144,8 @@ async def test_each_app_has_its_own_registry(loaded_services: Services) -> None:
 
 
 async def test_realtime_sessions_show_up_and_go_away(
-        app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech) -> None:
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
     use_loopback_ice(True)
     services = realtime_services(app_config, avatar_store, espeak_tts)
     try:

@@ -17,8 +17,12 @@ from tests.browser_support import (
 from tests.realtime_peer import TestClient
 
 # The controller in this process talks to the server over loopback ICE.
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120),
-              pytest.mark.usefixtures("loopback_ice")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.usefixtures("loopback_ice"),
+]
 
 STREAM = "obs-test"
 
@@ -46,7 +50,8 @@ async def test_obs_page_plays_the_stream_and_reconnects(browser, viseme_server_u
         video = await page.evaluate(
             "(() => { const v = document.getElementById('video');"
             " return {w: v.videoWidth, t: v.currentTime, muted: v.muted,"
-            " controls: v.controls}; })()")
+            " controls: v.controls}; })()"
+        )
         assert video["w"] > 0 and video["t"] > time_before
         assert not video["controls"]
         ARTIFACTS.mkdir(exist_ok=True)
@@ -55,8 +60,7 @@ async def test_obs_page_plays_the_stream_and_reconnects(browser, viseme_server_u
         # The stream ends: the page keeps trying, and plays again once it is back.
         await controller.close()
         controller = None
-        await page.wait_for_function("window.obsStats.state !== 'connected'",
-                                     timeout=20_000)
+        await page.wait_for_function("window.obsStats.state !== 'connected'", timeout=20_000)
         second = TestClient(viseme_server_url)
         await second.connect(stream=STREAM)
         await page.wait_for_function("window.obsStats.connects >= 2", timeout=20_000)

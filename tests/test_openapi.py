@@ -30,12 +30,18 @@ def test_every_registered_route_is_described(loaded_services: Services) -> None:
     registered = set(route_paths(app))
     assert described == registered
     # Spot checks that the router, not a fixed list, is the source: the routes of every part.
-    for key in (("POST", "/api/generate"), ("POST", "/offer"), ("GET", "/metrics"),
-                ("GET", "/api/openapi.json"), ("GET", "/static/{filename}"),
-                ("POST", "/api/sessions/{session_id}/say")):
+    for key in (
+        ("POST", "/api/generate"),
+        ("POST", "/offer"),
+        ("GET", "/metrics"),
+        ("GET", "/api/openapi.json"),
+        ("GET", "/static/{filename}"),
+        ("POST", "/api/sessions/{session_id}/say"),
+    ):
         assert key in registered, key
-    assert not any(op.get("x-undocumented") for ops in spec["paths"].values()
-                   for op in ops.values())
+    assert not any(
+        op.get("x-undocumented") for ops in spec["paths"].values() for op in ops.values()
+    )
 
 
 def test_a_new_route_without_a_description_is_reported(loaded_services: Services) -> None:
@@ -50,15 +56,13 @@ def test_a_new_route_without_a_description_is_reported(loaded_services: Services
     assert spec["paths"]["/api/new-thing/{id}"]["put"]["x-undocumented"] is True
 
 
-def test_the_description_is_valid_openapi_with_bodies_and_limits(
-        loaded_services: Services) -> None:
+def test_the_description_is_valid_openapi_with_bodies_and_limits(loaded_services: Services) -> None:
     spec = build_spec(build_app(loaded_services), loaded_services.config)
     assert spec["openapi"] == "3.1.0"
     results = list(schemathesis.openapi.from_dict(spec).get_all_operations())
     assert results and all(isinstance(r, Ok) for r in results)
     generate = spec["paths"]["/api/generate"]["post"]
-    assert set(generate["requestBody"]["content"]) == {"application/json",
-                                                       "multipart/form-data"}
+    assert set(generate["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
     assert {"200", "400", "413", "415", "503", "507"} <= set(generate["responses"])
     text = spec["components"]["schemas"]["GenerateText"]["properties"]["text"]
     assert text["maxLength"] == loaded_services.config.tts.max_text_chars
@@ -67,7 +71,8 @@ def test_the_description_is_valid_openapi_with_bodies_and_limits(
     for path in ("/offer", "/api/generate_stream"):
         offer = spec["paths"][path]["post"]
         assert offer["requestBody"]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/Offer"}
+            "$ref": "#/components/schemas/Offer"
+        }
         assert "503" in offer["responses"]
     assert "security" not in generate  # no token configured
 
@@ -82,8 +87,12 @@ async def test_served_publicly_and_marks_guarded_operations(loaded_services: Ser
         assert (await client.get("/metrics?token=t0ken")).status == 200
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     paths = spec["paths"]
-    for path, method in (("/api/generate", "post"), ("/offer", "post"), ("/metrics", "get"),
-                         ("/api/sessions/{session_id}/say", "post")):
+    for path, method in (
+        ("/api/generate", "post"),
+        ("/offer", "post"),
+        ("/metrics", "get"),
+        ("/api/sessions/{session_id}/say", "post"),
+    ):
         assert paths[path][method]["security"] == [{"bearer": []}], path
         assert "401" in paths[path][method]["responses"], path
     for path in ("/healthz", "/api/openapi.json", "/api/languages", "/"):

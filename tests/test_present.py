@@ -65,14 +65,16 @@ class FakeSpeaker:
 
 
 async def test_present_moves_the_mouth_with_the_microphone(
-        avatar_store: AvatarStore, espeak_tts: TextToSpeech) -> None:
+    avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
     voice = espeak_tts.synthesize("Раз, два, три. Папа, мама.", "ru").pcm
     avatar = avatar_store.get("astronaut")
     pool = BatcherPool(max_batch=8, feather=True)
     mic, camera, speaker = FakeMic(voice), FakeCamera(), FakeSpeaker()
     try:
-        presenter = Presenter(pool.get(create_engine("viseme")), avatar, espeak_tts, mic,
-                              camera, speaker)
+        presenter = Presenter(
+            pool.get(create_engine("viseme")), avatar, espeak_tts, mic, camera, speaker
+        )
         stats = await presenter.run(seconds=0.4 + voice.size / 16000 + 0.8)
     finally:
         await asyncio.to_thread(pool.close)
@@ -81,8 +83,9 @@ async def test_present_moves_the_mouth_with_the_microphone(
     height, width = avatar.frames[0].image.shape[:2]
     assert camera.frames[0].shape == (height, width, 3)
     box = avatar.frames[0].box
-    mouths = np.stack([f[box.y1:box.y2, box.x1:box.x2].astype(np.float32).mean(axis=2)
-                       for f in camera.frames])
+    mouths = np.stack(
+        [f[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32).mean(axis=2) for f in camera.frames]
+    )
     activity = np.abs(mouths - np.median(mouths[:5], axis=0)).reshape(len(mouths), -1).mean(1)
     assert activity.max() > 5 * (np.median(activity[:5]) + 1), "the mouth did not move"
     # The voice is sent on with the face (echo): it reaches the speaker.

@@ -28,8 +28,9 @@ pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("loopback_ice")]
 
 
 @pytest.fixture
-def services(app_config: AppConfig, avatar_store: AvatarStore,
-             espeak_tts: TextToSpeech) -> Services:
+def services(
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> Services:
     return realtime_services(app_config, avatar_store, espeak_tts)
 
 
@@ -56,62 +57,93 @@ async def test_bad_offers_and_bodies_are_4xx_json(services: Services) -> None:
     good = await offer_sdp()
     audio_only = await offer_sdp(video=False)
     cases: list[tuple[str, dict[str, Any], int, str]] = [
-        ("/offer", {"data": b"not json", "headers": {"Content-Type": "application/json"}},
-         400, "JSON"),
+        (
+            "/offer",
+            {"data": b"not json", "headers": {"Content-Type": "application/json"}},
+            400,
+            "JSON",
+        ),
         ("/offer", {"json": ["an", "array"]}, 400, "object"),
         ("/offer", {"json": {"type": "offer"}}, 400, "sdp"),
         ("/offer", {"json": {"sdp": good, "type": "answer"}}, 400, "type"),
-        ("/offer", {"json": {"sdp": "v=0\r\nthis is not sdp\r\n", "type": "offer"}}, 400,
-         "invalid SDP"),
+        (
+            "/offer",
+            {"json": {"sdp": "v=0\r\nthis is not sdp\r\n", "type": "offer"}},
+            400,
+            "invalid SDP",
+        ),
         ("/offer", {"json": {"sdp": audio_only, "type": "offer"}}, 400, "video"),
-        ("/offer", {"json": {"sdp": good, "type": "offer", "engine": "nope"}}, 400,
-         "unknown engine"),
-        ("/offer", {"json": {"sdp": good, "type": "offer", "avatar": "nobody"}}, 400,
-         "unknown avatar"),
-        ("/offer", {"json": {"sdp": good, "type": "offer", "language": "xx-nope"}}, 400,
-         "language"),
-        ("/offer", {"json": {"sdp": good, "type": "offer", "echo_mic": "yes"}}, 400,
-         "echo_mic"),
+        (
+            "/offer",
+            {"json": {"sdp": good, "type": "offer", "engine": "nope"}},
+            400,
+            "unknown engine",
+        ),
+        (
+            "/offer",
+            {"json": {"sdp": good, "type": "offer", "avatar": "nobody"}},
+            400,
+            "unknown avatar",
+        ),
+        (
+            "/offer",
+            {"json": {"sdp": good, "type": "offer", "language": "xx-nope"}},
+            400,
+            "language",
+        ),
+        ("/offer", {"json": {"sdp": good, "type": "offer", "echo_mic": "yes"}}, 400, "echo_mic"),
         ("/offer", {"json": {"sdp": good, "type": "offer", "engine": 5}}, 400, "engine"),
-        ("/api/generate_stream", {"json": {"sdp": good, "type": "offer", "engine": "viseme"}},
-         400, "always uses"),
+        (
+            "/api/generate_stream",
+            {"json": {"sdp": good, "type": "offer", "engine": "viseme"}},
+            400,
+            "always uses",
+        ),
     ]
     async with running_server(services) as (url, app):
         for path, kwargs, status, words in cases:
             got, body, _ = await request("POST", url + path, **kwargs)
             assert (got, words in body["error"]) == (status, True), (path, kwargs, body)
         assert app[REALTIME_KEY].sessions == {}  # nothing was left half-open
-        for method, path in (("POST", "/api/sessions/nope/say"),
-                             ("POST", "/api/sessions/nope/interrupt"),
-                             ("DELETE", "/api/sessions/nope"), ("GET", "/api/sessions/nope"),
-                             ("GET", "/api/sessions/nope/events")):
+        for method, path in (
+            ("POST", "/api/sessions/nope/say"),
+            ("POST", "/api/sessions/nope/interrupt"),
+            ("DELETE", "/api/sessions/nope"),
+            ("GET", "/api/sessions/nope"),
+            ("GET", "/api/sessions/nope/events"),
+        ):
             got, body, _ = await request(method, url + path, json={"text": "hi"})
             assert got == 404 and "session" in body["error"]
 
 
-@pytest.mark.parametrize("path,engine", [("/api/generate_stream", "wav2lip-gan"),
-                                         ("/api/generate_stream_nogan", "wav2lip-nogan")])
+@pytest.mark.parametrize(
+    "path,engine",
+    [("/api/generate_stream", "wav2lip-gan"), ("/api/generate_stream_nogan", "wav2lip-nogan")],
+)
 async def test_pinned_engine_without_checkpoint_is_503_with_the_reason(
-        services: Services, path: str, engine: str) -> None:
+    services: Services, path: str, engine: str
+) -> None:
     async with running_server(services) as (url, _):
-        status, body, _ = await request("POST", url + path,
-                                        json={"sdp": await offer_sdp(), "type": "offer"})
+        status, body, _ = await request(
+            "POST", url + path, json={"sdp": await offer_sdp(), "type": "offer"}
+        )
     assert status == 503
     assert body["engine"] == engine
     assert "checkpoint" in body["reason"] and body["reason"] in body["error"]
     assert body["fallback"] == "viseme"
 
 
-async def test_max_sessions_is_503_with_retry_after(app_config: AppConfig,
-                                                    avatar_store: AvatarStore,
-                                                    espeak_tts: TextToSpeech) -> None:
+async def test_max_sessions_is_503_with_retry_after(
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
     services = realtime_services(app_config, avatar_store, espeak_tts, max_sessions=1)
     async with running_server(services) as (url, _):
         first = TestClient(url)
         try:
             await first.connect()
             status, body, headers = await request(
-                "POST", url + "/offer", json={"sdp": await offer_sdp(), "type": "offer"})
+                "POST", url + "/offer", json={"sdp": await offer_sdp(), "type": "offer"}
+            )
             assert status == 503 and "sessions" in body["error"]
             assert int(headers["Retry-After"]) > 0
         finally:
@@ -129,9 +161,12 @@ async def test_say_interrupt_and_server_sent_events(services: Services) -> None:
         try:
             await client.connect(language="ru")
             base = f"{url}/api/sessions/{client.session_id}"
-            for body, words in (({"text": ""}, "text"), ({"text": 5}, "text"),
-                                ({"text": "hi", "language": "xx-nope"}, "language"),
-                                ({"text": "x" * 5000}, "limit")):
+            for body, words in (
+                ({"text": ""}, "text"),
+                ({"text": 5}, "text"),
+                ({"text": "hi", "language": "xx-nope"}, "language"),
+                ({"text": "x" * 5000}, "limit"),
+            ):
                 status, reply = await client.post("/say", body)
                 assert status == 400 and words in reply["error"], reply
             events: list[dict[str, Any]] = []
@@ -159,8 +194,9 @@ async def test_say_interrupt_and_server_sent_events(services: Services) -> None:
     assert all(e["session"] == client.session_id for e in events)
 
 
-async def test_idle_sessions_time_out(app_config: AppConfig, avatar_store: AvatarStore,
-                                      espeak_tts: TextToSpeech) -> None:
+async def test_idle_sessions_time_out(
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
     services = realtime_services(app_config, avatar_store, espeak_tts, session_idle_seconds=0.3)
     async with running_server(services) as (url, app):
         client = TestClient(url)
@@ -177,8 +213,11 @@ async def test_twenty_sessions_leave_no_tasks_or_threads(services: Services) -> 
     def threads() -> set[str]:
         # The default executor keeps up to min(32, cpus + 4) idle workers for reuse: they are
         # a bounded pool, not per-session leftovers, and are checked separately.
-        return {t.name for t in threading.enumerate()
-                if not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))}
+        return {
+            t.name
+            for t in threading.enumerate()
+            if not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))
+        }
 
     async with running_server(services) as (url, app):
         warm = TestClient(url)  # first use starts the shared batcher thread
@@ -215,9 +254,16 @@ async def test_twenty_sessions_leave_no_tasks_or_threads(services: Services) -> 
 
 
 def test_realtime_modules_do_not_import_torch() -> None:
-    code = ("import sys; import rtc.app, rtc.signalling, rtc.session, rtc.pipeline, "
-            "rtc.batcher, rtc.tracks, rtc.clock, rtc.ice, rtc.events, rtc.speech, "
-            "inference.live; print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    code = (
+        "import sys; import rtc.app, rtc.signalling, rtc.session, rtc.pipeline, "
+        "rtc.batcher, rtc.tracks, rtc.clock, rtc.ice, rtc.events, rtc.speech, "
+        "inference.live; print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.stdout.strip() == "False"

@@ -27,8 +27,7 @@ class RecordingEngine(LipSyncEngine):
 
     name = "recording"
 
-    def __init__(self, per_frame: float = 0.0, max_batch: int = 8,
-                 fail: bool = False) -> None:
+    def __init__(self, per_frame: float = 0.0, max_batch: int = 8, fail: bool = False) -> None:
         self.per_frame = per_frame
         self.max_batch = max_batch
         self.fail = fail
@@ -53,21 +52,23 @@ class RecordingEngine(LipSyncEngine):
         return out
 
 
-FRAME = AvatarFrame(image=np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8),
-                    box=Box(8, 8, 24, 24),
-                    mouth=MouthGeometry(16, 18, 4, 2, 22))
+FRAME = AvatarFrame(
+    image=np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8),
+    box=Box(8, 8, 24, 24),
+    mouth=MouthGeometry(16, 18, 4, 2, 22),
+)
 
 
 def tagged(tag: str, count: int) -> list[LipSyncRequest]:
     state = StreamState({"tag": tag})
     mel = np.zeros((80, 16), np.float32)
-    return [LipSyncRequest(mel=mel, frame=FRAME, silent=False, stream=state)
-            for _ in range(count)]
+    return [LipSyncRequest(mel=mel, frame=FRAME, silent=False, stream=state) for _ in range(count)]
 
 
 @pytest.fixture
-def speech_requests(espeak_tts: TextToSpeech, avatar_store: AvatarStore
-                    ) -> list[tuple[list[LipSyncRequest], list[LipSyncRequest]]]:
+def speech_requests(
+    espeak_tts: TextToSpeech, avatar_store: AvatarStore
+) -> list[tuple[list[LipSyncRequest], list[LipSyncRequest]]]:
     """Per session: two identical request lists with separate stream states."""
     pcm = espeak_tts.synthesize("Папа купил большую карту.", "ru").pcm
     mel = melspectrogram(pcm)
@@ -75,8 +76,9 @@ def speech_requests(espeak_tts: TextToSpeech, avatar_store: AvatarStore
     out = []
     for name in ("astronaut", "cartoon", "astronaut"):
         avatar = avatar_store.get(name)
-        pair = tuple(build_requests(pcm, mel, avatar, frames, 0.004, None, StreamState())
-                     for _ in range(2))
+        pair = tuple(
+            build_requests(pcm, mel, avatar, frames, 0.004, None, StreamState()) for _ in range(2)
+        )
         out.append(pair)
     return out  # type: ignore[return-value]
 

@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 async def test_realtime_page_explains_missing_gan_and_streams_with_viseme(
-        browser, viseme_server_url) -> None:
+    browser, viseme_server_url
+) -> None:
     page = await browser.new_page()
     await page.goto(viseme_server_url + "/realtime")
     await page.wait_for_selector("#rt-error:not([hidden])")
@@ -30,23 +31,25 @@ async def test_realtime_page_explains_missing_gan_and_streams_with_viseme(
     await page.select_option("#rt-language", "ru")
     await page.click("#rt-say")
     await page.wait_for_function(
-        "document.getElementById('rt-status').textContent.startsWith('speaking')",
-        timeout=30_000)
+        "document.getElementById('rt-status').textContent.startsWith('speaking')", timeout=30_000
+    )
     # Live stats come from getStats: a frame rate close to 25 fps.
     await page.wait_for_function(
-        "parseFloat(document.getElementById('rt-fps').textContent) >= 20", timeout=30_000)
+        "parseFloat(document.getElementById('rt-fps').textContent) >= 20", timeout=30_000
+    )
     await page.click("#rt-interrupt")
     await page.wait_for_function(
-        "document.getElementById('rt-status').textContent === 'interrupted'", timeout=10_000)
+        "document.getElementById('rt-status').textContent === 'interrupted'", timeout=10_000
+    )
     await page.click("#rt-mic")  # Chromium's fake microphone
     await page.wait_for_selector("#rt-mic[aria-pressed='true']", timeout=10_000)
     await page.click("#rt-connect")  # disconnect: the server ends the session
-    await page.wait_for_function(
-        "document.getElementById('rt-connect').textContent === 'Connect'")
+    await page.wait_for_function("document.getElementById('rt-connect').textContent === 'Connect'")
 
 
 async def test_realtime2_pins_nogan_and_the_index_has_a_live_panel(
-        browser, viseme_server_url) -> None:
+    browser, viseme_server_url
+) -> None:
     page = await browser.new_page()
     await page.goto(viseme_server_url + "/realtime2")
     await page.wait_for_selector("#rt-error:not([hidden])")
@@ -58,8 +61,8 @@ async def test_realtime2_pins_nogan_and_the_index_has_a_live_panel(
     await page.wait_for_function(PLAYING, arg="live-video", timeout=30_000)
     await page.click("#live-say")
     await page.wait_for_function(
-        "document.getElementById('live-status').textContent.startsWith('speaking')",
-        timeout=30_000)
+        "document.getElementById('live-status').textContent.startsWith('speaking')", timeout=30_000
+    )
     assert await page.is_hidden("#live-error")
     assert await page.is_hidden("#error")  # the text-to-video part is untouched
 
@@ -75,13 +78,13 @@ def gan_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     checkpoints = tmp_path_factory.mktemp("gan-checkpoints")
     torch.save({"state_dict": synthetic_model().state_dict()}, checkpoints / "wav2lip_gan.pth")
-    with running_server(tmp_path_factory.mktemp("gan-cache"), "--checkpoints",
-                        str(checkpoints)) as url:
+    with running_server(
+        tmp_path_factory.mktemp("gan-cache"), "--checkpoints", str(checkpoints)
+    ) as url:
         yield url
 
 
-async def test_realtime_page_streams_wav2lip_gan_from_a_checkpoint(browser,
-                                                                   gan_server_url) -> None:
+async def test_realtime_page_streams_wav2lip_gan_from_a_checkpoint(browser, gan_server_url) -> None:
     """/realtime with a GAN checkpoint present: no fallback offered, the Wav2Lip engine
     streams, speaks and stops when interrupted, as a person would use it."""
     page = await browser.new_page()
@@ -97,8 +100,8 @@ async def test_realtime_page_streams_wav2lip_gan_from_a_checkpoint(browser,
     await page.fill("#rt-text", "Hello, I am a talking avatar with a Wav2Lip model.")
     await page.click("#rt-say")
     await page.wait_for_function(
-        "document.getElementById('rt-status').textContent.startsWith('speaking')",
-        timeout=30_000)
+        "document.getElementById('rt-status').textContent.startsWith('speaking')", timeout=30_000
+    )
     # The mouth comes from the model: the GAN engine's batcher infers frames of this speech.
     await page.wait_for_function(
         """async () => {
@@ -106,12 +109,15 @@ async def test_realtime_page_streams_wav2lip_gan_from_a_checkpoint(browser,
              const name = 'avatar_batcher_frames_total{engine="wav2lip-gan"} ';
              const line = text.split("\\n").find((l) => l.startsWith(name));
              return line !== undefined && parseFloat(line.slice(name.length)) > 0;
-           }""", timeout=20_000, polling=250)
+           }""",
+        timeout=20_000,
+        polling=250,
+    )
     await page.click("#rt-interrupt")
     await page.wait_for_function(
-        "document.getElementById('rt-status').textContent === 'interrupted'", timeout=10_000)
+        "document.getElementById('rt-status').textContent === 'interrupted'", timeout=10_000
+    )
     await page.click("#rt-connect")
-    await page.wait_for_function(
-        "document.getElementById('rt-connect').textContent === 'Connect'")
+    await page.wait_for_function("document.getElementById('rt-connect').textContent === 'Connect'")
     assert await page.is_hidden("#rt-error")
     assert not errors

@@ -44,8 +44,9 @@ class Rig:
         self.video = AvatarVideoTrack(self.clock, self.video_q, video_frame(0))
         self.audio = AvatarAudioTrack(self.clock, self.audio_q)
 
-    async def recv_at(self, track: AvatarVideoTrack | AvatarAudioTrack, when: float
-                      ) -> tuple[Any, float]:
+    async def recv_at(
+        self, track: AvatarVideoTrack | AvatarAudioTrack, when: float
+    ) -> tuple[Any, float]:
         """Start recv(), move the clock to ``when``; the frame and the time it came out."""
         task = asyncio.create_task(track.recv())
         await asyncio.sleep(0)

@@ -68,21 +68,32 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 class Rig:
-    def __init__(self, avatar_store: AvatarStore, tts: TextToSpeech,
-                 options: PipelineOptions | None = None) -> None:
+    def __init__(
+        self, avatar_store: AvatarStore, tts: TextToSpeech, options: PipelineOptions | None = None
+    ) -> None:
         self.time = ManualTime(0.0)
         self.clock = MediaClock(self.time, t0=0.0)
         self.engine = CountingViseme()
-        self.batcher = Batcher(self.engine, max_batch=16, max_wait=0.0,  # type: ignore[arg-type]
-                               drop_expired=False)
+        self.batcher = Batcher(
+            self.engine,  # type: ignore[arg-type]
+            max_batch=16,
+            max_wait=0.0,
+            drop_expired=False,
+        )
         self.events: list[dict[str, Any]] = []
         self.submitted: dict[int, LipSyncRequest] = {}
-        self.pipeline = Pipeline("test", self.clock, self.batcher, avatar_store.get("cartoon"),
-                                 tts, self.events.append, options)
+        self.pipeline = Pipeline(
+            "test",
+            self.clock,
+            self.batcher,
+            avatar_store.get("cartoon"),
+            tts,
+            self.events.append,
+            options,
+        )
         submit = self.batcher.submit
 
-        def recording_submit(owner: str, requests: Any, deadlines: Any, finish: Any = None
-                             ) -> Any:
+        def recording_submit(owner: str, requests: Any, deadlines: Any, finish: Any = None) -> Any:
             for request, deadline in zip(requests, deadlines, strict=True):
                 self.submitted[round(deadline / 0.04)] = request
             return submit(owner, requests, deadlines, finish)
@@ -135,7 +146,8 @@ def test_window_stream_matches_the_offline_windows() -> None:
         for f in frames:
             np.testing.assert_allclose(f.mel, window_for_frame(mel, f.index), atol=1e-5)
             np.testing.assert_array_equal(
-                f.audio, audio[f.index * SAMPLES_PER_FRAME : (f.index + 1) * SAMPLES_PER_FRAME])
+                f.audio, audio[f.index * SAMPLES_PER_FRAME : (f.index + 1) * SAMPLES_PER_FRAME]
+            )
             assert f.rms == pytest.approx(window_rms(audio, f.index))
 
 
@@ -219,8 +231,7 @@ async def test_speech_frames_carry_their_own_audio(rig: Rig) -> None:
 
 async def test_interrupt_flushes_every_queue(rig: Rig) -> None:
     await rig.step()
-    utterance = rig.pipeline.say("Это длинное предложение. И ещё одно. И третье, последнее.",
-                                 "ru")
+    utterance = rig.pipeline.say("Это длинное предложение. И ещё одно. И третье, последнее.", "ru")
     await until(lambda: rig.pipeline.stats.speech_frames > 0)
     await rig.step(5)
     generation = rig.pipeline.generation
@@ -252,7 +263,8 @@ class FailingTTS(RecordingTTS):
 
 
 async def test_every_accepted_utterance_ends_once_even_when_tts_fails(
-        avatar_store: AvatarStore, espeak_tts: TextToSpeech) -> None:
+    avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
     rig = Rig(avatar_store, FailingTTS(espeak_tts))
     rig.pipeline.start()
     try:
@@ -271,7 +283,9 @@ async def test_every_accepted_utterance_ends_once_even_when_tts_fails(
         assert [e["utterance"] for e in ended] == [later.id, first.id, fine.id]
         assert [e.get("error") for e in ended] == [
             "speech synthesis failed: injected failure",
-            "speech synthesis failed: injected failure", None]
+            "speech synthesis failed: injected failure",
+            None,
+        ]
         assert not any(e["interrupted"] for e in ended)
         started = {e["utterance"] for e in rig.events if e["type"] == "speaking_started"}
         assert started == {later.id, fine.id}  # nothing of the first-sentence failure played
@@ -281,8 +295,7 @@ async def test_every_accepted_utterance_ends_once_even_when_tts_fails(
         await rig.close()
 
 
-async def test_interrupt_after_the_last_frame_was_scheduled_still_ends_it_once(
-        rig: Rig) -> None:
+async def test_interrupt_after_the_last_frame_was_scheduled_still_ends_it_once(rig: Rig) -> None:
     # The utterance is fully scheduled (its end waits for its last slot) when the interrupt
     # comes: the flushed end must still be announced, once, as interrupted.
     await rig.step()
@@ -300,15 +313,16 @@ async def test_interrupt_after_the_last_frame_was_scheduled_still_ends_it_once(
 
 
 @pytest.mark.parametrize("echo", [True, False])
-async def test_microphone_drives_the_mouth_with_look_ahead(avatar_store: AvatarStore,
-                                                           espeak_tts: TextToSpeech,
-                                                           echo: bool) -> None:
+async def test_microphone_drives_the_mouth_with_look_ahead(
+    avatar_store: AvatarStore, espeak_tts: TextToSpeech, echo: bool
+) -> None:
     rig = Rig(avatar_store, espeak_tts, PipelineOptions(echo_mic=echo))
     rig.drain = True
     rig.pipeline.start()
     try:
-        voice = np.concatenate((np.zeros(8000, np.float32), tone(220, 1.0, amplitude=0.3),
-                                np.zeros(16000, np.float32)))
+        voice = np.concatenate(
+            (np.zeros(8000, np.float32), tone(220, 1.0, amplitude=0.3), np.zeros(16000, np.float32))
+        )
         received = 0
         for _ in range(voice.size // 320):  # 20 ms chunks, as they come from the browser
             if received % 640 == 0:

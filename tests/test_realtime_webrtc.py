@@ -48,8 +48,9 @@ TEXT = "Папа купил большую карту мира. Мама мыл�
 
 
 @pytest.fixture
-def services(app_config: AppConfig, avatar_store: AvatarStore,
-             espeak_tts: TextToSpeech) -> Services:
+def services(
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> Services:
     return realtime_services(app_config, avatar_store, espeak_tts)
 
 
@@ -59,14 +60,15 @@ def session_of(app: object, client: TestClient) -> Session:
 
 async def frames_for(client: TestClient, seconds: float) -> None:
     """Wait until ``seconds`` more of video have arrived."""
-    await client.wait_for_frames(len(client.received.video_times) + round(seconds * 25),
-                                 timeout=seconds + 10)
+    await client.wait_for_frames(
+        len(client.received.video_times) + round(seconds * 25), timeout=seconds + 10
+    )
 
 
 @pytest.mark.parametrize("codec", ["video/VP8", "video/H264"])
-async def test_say_streams_25_fps_continuous_audio_in_sync(services: Services,
-                                                           avatar_store: AvatarStore,
-                                                           codec: str) -> None:
+async def test_say_streams_25_fps_continuous_audio_in_sync(
+    services: Services, avatar_store: AvatarStore, codec: str
+) -> None:
     """Both codecs the session encodes itself (the client's first choice wins)."""
     box = avatar_store.get("astronaut").frames[0].box
     async with running_server(services) as (url, app):
@@ -87,8 +89,9 @@ async def test_say_streams_25_fps_continuous_audio_in_sync(services: Services,
         finally:
             await client.close()
     received = client.received  # complete: the client's recorders have stopped
-    tv, ta = viewer_timelines(received, session.video.stats.first_slot or 0,
-                              session.audio.stats.first_slot or 0)
+    tv, ta = viewer_timelines(
+        received, session.video.stats.first_slot or 0, session.audio.stats.first_slot or 0
+    )
     # Text -> first lip-synced frame on this machine.
     assert started["latency_ms"] < 300
     # 25 fps: every slot of the span arrived (>= 95 %), at the rate of the wall clock.
@@ -105,8 +108,7 @@ async def test_say_streams_25_fps_continuous_audio_in_sync(services: Services,
     speech = ta[envelope > 0.02]
     assert speech.size > 50, "no speech arrived"
     assert activity.max() > 5 * (np.median(activity[:5]) + 1)  # the mouth moved
-    lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3,
-                                      speech[-1] + 0.3)
+    lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3, speech[-1] + 0.3)
     assert corr > 0.4, corr
     assert abs(lag) <= SYNC_TOLERANCE, f"mouth is {lag * 1000:+.0f} ms off the audio"
 
@@ -141,8 +143,9 @@ async def test_interrupt_silences_audio_within_150_ms(services: Services) -> Non
     assert not loud[arrivals > t_interrupt + 0.2].any()
 
 
-async def test_microphone_speech_moves_the_mouth(services: Services, avatar_store: AvatarStore,
-                                                 espeak_tts: TextToSpeech) -> None:
+async def test_microphone_speech_moves_the_mouth(
+    services: Services, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
     voice = espeak_tts.synthesize("Раз, два, три. Папа, мама, баба.", "ru").pcm
     microphone = FakeMicrophone(voice, start_delay=0.6)
     box = avatar_store.get("astronaut").frames[0].box
@@ -157,31 +160,32 @@ async def test_microphone_speech_moves_the_mouth(services: Services, avatar_stor
         finally:
             await client.close()
     received = client.received  # complete: the client's recorders have stopped
-    tv, ta = viewer_timelines(received, session.video.stats.first_slot or 0,
-                              session.audio.stats.first_slot or 0)
+    tv, ta = viewer_timelines(
+        received, session.video.stats.first_slot or 0, session.audio.stats.first_slot or 0
+    )
     assert stats.mic_frames > 0 and microphone.speech_started is not None
     activity = mouth_activity(received)
     # The mouth follows the caller's voice: correlate activity (by arrival) with the envelope
     # of what the microphone sent (by send time); the best lag is the mic -> mouth latency.
-    sent = np.array([float(np.sqrt(np.mean(voice[i : i + 320] ** 2)))
-                     for i in range(0, voice.size, 320)])
+    sent = np.array(
+        [float(np.sqrt(np.mean(voice[i : i + 320] ** 2))) for i in range(0, voice.size, 320)]
+    )
     t_sent = microphone.speech_started + np.arange(sent.size) * 0.02
     arrivals = np.array(received.video_times)
-    lag, corr = cross_correlation_lag(t_sent, sent, arrivals, activity, t_sent[0] - 0.2,
-                                      t_sent[-1] + 0.2, max_lag=0.8)
+    lag, corr = cross_correlation_lag(
+        t_sent, sent, arrivals, activity, t_sent[0] - 0.2, t_sent[-1] + 0.2, max_lag=0.8
+    )
     latency = -lag  # the video trails the voice
     assert corr > 0.4 and 0.17 < latency < 0.6, (corr, latency)
     # The echoed voice and the mouth leave together, as for speech.
     envelope = audio_envelope(received)
     speech = ta[envelope > 0.02]
     assert speech.size > 25, "the echoed voice did not come back"
-    lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3,
-                                      speech[-1] + 0.3)
+    lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3, speech[-1] + 0.3)
     assert corr > 0.4 and abs(lag) <= SYNC_TOLERANCE, (lag, corr)
 
 
-async def test_say_without_a_language_uses_the_sessions_on_both_paths(
-        services: Services) -> None:
+async def test_say_without_a_language_uses_the_sessions_on_both_paths(services: Services) -> None:
     """Data channel and HTTP alike: a say without a language speaks the session's language
     (the data channel used the server default, docs/api.md promised the session's)."""
     async with running_server(services) as (url, app):
@@ -200,8 +204,9 @@ async def test_say_without_a_language_uses_the_sessions_on_both_paths(
             session.pipeline.say = spy  # type: ignore[method-assign]
             client.channel.send(json.dumps({"type": "say", "text": "Сәлем.", "id": 1}))
             await client.wait_event("queued")
-            client.channel.send(json.dumps({"type": "say", "text": "Hello.", "language": "en",
-                                            "id": 2}))
+            client.channel.send(
+                json.dumps({"type": "say", "text": "Hello.", "language": "en", "id": 2})
+            )
             await client.wait_event("queued")
             await client.post("/say", {"text": "Сәлем."})
             client.channel.send(json.dumps({"type": "say", "text": "x", "language": 7}))
@@ -229,12 +234,12 @@ async def test_real_rtp_sender_routes_pli_and_remb_to_the_encoder(services: Serv
             ssrc = sender._ssrc
             before = track.keyframes_requested
             for fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-                await sender._handle_rtcp_packet(
-                    RtcpPsfbPacket(fmt=fmt, ssrc=1, media_ssrc=ssrc))
+                await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=fmt, ssrc=1, media_ssrc=ssrc))
             assert track.keyframes_requested == before + 2
             assert track.estimate() is None  # no REMB yet: the ceiling stands
-            remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0,
-                                  fci=pack_remb_fci(300_000, [ssrc]))
+            remb = RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])
+            )
             await sender._handle_rtcp_packet(remb)
             assert track.estimate() == 300_000
             encoder = track.encoder

@@ -36,10 +36,12 @@ TEXT = "Папа купил большую карту мира. Мама мыл�
 
 
 @pytest.fixture
-def services(app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech,
-             tmp_path: Path) -> Services:
-    return realtime_services(app_config, avatar_store, espeak_tts,
-                             recordings_dir=tmp_path / "recordings")
+def services(
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech, tmp_path: Path
+) -> Services:
+    return realtime_services(
+        app_config, avatar_store, espeak_tts, recordings_dir=tmp_path / "recordings"
+    )
 
 
 async def api(http: aiohttp.ClientSession, method: str, url: str) -> tuple[int, Any]:
@@ -55,7 +57,7 @@ def decode(path: Path, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
         for picture in container.decode(video=0):
             tv.append(float(picture.time or 0.0))
             luma = np.asarray(picture.to_ndarray(format="gray"), np.float32)
-            mouths.append(luma[box.y1:box.y2, box.x1:box.x2])
+            mouths.append(luma[box.y1 : box.y2, box.x1 : box.x2])
     with av.open(str(path)) as container:
         for sound in container.decode(audio=0):
             if first_audio is None:
@@ -72,7 +74,8 @@ def decode(path: Path, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 async def test_recording_of_speech_is_in_sync_and_downloadable(
-        services: Services, avatar_store: AvatarStore) -> None:
+    services: Services, avatar_store: AvatarStore
+) -> None:
     box = avatar_store.get("astronaut").frames[0].box
     async with running_server(services) as (url, _), aiohttp.ClientSession() as http:
         client = TestClient(url)
@@ -80,19 +83,16 @@ async def test_recording_of_speech_is_in_sync_and_downloadable(
             answer = await client.connect(avatar="astronaut", language="ru")
             stream = answer["stream"]
             await client.wait_for_frames(5)
-            status, started = await api(http, "POST",
-                                        f"{url}/api/streams/{stream}/recording/start")
+            status, started = await api(http, "POST", f"{url}/api/streams/{stream}/recording/start")
             assert status == 201, started
-            status, _ = await api(http, "POST",
-                                      f"{url}/api/streams/{stream}/recording/start")
+            status, _ = await api(http, "POST", f"{url}/api/streams/{stream}/recording/start")
             assert status == 409
             await client.wait_for_frames(len(client.received.video_times) + 8)
             status, _ = await client.post("/say", {"text": TEXT})
             assert status == 202
             await client.wait_event("speaking_ended", timeout=30)
             await client.wait_for_frames(len(client.received.video_times) + 10)
-            status, stopped = await api(http, "POST",
-                                        f"{url}/api/streams/{stream}/recording/stop")
+            status, stopped = await api(http, "POST", f"{url}/api/streams/{stream}/recording/stop")
             assert status == 200 and stopped["error"] is None, stopped
             name = stopped["recording"]
             status, listing = await api(http, "GET", f"{url}/api/recordings")
@@ -157,8 +157,7 @@ async def disk_errors(http: aiohttp.ClientSession, url: str) -> float:
     raise AssertionError("no disk errors series in /metrics")
 
 
-async def test_disk_full_and_limits_stop_the_recording_not_the_session(
-        services: Services) -> None:
+async def test_disk_full_and_limits_stop_the_recording_not_the_session(services: Services) -> None:
     async with running_server(services) as (url, app), aiohttp.ClientSession() as http:
         client = TestClient(url)
         try:
@@ -188,8 +187,7 @@ async def test_disk_full_and_limits_stop_the_recording_not_the_session(
             assert status == 201
             limited = await wait_stopped(http, f"{url}/api/streams/{stream}/recording")
             assert limited["stop_reason"] == "max_seconds" and limited["frames"] == 10
-            path = recording_path(services.config.http.recordings_dir,
-                                  str(limited["recording"]))
+            path = recording_path(services.config.http.recordings_dir, str(limited["recording"]))
             with av.open(str(path)) as container:
                 assert sum(1 for _ in container.decode(video=0)) == 10
         finally:
@@ -215,8 +213,7 @@ class Capture:
         pass
 
 
-async def test_recorder_writes_the_released_i420_planes_unconverted(
-        services: Services) -> None:
+async def test_recorder_writes_the_released_i420_planes_unconverted(services: Services) -> None:
     """The released frames are I420 and so is the file: the recorder hands the planes on
     as they are (it converted I420 -> BGR -> I420 before, twice the work and rounding)."""
     async with running_server(services) as (url, app), aiohttp.ClientSession() as http:

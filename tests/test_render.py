@@ -71,24 +71,40 @@ def speech(espeak_tts: TextToSpeech) -> Speech:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory, avatar_store: AvatarStore,
-             viseme_engine: LipSyncEngine, speech: Speech) -> dict[str, Rendered]:
+def rendered(
+    tmp_path_factory: pytest.TempPathFactory,
+    avatar_store: AvatarStore,
+    viseme_engine: LipSyncEngine,
+    speech: Speech,
+) -> dict[str, Rendered]:
     folder = tmp_path_factory.mktemp("render")
     out: dict[str, Rendered] = {}
     for name in ("astronaut", "cartoon"):
         avatar = avatar_store.get(name)
         path = folder / f"{name}.mp4"
-        stats = render_to_mp4(np.asarray(speech.pcm), avatar, viseme_engine, path,
-                              phonemes=speech.phonemes, silence_rms=SILENCE_RMS)
+        stats = render_to_mp4(
+            np.asarray(speech.pcm),
+            avatar,
+            viseme_engine,
+            path,
+            phonemes=speech.phonemes,
+            silence_rms=SILENCE_RMS,
+        )
         mp4 = decode_mp4(path)
         idle = avatar.frames[0].image
         box = measuring_box(avatar)
         silent_path = folder / f"{name}-silent.mp4"
-        render_to_mp4(np.zeros(SAMPLE_RATE // 2, np.float32), avatar, viseme_engine,
-                      silent_path, silence_rms=SILENCE_RMS)
+        render_to_mp4(
+            np.zeros(SAMPLE_RATE // 2, np.float32),
+            avatar,
+            viseme_engine,
+            silent_path,
+            silence_rms=SILENCE_RMS,
+        )
         idle_change = float(region_change(decode_mp4(silent_path).frames, idle, box).max())
-        out[name] = Rendered(avatar, speech, stats, mp4, region_change(mp4.frames, idle, box),
-                             idle_change)
+        out[name] = Rendered(
+            avatar, speech, stats, mp4, region_change(mp4.frames, idle, box), idle_change
+        )
     return out
 
 
@@ -134,8 +150,9 @@ def test_mouth_is_closed_in_the_pauses(rendered: dict[str, Rendered], name: str)
     # Inside each pause, skip the frames where the mouth may still be closing (release) and
     # those whose 200 ms window already hears the next sentence.
     settle, lookahead = 6, 5
-    resting = [i for a, b in silent_runs(pcm, 10) if a > 0
-               for i in range(a + settle, b - lookahead)]
+    resting = [
+        i for a, b in silent_runs(pcm, 10) if a > 0 for i in range(a + settle, b - lookahead)
+    ]
     assert len(resting) >= 6
     speaking = np.percentile(r.change, 90)
     for i in resting:
@@ -144,8 +161,9 @@ def test_mouth_is_closed_in_the_pauses(rendered: dict[str, Rendered], name: str)
 
 
 @pytest.mark.parametrize("name", ["astronaut", "cartoon"])
-def test_mp4_is_h264_aac_25fps_with_equal_durations(rendered: dict[str, Rendered],
-                                                    name: str) -> None:
+def test_mp4_is_h264_aac_25fps_with_equal_durations(
+    rendered: dict[str, Rendered], name: str
+) -> None:
     r = rendered[name]
     mp4, samples = r.mp4, len(r.speech.pcm)
     assert mp4.video_codec == "h264" and mp4.audio_codec == "aac"
@@ -177,8 +195,9 @@ def marked_astronaut(folder: Path) -> Path:
     return path
 
 
-def test_colours_survive_the_round_trip(tmp_path: Path, viseme_engine: LipSyncEngine,
-                                        espeak_tts: TextToSpeech) -> None:
+def test_colours_survive_the_round_trip(
+    tmp_path: Path, viseme_engine: LipSyncEngine, espeak_tts: TextToSpeech
+) -> None:
     avatar = load_avatar(marked_astronaut(tmp_path), tmp_path / "cache")
     speech = espeak_tts.synthesize("Мама", "ru")
     out = tmp_path / "marked.mp4"
@@ -198,8 +217,9 @@ def test_colours_survive_the_round_trip(tmp_path: Path, viseme_engine: LipSyncEn
     assert np.abs(bgr - avatar.frames[0].image).mean() < 4.0
 
 
-def test_render_from_an_audio_file(tmp_path: Path, avatar_store: AvatarStore,
-                                   viseme_engine: LipSyncEngine, speech: Speech) -> None:
+def test_render_from_an_audio_file(
+    tmp_path: Path, avatar_store: AvatarStore, viseme_engine: LipSyncEngine, speech: Speech
+) -> None:
     # A microphone recording has no phonemes: the engine must work from the sound alone.
     recorded = resample(np.asarray(speech.pcm), SAMPLE_RATE, 44_100)
     upload = encode_audio(tmp_path / "speech.wav", recorded, 44_100, "pcm_s16le", "wav")
@@ -217,21 +237,27 @@ def test_render_from_an_audio_file(tmp_path: Path, avatar_store: AvatarStore,
     assert correlation >= MIN_CORRELATION
 
 
-def test_empty_audio_is_refused(tmp_path: Path, avatar_store: AvatarStore,
-                                viseme_engine: LipSyncEngine) -> None:
+def test_empty_audio_is_refused(
+    tmp_path: Path, avatar_store: AvatarStore, viseme_engine: LipSyncEngine
+) -> None:
     out = tmp_path / "empty.mp4"
     with pytest.raises(ValueError, match="no audio"):
-        render_to_mp4(np.zeros(0, np.float32), avatar_store.get("astronaut"), viseme_engine,
-                      out)
+        render_to_mp4(np.zeros(0, np.float32), avatar_store.get("astronaut"), viseme_engine, out)
     assert not out.exists()
 
 
-def test_progress_reaches_the_total(tmp_path: Path, avatar_store: AvatarStore,
-                                    viseme_engine: LipSyncEngine) -> None:
+def test_progress_reaches_the_total(
+    tmp_path: Path, avatar_store: AvatarStore, viseme_engine: LipSyncEngine
+) -> None:
     calls: list[tuple[int, int]] = []
     pcm = np.zeros(3 * SAMPLE_RATE, np.float32)
-    stats = render_to_mp4(pcm, avatar_store.get("cartoon"), viseme_engine,
-                          tmp_path / "quiet.mp4", progress=lambda d, t: calls.append((d, t)))
+    stats = render_to_mp4(
+        pcm,
+        avatar_store.get("cartoon"),
+        viseme_engine,
+        tmp_path / "quiet.mp4",
+        progress=lambda d, t: calls.append((d, t)),
+    )
     assert calls and calls[-1] == (stats.frames, stats.frames)
     assert [d for d, _ in calls] == sorted({d for d, _ in calls})
 
@@ -244,8 +270,12 @@ def test_engine_failure_surfaces(tmp_path: Path, avatar_store: AvatarStore) -> N
             raise RuntimeError("model exploded")
 
     with pytest.raises(RuntimeError, match="model exploded"):
-        render_to_mp4(np.full(SAMPLE_RATE, 0.1, np.float32), avatar_store.get("astronaut"),
-                      Broken(), tmp_path / "broken.mp4")
+        render_to_mp4(
+            np.full(SAMPLE_RATE, 0.1, np.float32),
+            avatar_store.get("astronaut"),
+            Broken(),
+            tmp_path / "broken.mp4",
+        )
 
 
 # --- compositor ---------------------------------------------------------------------------
@@ -255,8 +285,9 @@ def _frame() -> AvatarFrame:
     image = np.zeros((120, 100, 3), np.uint8)
     image[..., 0] = 200  # blue in BGR
     image.setflags(write=False)
-    return AvatarFrame(image=image, box=Box(20, 10, 80, 110),
-                       mouth=MouthGeometry(50.0, 80.0, 15.0, 8.0, 100.0))
+    return AvatarFrame(
+        image=image, box=Box(20, 10, 80, 110), mouth=MouthGeometry(50.0, 80.0, 15.0, 8.0, 100.0)
+    )
 
 
 def test_plain_paste_replaces_the_box_exactly() -> None:
@@ -289,8 +320,9 @@ def test_patch_alpha_wins_over_the_mask() -> None:
     frame = _frame()
     alpha = np.zeros((100, 60), np.float32)
     alpha[40:60, 20:40] = 1.0
-    patch = FacePatch(image=np.full((100, 60, 3), (0, 0, 255), np.uint8), box=frame.box,
-                      alpha=alpha)
+    patch = FacePatch(
+        image=np.full((100, 60, 3), (0, 0, 255), np.uint8), box=frame.box, alpha=alpha
+    )
     for feather in (True, False):
         out = composite(frame, patch, feather=feather)
         changed = np.any(out != frame.image, axis=2)

@@ -29,8 +29,9 @@ def run(dirs: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "server.py", *args]
     if args and args[0] in ("render", "prepare"):
         command += ["--cache", str(dirs["cache"]), "--checkpoints", str(dirs["checkpoints"])]
-    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -39,8 +40,20 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_render_text_writes_an_mp4(dirs: dict[str, Path]) -> None:
     out = dirs["root"] / "hello.mp4"
-    result = run(dirs, "render", "--text", "Привет! Как дела?", "--language", "ru",
-                 "--engine", "viseme", "--avatar", "cartoon", "--out", str(out))
+    result = run(
+        dirs,
+        "render",
+        "--text",
+        "Привет! Как дела?",
+        "--language",
+        "ru",
+        "--engine",
+        "viseme",
+        "--avatar",
+        "cartoon",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     mp4 = decode_mp4(out)
     assert mp4.video_codec == "h264" and mp4.audio_codec == "aac"
@@ -61,8 +74,18 @@ def test_render_audio_file(dirs: dict[str, Path], espeak_tts: TextToSpeech) -> N
 
 def test_render_with_a_bad_choice_says_what_to_change(dirs: dict[str, Path]) -> None:
     out = dirs["root"] / "never.mp4"
-    result = run(dirs, "render", "--text", "Привет", "--engine", "viseme", "--avatar", "nobody",
-                 "--out", str(out))
+    result = run(
+        dirs,
+        "render",
+        "--text",
+        "Привет",
+        "--engine",
+        "viseme",
+        "--avatar",
+        "nobody",
+        "--out",
+        str(out),
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     (line,) = error_lines(result)
@@ -88,16 +111,25 @@ def test_prepare_without_a_face_fails_in_one_line(dirs: dict[str, Path]) -> None
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args", [
-    ("render",),  # neither --text nor --audio, and no --out
-    ("render", "--text", "Привет"),  # no --out
-    ("render", "--text", "a", "--audio", "b.wav", "--out", "x.mp4"),  # both sources
-    ("fly",),  # no such command
-    ("prepare",),  # no path
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("render",),  # neither --text nor --audio, and no --out
+        ("render", "--text", "Привет"),  # no --out
+        ("render", "--text", "a", "--audio", "b.wav", "--out", "x.mp4"),  # both sources
+        ("fly",),  # no such command
+        ("prepare",),  # no path
+    ],
+)
 def test_bad_usage_exits_2(dirs: dict[str, Path], args: tuple[str, ...]) -> None:
-    result = subprocess.run([sys.executable, "server.py", *args], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "server.py", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
 
@@ -110,10 +142,13 @@ def test_connect_timeout_flag_reaches_the_config() -> None:
     assert default.http.connect_timeout_seconds == HttpConfig().connect_timeout_seconds == 15.0
 
 
-@pytest.mark.parametrize(("flag", "value", "field"), [
-    ("--max-recording-bytes", "1048576", "max_recording_bytes"),
-    ("--video-bitrate", "600000", "video_bitrate"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "field"),
+    [
+        ("--max-recording-bytes", "1048576", "max_recording_bytes"),
+        ("--video-bitrate", "600000", "video_bitrate"),
+    ],
+)
 def test_media_flags_reach_the_config(flag: str, value: str, field: str) -> None:
     parser = build_parser()
     config = build_config(parser.parse_args(["serve", flag, value]))

@@ -46,8 +46,13 @@ class Reader:
         return [b - a for a, b in itertools.pairwise(slots)]
 
 
-async def read(recv: Callable[[], Awaitable[av.frame.Frame]], slot_of: Callable[[int], int],
-               now: Callable[[], int], reader: Reader, period: float = 0.0) -> None:
+async def read(
+    recv: Callable[[], Awaitable[av.frame.Frame]],
+    slot_of: Callable[[int], int],
+    now: Callable[[], int],
+    reader: Reader,
+    period: float = 0.0,
+) -> None:
     with contextlib.suppress(MediaStreamError):
         while True:
             frame = await recv()
@@ -71,8 +76,9 @@ async def test_a_slow_viewer_drops_its_own_frames_and_blocks_nobody() -> None:
         slot = clock.current_video_index()
         while True:
             slot = max(slot + 1, clock.current_video_index() + 1)
-            picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), slot % 256, np.uint8),
-                                                 format="bgr24")
+            picture = av.VideoFrame.from_ndarray(
+                np.full((64, 64, 3), slot % 256, np.uint8), format="bgr24"
+            )
             video_queue.put(slot, picture)
             for k in (0, 1):
                 audio_queue.put(2 * slot + k, np.full(AUDIO_SAMPLES, slot, np.int16))
@@ -81,22 +87,51 @@ async def test_a_slow_viewer_drops_its_own_frames_and_blocks_nobody() -> None:
     video_slot = clock.current_video_index
     audio_slot = clock.current_audio_index
     per_video = 90_000 // 25  # pts units per video slot (the 90 kHz clock)
-    readers = {name: Reader() for name in ("session_video", "session_audio", "fast_video",
-                                           "fast_audio", "slow_video", "slow_audio")}
+    readers = {
+        name: Reader()
+        for name in (
+            "session_video",
+            "session_audio",
+            "fast_video",
+            "fast_audio",
+            "slow_video",
+            "slow_audio",
+        )
+    }
     tasks = [
         asyncio.create_task(produce()),
-        asyncio.create_task(read(video.recv, lambda pts: pts // per_video, video_slot,
-                                 readers["session_video"])),
-        asyncio.create_task(read(audio.recv, lambda pts: pts // AUDIO_SAMPLES, audio_slot,
-                                 readers["session_audio"])),
-        asyncio.create_task(read(fast.video.recv, lambda pts: pts // per_video, video_slot,
-                                 readers["fast_video"])),
-        asyncio.create_task(read(fast.audio.recv, lambda pts: pts // AUDIO_SAMPLES, audio_slot,
-                                 readers["fast_audio"])),
-        asyncio.create_task(read(slow.video.recv, lambda pts: pts // per_video, video_slot,
-                                 readers["slow_video"], SLOW_PERIOD)),
-        asyncio.create_task(read(slow.audio.recv, lambda pts: pts // AUDIO_SAMPLES, audio_slot,
-                                 readers["slow_audio"], SLOW_PERIOD)),
+        asyncio.create_task(
+            read(video.recv, lambda pts: pts // per_video, video_slot, readers["session_video"])
+        ),
+        asyncio.create_task(
+            read(audio.recv, lambda pts: pts // AUDIO_SAMPLES, audio_slot, readers["session_audio"])
+        ),
+        asyncio.create_task(
+            read(fast.video.recv, lambda pts: pts // per_video, video_slot, readers["fast_video"])
+        ),
+        asyncio.create_task(
+            read(
+                fast.audio.recv, lambda pts: pts // AUDIO_SAMPLES, audio_slot, readers["fast_audio"]
+            )
+        ),
+        asyncio.create_task(
+            read(
+                slow.video.recv,
+                lambda pts: pts // per_video,
+                video_slot,
+                readers["slow_video"],
+                SLOW_PERIOD,
+            )
+        ),
+        asyncio.create_task(
+            read(
+                slow.audio.recv,
+                lambda pts: pts // AUDIO_SAMPLES,
+                audio_slot,
+                readers["slow_audio"],
+                SLOW_PERIOD,
+            )
+        ),
     ]
     bounded = True
     try:

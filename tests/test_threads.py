@@ -31,11 +31,11 @@ SLACK = 4
 
 
 @pytest.fixture(scope="module")
-def storm_server(tmp_path_factory: pytest.TempPathFactory, avatar_cache: Path,
-                 empty_checkpoints: Path) -> Iterator[ServerProcess]:
+def storm_server(
+    tmp_path_factory: pytest.TempPathFactory, avatar_cache: Path, empty_checkpoints: Path
+) -> Iterator[ServerProcess]:
     log_path = tmp_path_factory.mktemp("threads") / "server.log"
-    with server_process(log_path, avatar_cache, empty_checkpoints,
-                        "--max-sessions", "2") as server:
+    with server_process(log_path, avatar_cache, empty_checkpoints, "--max-sessions", "2") as server:
         yield server
 
 
@@ -91,9 +91,10 @@ async def test_reconnect_storm_does_not_pile_up_threads(storm_server: ServerProc
     assert any(name.startswith(("avatar-io", "batcher")) for name in after_all), after_all
     status, raw = http_get(storm_server.base + "/metrics")
     assert status == 200
-    reported = next(line for line in raw.decode().splitlines()
-                    if line.startswith("avatar_os_threads "))
+    reported = next(
+        line for line in raw.decode().splitlines() if line.startswith("avatar_os_threads ")
+    )
     assert float(reported.split()[-1]) >= len(after_all) - SLACK
     log = storm_server.log()
     assert "Task exception was never retrieved" not in log, log[-3000:]
-    assert "Traceback" not in log, log[log.find("Traceback"):][:3000]
+    assert "Traceback" not in log, log[log.find("Traceback") :][:3000]

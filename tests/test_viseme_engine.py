@@ -49,8 +49,13 @@ def drawn(avatar_store: AvatarStore) -> AvatarFrame:
     return avatar_store.get("cartoon").frames[0]
 
 
-def request(frame: AvatarFrame, mel: np.ndarray = SILENT_MEL, silent: bool = False,
-            phoneme: str | None = None, stream: StreamState | None = None) -> LipSyncRequest:
+def request(
+    frame: AvatarFrame,
+    mel: np.ndarray = SILENT_MEL,
+    silent: bool = False,
+    phoneme: str | None = None,
+    stream: StreamState | None = None,
+) -> LipSyncRequest:
     return LipSyncRequest(mel=mel, frame=frame, silent=silent, phoneme=phoneme, stream=stream)
 
 
@@ -85,13 +90,18 @@ def one(engine: LipSyncEngine, req: LipSyncRequest) -> FacePatch:
 # --- contract -----------------------------------------------------------------------------
 
 
-def check_contract(engine: LipSyncEngine, frames: Sequence[AvatarFrame],
-                   windows: Sequence[np.ndarray]) -> None:
+def check_contract(
+    engine: LipSyncEngine, frames: Sequence[AvatarFrame], windows: Sequence[np.ndarray]
+) -> None:
     """What every engine must do, whatever it is."""
     assert engine.infer([]) == []
     requests = [
-        request(frames[i % len(frames)], windows[i % len(windows)], silent=i % 3 == 0,
-                stream=StreamState())
+        request(
+            frames[i % len(frames)],
+            windows[i % len(windows)],
+            silent=i % 3 == 0,
+            stream=StreamState(),
+        )
         for i in range(7)
     ]
     patches = engine.infer(requests)
@@ -111,8 +121,12 @@ def check_contract(engine: LipSyncEngine, frames: Sequence[AvatarFrame],
         assert alone.box == patch.box and np.array_equal(alone.image, patch.image)
 
 
-def test_engine_contract(viseme_engine: LipSyncEngine, photo: AvatarFrame, drawn: AvatarFrame,
-                         vowel_windows: list[np.ndarray]) -> None:
+def test_engine_contract(
+    viseme_engine: LipSyncEngine,
+    photo: AvatarFrame,
+    drawn: AvatarFrame,
+    vowel_windows: list[np.ndarray],
+) -> None:
     check_contract(viseme_engine, [photo, drawn], vowel_windows)
     assert viseme_engine.name == "viseme"
     assert viseme_engine.describe() == {"name": "viseme", "device": "cpu", "backend": "numpy"}
@@ -125,8 +139,9 @@ def test_registry_knows_the_engine() -> None:
         create_engine("telepathy")
 
 
-def test_silence_keeps_the_photo_untouched(viseme_engine: LipSyncEngine,
-                                           photo: AvatarFrame) -> None:
+def test_silence_keeps_the_photo_untouched(
+    viseme_engine: LipSyncEngine, photo: AvatarFrame
+) -> None:
     stream = StreamState()
     for silent in (True, False):  # the flag, or a window that is silent by its sound
         patch = one(viseme_engine, request(photo, SILENT_MEL, silent=silent, stream=stream))
@@ -142,8 +157,9 @@ def test_silence_keeps_the_photo_untouched(viseme_engine: LipSyncEngine,
     assert change(photo, patch) < 0.5
 
 
-def test_silence_shows_the_drawn_rest_mouth(viseme_engine: LipSyncEngine,
-                                            drawn: AvatarFrame) -> None:
+def test_silence_shows_the_drawn_rest_mouth(
+    viseme_engine: LipSyncEngine, drawn: AvatarFrame
+) -> None:
     patch = one(viseme_engine, request(drawn, SILENT_MEL, silent=True))
     assert drawn.character is not None
     rest, _ = drawn.character.render_mouth({"rest": 1.0})
@@ -179,8 +195,9 @@ def test_every_mapped_viseme_exists() -> None:
         assert phoneme_viseme(phoneme) in VISEME_NAMES
 
 
-def test_vowels_open_more_than_closed_lips(viseme_engine: LipSyncEngine, photo: AvatarFrame,
-                                           vowel_windows: list[np.ndarray]) -> None:
+def test_vowels_open_more_than_closed_lips(
+    viseme_engine: LipSyncEngine, photo: AvatarFrame, vowel_windows: list[np.ndarray]
+) -> None:
     loud = vowel_windows[2]
     area = {}
     for phoneme in ("'A", "'e", "'o", "u", "m", "b", "p"):
@@ -193,12 +210,11 @@ def test_vowels_open_more_than_closed_lips(viseme_engine: LipSyncEngine, photo: 
     assert area["'A"] == max(area.values())
 
 
-def test_spread_vowels_are_wider_than_rounded_ones(viseme_engine: LipSyncEngine,
-                                                   photo: AvatarFrame,
-                                                   vowel_windows: list[np.ndarray]) -> None:
+def test_spread_vowels_are_wider_than_rounded_ones(
+    viseme_engine: LipSyncEngine, photo: AvatarFrame, vowel_windows: list[np.ndarray]
+) -> None:
     def width(phoneme: str) -> int:
-        mask = cavity(photo, one(viseme_engine, request(photo, vowel_windows[2],
-                                                        phoneme=phoneme)))
+        mask = cavity(photo, one(viseme_engine, request(photo, vowel_windows[2], phoneme=phoneme)))
         cols = np.nonzero(mask.any(axis=0))[0]
         return int(cols.max() - cols.min() + 1)
 
@@ -207,7 +223,8 @@ def test_spread_vowels_are_wider_than_rounded_ones(viseme_engine: LipSyncEngine,
 
 
 def test_audio_alone_opens_for_a_loud_vowel_and_closes_in_silence(
-        viseme_engine: LipSyncEngine, photo: AvatarFrame, vowel_windows: list[np.ndarray]) -> None:
+    viseme_engine: LipSyncEngine, photo: AvatarFrame, vowel_windows: list[np.ndarray]
+) -> None:
     for window in vowel_windows:
         heard = audio_shape(window)
         assert heard.loudness > 0.8 and heard.shape.open > 0.6
@@ -220,9 +237,9 @@ def test_audio_alone_opens_for_a_loud_vowel_and_closes_in_silence(
     assert change(photo, closed) == 0.0
 
 
-def test_phoneme_gives_the_shape_audio_gives_the_size(viseme_engine: LipSyncEngine,
-                                                      photo: AvatarFrame,
-                                                      vowel_windows: list[np.ndarray]) -> None:
+def test_phoneme_gives_the_shape_audio_gives_the_size(
+    viseme_engine: LipSyncEngine, photo: AvatarFrame, vowel_windows: list[np.ndarray]
+) -> None:
     loud = vowel_windows[2]
     soft = loud - 1.6  # about 20 dB quieter
     assert audio_shape(soft).loudness < audio_shape(loud).loudness
@@ -261,15 +278,18 @@ def test_smoothing_attacks_fast_and_releases_slower() -> None:
     assert frames_to_close > frames_to_open
 
 
-def test_engine_opening_follows_attack_and_release(viseme_engine: LipSyncEngine,
-                                                   photo: AvatarFrame,
-                                                   vowel_windows: list[np.ndarray]) -> None:
+def test_engine_opening_follows_attack_and_release(
+    viseme_engine: LipSyncEngine, photo: AvatarFrame, vowel_windows: list[np.ndarray]
+) -> None:
     stream = StreamState()
     plan = [None] * 3 + vowel_windows[:6] + [None] * 8
     sizes = []
     for window in plan:
-        req = (request(photo, SILENT_MEL, silent=True, stream=stream) if window is None
-               else request(photo, window, stream=stream))
+        req = (
+            request(photo, SILENT_MEL, silent=True, stream=stream)
+            if window is None
+            else request(photo, window, stream=stream)
+        )
         sizes.append(change(photo, one(viseme_engine, req)))
     before, during, after = sizes[:3], sizes[3:9], sizes[9:]
     assert before == [0.0, 0.0, 0.0]
@@ -279,23 +299,32 @@ def test_engine_opening_follows_attack_and_release(viseme_engine: LipSyncEngine,
     assert after[-1] < 0.05 * max(during)
 
 
-def test_steady_vowel_gives_a_steady_mouth(viseme_engine: LipSyncEngine, photo: AvatarFrame,
-                                           drawn: AvatarFrame,
-                                           vowel_windows: list[np.ndarray]) -> None:
+def test_steady_vowel_gives_a_steady_mouth(
+    viseme_engine: LipSyncEngine,
+    photo: AvatarFrame,
+    drawn: AvatarFrame,
+    vowel_windows: list[np.ndarray],
+) -> None:
     # Held for 1 s (the steady windows cycled): after settling, no shimmer.
     windows = [vowel_windows[i % len(vowel_windows)] for i in range(25)]
     for frame in (photo, drawn):
         for phoneme in (None, "'A"):
             stream = StreamState()
-            patches = [one(viseme_engine, request(frame, w, phoneme=phoneme, stream=stream))
-                       for w in windows]
+            patches = [
+                one(viseme_engine, request(frame, w, phoneme=phoneme, stream=stream))
+                for w in windows
+            ]
             settled = [change(frame, p) for p in patches[4:]]
             assert max(settled) > 5.0
             assert max(settled) - min(settled) <= 0.05 * max(settled), (frame.character, phoneme)
 
 
-def test_batched_equals_unbatched(viseme_engine: LipSyncEngine, photo: AvatarFrame,
-                                  drawn: AvatarFrame, vowel_windows: list[np.ndarray]) -> None:
+def test_batched_equals_unbatched(
+    viseme_engine: LipSyncEngine,
+    photo: AvatarFrame,
+    drawn: AvatarFrame,
+    vowel_windows: list[np.ndarray],
+) -> None:
     rng = np.random.default_rng(5)
     phonemes = [None, "'A", "m", "'e", "u", "_", "s", None]
 
@@ -323,16 +352,19 @@ def test_batched_equals_unbatched(viseme_engine: LipSyncEngine, photo: AvatarFra
         assert np.array_equal(mixed[2 * i + 1].image, alone_b[i].image)
 
 
-def test_drawn_mouths_cross_fade(viseme_engine: LipSyncEngine, drawn: AvatarFrame,
-                                 vowel_windows: list[np.ndarray]) -> None:
+def test_drawn_mouths_cross_fade(
+    viseme_engine: LipSyncEngine, drawn: AvatarFrame, vowel_windows: list[np.ndarray]
+) -> None:
     character = drawn.character
     assert character is not None
     rest, _ = character.render_mouth({"rest": 1.0})
     aa, _ = character.render_mouth({"AA": 1.0})
     stream = StreamState()
     one(viseme_engine, request(drawn, SILENT_MEL, silent=True, stream=stream))
-    steps = [one(viseme_engine, request(drawn, vowel_windows[2], phoneme="'A", stream=stream))
-             for _ in range(8)]
+    steps = [
+        one(viseme_engine, request(drawn, vowel_windows[2], phoneme="'A", stream=stream))
+        for _ in range(8)
+    ]
     first = steps[0].image.astype(int)
     # The first frame after the switch is a blend: neither mouth, between the two.
     assert not np.array_equal(first, rest) and not np.array_equal(first, aa)
@@ -359,8 +391,9 @@ def _plain_face() -> AvatarFrame:
     image[...] = (120, 150, 200)
     image[200:224, 115:205] = (90, 90, 170)
     image.setflags(write=False)
-    mouth = MouthGeometry(center_x=160.0, center_y=212.0, half_width=45.0, lip_height=24.0,
-                          chin_y=270.0)
+    mouth = MouthGeometry(
+        center_x=160.0, center_y=212.0, half_width=45.0, lip_height=24.0, chin_y=270.0
+    )
     return AvatarFrame(image=image, box=Box(70, 60, 250, 280), mouth=mouth)
 
 
@@ -380,8 +413,9 @@ def test_teeth_switch(viseme: str) -> None:
     assert _is_cavity(without.image).sum() > 100  # the mouth is open all the same
 
 
-def test_teeth_flag_of_the_avatar_frame_is_obeyed(viseme_engine: LipSyncEngine,
-                                                  vowel_windows: list[np.ndarray]) -> None:
+def test_teeth_flag_of_the_avatar_frame_is_obeyed(
+    viseme_engine: LipSyncEngine, vowel_windows: list[np.ndarray]
+) -> None:
     face = _plain_face()
     toothless = AvatarFrame(image=face.image, box=face.box, mouth=face.mouth, teeth=False)
     for frame, expect_teeth in ((face, True), (toothless, False)):

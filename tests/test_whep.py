@@ -113,14 +113,15 @@ def _first_video_codec(sdp: str) -> str | None:
     for i, line in enumerate(lines):
         if line.startswith("m=video"):
             first_pt = line.split()[3]
-            for rest in lines[i + 1:]:
+            for rest in lines[i + 1 :]:
                 if rest.startswith(f"a=rtpmap:{first_pt} "):
                     return rest.split()[1].split("/")[0]
     return None
 
 
 async def test_whep_player_receives_the_controlled_stream_in_sync(
-        app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech) -> None:
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
     services = realtime_services(app_config, avatar_store, espeak_tts, max_viewers_per_stream=1)
     box = avatar_store.get("astronaut").frames[0].box
     async with running_server(services) as (url, app), aiohttp.ClientSession() as http:
@@ -134,8 +135,9 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
             assert STREAM_NAME.fullmatch(answer["stream"])
             stream = answer["stream"]
             offer = await player.offer()
-            async with http.post(f"{url}/whep/{stream}", data=offer,
-                                 headers={"Content-Type": SDP}) as resp:
+            async with http.post(
+                f"{url}/whep/{stream}", data=offer, headers={"Content-Type": SDP}
+            ) as resp:
                 assert resp.status == 201, await resp.text()
                 # Exactly (RFC 9725): strict players compare it literally, no charset.
                 assert resp.headers["Content-Type"] == SDP
@@ -145,8 +147,9 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
             assert player.codec == "VP8"  # the server prefers VP8 for WHEP answers
             # A second viewer is over this server's limit of one.
             second = await WhepPlayer().offer()
-            async with http.post(f"{url}/whep/{stream}", data=second,
-                                 headers={"Content-Type": SDP}) as resp:
+            async with http.post(
+                f"{url}/whep/{stream}", data=second, headers={"Content-Type": SDP}
+            ) as resp:
                 assert resp.status == 503 and "Retry-After" in resp.headers
             async with http.get(f"{url}/api/streams") as resp:
                 listed = (await resp.json())["streams"]
@@ -163,8 +166,11 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
             session = realtime.sessions[controller.session_id]
             viewer = next(iter(realtime.streams.get(stream).viewers.values()))
             video_slot, audio_slot = viewer.video.first_slot, viewer.audio.first_slot
-            counters = {**viewer.describe(), "session_video": vars(session.video.stats).copy(),
-                        "session_audio": vars(session.audio.stats).copy()}
+            counters = {
+                **viewer.describe(),
+                "session_video": vars(session.video.stats).copy(),
+                "session_audio": vars(session.audio.stats).copy(),
+            }
             session_video_sent = session.video.stats.sent
 
             async with http.delete(url + location) as resp:
@@ -188,8 +194,7 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
     speech = ta[envelope > 0.02]
     assert speech.size > 25, "no speech reached the WHEP player"
     assert activity.max() > 5 * (np.median(activity[:5]) + 1)  # the mouth moved
-    lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3,
-                                      speech[-1] + 0.3)
+    lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3, speech[-1] + 0.3)
     skipped = int(counters["session_audio"]["skipped"])
     if skipped:
         # The session's own audio track skipped slots (its event loop stalled for > 200 ms on
@@ -200,8 +205,9 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
     assert corr > 0.4 and abs(lag) <= 0.040, (lag, corr, counters)
 
 
-async def test_whep_status_codes_and_headers(app_config: AppConfig, avatar_store: AvatarStore,
-                                             espeak_tts: TextToSpeech) -> None:
+async def test_whep_status_codes_and_headers(
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
     services = realtime_services(app_config, avatar_store, espeak_tts, token="s3cret")
     auth = {"Authorization": "Bearer s3cret"}
     async with running_server(services) as (url, _), aiohttp.ClientSession() as http:
@@ -210,24 +216,32 @@ async def test_whep_status_codes_and_headers(app_config: AppConfig, avatar_store
             assert resp.status == 204
             assert resp.headers["Accept-Post"] == SDP
             assert "POST" in resp.headers["Access-Control-Allow-Methods"]
-        async with http.post(f"{url}/whep/anything", data="v=0",
-                             headers={"Content-Type": SDP}) as resp:
+        async with http.post(
+            f"{url}/whep/anything", data="v=0", headers={"Content-Type": SDP}
+        ) as resp:
             assert resp.status == 401
-        async with http.post(f"{url}/whep/anything", data="v=0",
-                             headers={"Content-Type": SDP, "Authorization": "Bearer no"}) as r:
+        async with http.post(
+            f"{url}/whep/anything",
+            data="v=0",
+            headers={"Content-Type": SDP, "Authorization": "Bearer no"},
+        ) as r:
             assert r.status == 401
-        async with http.post(f"{url}/whep/anything", data="{}",
-                             headers={"Content-Type": "application/json", **auth}) as resp:
+        async with http.post(
+            f"{url}/whep/anything", data="{}", headers={"Content-Type": "application/json", **auth}
+        ) as resp:
             assert resp.status == 415
             assert resp.headers["Accept-Post"] == SDP
         offer = await WhepPlayer().offer()
-        async with http.post(f"{url}/whep/nobody", data=offer,
-                             headers={"Content-Type": SDP, **auth}) as resp:
+        async with http.post(
+            f"{url}/whep/nobody", data=offer, headers={"Content-Type": SDP, **auth}
+        ) as resp:
             assert resp.status == 404
             assert "error" in await resp.json()
-        async with http.patch(f"{url}/whep/nobody/v1", data="a=x",
-                              headers={"Content-Type": "application/trickle-ice-sdpfrag",
-                                       **auth}) as resp:
+        async with http.patch(
+            f"{url}/whep/nobody/v1",
+            data="a=x",
+            headers={"Content-Type": "application/trickle-ice-sdpfrag", **auth},
+        ) as resp:
             assert resp.status == 405
             patch_allow = resp.headers["Allow"]
         # OPTIONS on a viewer says what its 405 says (PATCH is answered, with 405).
@@ -241,8 +255,9 @@ async def test_whep_status_codes_and_headers(app_config: AppConfig, avatar_store
 
 
 def test_ice_server_links_and_codec_preference() -> None:
-    links = ice_server_links(("stun:stun.example.org:3478",
-                              "turn:user:pa%20ss@turn.example.org:3478"))
+    links = ice_server_links(
+        ("stun:stun.example.org:3478", "turn:user:pa%20ss@turn.example.org:3478")
+    )
     assert links[0] == '<stun:stun.example.org:3478>; rel="ice-server"'
     assert links[1].startswith('<turn:turn.example.org:3478>; rel="ice-server"')
     assert 'username="user"' in links[1] and 'credential="pa ss"' in links[1]
@@ -251,13 +266,21 @@ def test_ice_server_links_and_codec_preference() -> None:
 
 
 async def test_viewer_that_never_connects_frees_its_slot(
-        app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech,
-        caplog: pytest.LogCaptureFixture) -> None:
+    app_config: AppConfig,
+    avatar_store: AvatarStore,
+    espeak_tts: TextToSpeech,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A player that takes the answer and never does ICE loses its viewer slot after the
     connect timeout instead of holding it for aioice's ~64 s."""
     timeout = 1.0
-    services = realtime_services(app_config, avatar_store, espeak_tts,
-                                 max_viewers_per_stream=1, connect_timeout_seconds=timeout)
+    services = realtime_services(
+        app_config,
+        avatar_store,
+        espeak_tts,
+        max_viewers_per_stream=1,
+        connect_timeout_seconds=timeout,
+    )
     async with running_server(services) as (url, _), aiohttp.ClientSession() as http:
         controller = TestClient(url)
         try:
@@ -266,12 +289,16 @@ async def test_viewer_that_never_connects_frees_its_slot(
             offer = await ghost.offer()
             await ghost.close()  # it never applies the answer: no ICE, ever
             with caplog.at_level(logging.WARNING, "rtc.whep"):
-                async with http.post(f"{url}/whep/{stream}", data=offer,
-                                     headers={"Content-Type": SDP}) as resp:
+                async with http.post(
+                    f"{url}/whep/{stream}", data=offer, headers={"Content-Type": SDP}
+                ) as resp:
                     assert resp.status == 201
                 began = time.monotonic()
-                async with http.post(f"{url}/whep/{stream}", data=await WhepPlayer().offer(),
-                                     headers={"Content-Type": SDP}) as resp:
+                async with http.post(
+                    f"{url}/whep/{stream}",
+                    data=await WhepPlayer().offer(),
+                    headers={"Content-Type": SDP},
+                ) as resp:
                     assert resp.status == 503  # the ghost holds the only slot
                 while True:
                     async with http.get(f"{url}/api/streams") as resp:
@@ -283,8 +310,9 @@ async def test_viewer_that_never_connects_frees_its_slot(
             assert any("did not connect within" in r.getMessage() for r in caplog.records)
             player = WhepPlayer()  # the slot is free again, for a real player
             try:
-                async with http.post(f"{url}/whep/{stream}", data=await player.offer(),
-                                     headers={"Content-Type": SDP}) as resp:
+                async with http.post(
+                    f"{url}/whep/{stream}", data=await player.offer(), headers={"Content-Type": SDP}
+                ) as resp:
                     assert resp.status == 201
                     await player.answer(await resp.text())
                 await player.wait_for_frames(10)

@@ -50,8 +50,12 @@ def _spline(points: Sequence[Point], steps: int = 12) -> list[Point]:
     for i in range(1, len(p) - 2):
         p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
         for t in np.linspace(0.0, 1.0, steps, endpoint=False):
-            q = 0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t * t
-                       + (3 * p1 - p0 - 3 * p2 + p3) * t ** 3)
+            q = 0.5 * (
+                2 * p1
+                + (p2 - p0) * t
+                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t * t
+                + (3 * p1 - p0 - 3 * p2 + p3) * t**3
+            )
             out.append((float(q[0]), float(q[1])))
     out.append((float(p[-2][0]), float(p[-2][1])))
     return out
@@ -72,16 +76,24 @@ class _Canvas:
     def _planes(self, color: Color) -> tuple[tuple[np.ndarray, Color], ...]:
         return (self.color, color), (self.alpha, (255, 255, 255))
 
-    def ellipse(self, center: Point, axes: Point, color: Color, thickness: float = -1,
-                start: float = 0, end: float = 360) -> None:
+    def ellipse(
+        self,
+        center: Point,
+        axes: Point,
+        color: Color,
+        thickness: float = -1,
+        start: float = 0,
+        end: float = 360,
+    ) -> None:
         """A filled ellipse, or an outline / arc when ``thickness`` > 0 (output pixels)."""
         c, a = (_fx(center[0]), _fx(center[1])), (_fx(axes[0]), _fx(axes[1]))
         t = -1 if thickness < 0 else max(1, round(thickness * _SS))
         for plane, value in self._planes(color):
             cv2.ellipse(plane, c, a, 0, start, end, value, t, cv2.LINE_AA, _SHIFT)
 
-    def poly(self, points: Sequence[Point], color: Color, thickness: float = -1,
-             closed: bool = True) -> None:
+    def poly(
+        self, points: Sequence[Point], color: Color, thickness: float = -1, closed: bool = True
+    ) -> None:
         """A filled polygon, or a polyline when ``thickness`` > 0."""
         pts = np.round(np.asarray(points, np.float64) * (_SS << _SHIFT)).astype(np.int32)
         for plane, value in self._planes(color):
@@ -148,20 +160,39 @@ def _draw_face() -> np.ndarray:
     cv.ellipse((256, 600), (215, 150), _SHIRT)
     cv.ellipse((256, 600), (215, 150), _OUTLINE, 3, 180, 360)
     cv.poly(_spline([(214, 452), (236, 480), (256, 500), (276, 480), (298, 452)]), _SKIN_SHADE)
-    cv.poly(_spline([(214, 452), (236, 480), (256, 500), (276, 480), (298, 452)]), _OUTLINE, 3,
-            closed=False)
+    cv.poly(
+        _spline([(214, 452), (236, 480), (256, 500), (276, 480), (298, 452)]),
+        _OUTLINE,
+        3,
+        closed=False,
+    )
     cv.ellipse((256, 205), (162, 152), _HAIR)  # hair behind the head
     for side in (-1, 1):
         ear = (256 + side * 140, 266)
         cv.ellipse(ear, (24, 34), _SKIN)
         cv.ellipse(ear, (24, 34), _OUTLINE, 3)
-        cv.ellipse((ear[0] + side * 3, ear[1]), (11, 18), _SKIN_SHADE, 4,
-                   *((100, 260) if side > 0 else (-80, 80)))
+        cv.ellipse(
+            (ear[0] + side * 3, ear[1]),
+            (11, 18),
+            _SKIN_SHADE,
+            4,
+            *((100, 260) if side > 0 else (-80, 80)),
+        )
     cv.ellipse((256, 250), (142, 162), _SKIN)
     cv.ellipse((256, 250), (142, 162), _OUTLINE, 3)
     hair = _arc((256, 215), (158, 150), 172, 368) + _spline(
-        [(412, 246), (394, 196), (364, 152), (318, 132), (268, 146), (214, 174), (166, 186),
-         (128, 222), (110, 262)])
+        [
+            (412, 246),
+            (394, 196),
+            (364, 152),
+            (318, 132),
+            (268, 146),
+            (214, 174),
+            (166, 186),
+            (128, 222),
+            (110, 262),
+        ]
+    )
     cv.poly(hair, _HAIR)
     cv.poly(hair, _OUTLINE, 3)
     for strand in ([(340, 92), (300, 104), (258, 130)], [(300, 80), (250, 98), (214, 140)]):
@@ -193,8 +224,15 @@ def _draw_blink() -> np.ndarray:
     return cv.finish()
 
 
-def _open_mouth(cv: _Canvas, outer: Point, inner: Point, center: Point = _MC,
-                upper_teeth: float = 0, lower_teeth: float = 0, tongue: float = 0) -> None:
+def _open_mouth(
+    cv: _Canvas,
+    outer: Point,
+    inner: Point,
+    center: Point = _MC,
+    upper_teeth: float = 0,
+    lower_teeth: float = 0,
+    tongue: float = 0,
+) -> None:
     """Lips around a dark opening; teeth and tongue are clipped to the opening."""
     cv.ellipse(center, outer, _LIP)
     cv.ellipse(center, outer, _LIP_LINE, 2.5)
@@ -206,11 +244,19 @@ def _open_mouth(cv: _Canvas, outer: Point, inner: Point, center: Point = _MC,
     if tongue:
         inside.ellipse((center[0], bottom), (inner[0] * 0.75, inner[1] * tongue * 2), _TONGUE)
     if upper_teeth:
-        inside.poly([(x1, top - 2), (x2, top - 2), (x2, top + upper_teeth),
-                     (x1, top + upper_teeth)], _TEETH)
+        inside.poly(
+            [(x1, top - 2), (x2, top - 2), (x2, top + upper_teeth), (x1, top + upper_teeth)], _TEETH
+        )
     if lower_teeth:
-        inside.poly([(x1, bottom + 2), (x2, bottom + 2), (x2, bottom - lower_teeth),
-                     (x1, bottom - lower_teeth)], _TEETH)
+        inside.poly(
+            [
+                (x1, bottom + 2),
+                (x2, bottom + 2),
+                (x2, bottom - lower_teeth),
+                (x1, bottom - lower_teeth),
+            ],
+            _TEETH,
+        )
     cv.paste(inside, mask)
     cv.ellipse(center, inner, _LIP_LINE, 2)
 
@@ -242,8 +288,15 @@ def _mouth_uu(cv: _Canvas) -> None:
     _open_mouth(cv, (18, 17), (7, 6))
     for angle in (40, 140, 220, 320):  # pucker creases
         t = math.radians(angle)
-        cv.poly([(80 + 10 * math.cos(t), 56 + 9.5 * math.sin(t)),
-                 (80 + 15 * math.cos(t), 56 + 14 * math.sin(t))], _LIP_LINE, 1.5, closed=False)
+        cv.poly(
+            [
+                (80 + 10 * math.cos(t), 56 + 9.5 * math.sin(t)),
+                (80 + 15 * math.cos(t), 56 + 14 * math.sin(t)),
+            ],
+            _LIP_LINE,
+            1.5,
+            closed=False,
+        )
 
 
 def _mouth_fv(cv: _Canvas) -> None:
@@ -261,8 +314,14 @@ def _mouth_cons(cv: _Canvas) -> None:
 
 
 _MOUTH_DRAWERS: dict[str, Callable[[_Canvas], None]] = {
-    "rest": _mouth_rest, "MBP": _mouth_mbp, "AA": _mouth_aa, "EE": _mouth_ee,
-    "OO": _mouth_oo, "UU": _mouth_uu, "FV": _mouth_fv, "CONS": _mouth_cons,
+    "rest": _mouth_rest,
+    "MBP": _mouth_mbp,
+    "AA": _mouth_aa,
+    "EE": _mouth_ee,
+    "OO": _mouth_oo,
+    "UU": _mouth_uu,
+    "FV": _mouth_fv,
+    "CONS": _mouth_cons,
 }
 
 

@@ -110,8 +110,9 @@ class DrawnCharacter:
 
     def __post_init__(self) -> None:
         if self.face.dtype != np.uint8 or self.face.ndim != 3 or self.face.shape[2] != 3:
-            raise ValueError(f"face must be uint8 BGR (H, W, 3), got {self.face.dtype} "
-                             f"{self.face.shape}")
+            raise ValueError(
+                f"face must be uint8 BGR (H, W, 3), got {self.face.dtype} {self.face.shape}"
+            )
         if "rest" not in self.mouths:
             raise ValueError('no "rest" mouth; it is the one viseme every character needs')
         shapes = {m.shape for m in self.mouths.values()}
@@ -120,14 +121,18 @@ class DrawnCharacter:
         height, width = self.face.shape[:2]
         ax, ay = self.mouth_anchor
         if not (0 <= ax < width and 0 <= ay < height):
-            raise ValueError(f"mouth_anchor ({ax:g}, {ay:g}) is outside the {width}x{height} "
-                             "face; give the pixel (x, y) at the centre of the mouth")
+            raise ValueError(
+                f"mouth_anchor ({ax:g}, {ay:g}) is outside the {width}x{height} "
+                "face; give the pixel (x, y) at the centre of the mouth"
+            )
         box = self.mouth_box()
         if box.x1 < 0 or box.y1 < 0 or box.x2 > width or box.y2 > height:
-            raise ValueError(f"mouth box {tuple(box)} reaches outside the {width}x{height} face; "
-                             "move mouth_anchor inwards or lower mouth_scale")
+            raise ValueError(
+                f"mouth box {tuple(box)} reaches outside the {width}x{height} face; "
+                "move mouth_anchor inwards or lower mouth_scale"
+            )
         resolved = {v: self.mouths[fallback_viseme(v, self.mouths)] for v in VISEME_NAMES}
-        crop = self.face[box.y1:box.y2, box.x1:box.x2].astype(np.float32) / 255.0
+        crop = self.face[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32) / 255.0
         # Feathering the box edge hides the seam if the frame under the patch was changed
         # (colour grading, an idle motion); over the plain face it changes nothing because the
         # patch already holds the face wherever the mouths are transparent.
@@ -170,8 +175,9 @@ class DrawnCharacter:
         for name, weight in weights.items():
             mouth = self._resolved.get(name)
             if mouth is None:
-                raise ValueError(f"unknown viseme {name!r}; expected one of "
-                                 f"{', '.join(VISEME_NAMES)}")
+                raise ValueError(
+                    f"unknown viseme {name!r}; expected one of {', '.join(VISEME_NAMES)}"
+                )
             if weight < 0:
                 raise ValueError(f"viseme weight for {name!r} is negative ({weight})")
             if weight > 0:
@@ -203,9 +209,9 @@ class DrawnCharacter:
         image = self.render_face(blink)
         patch, alpha = self.render_mouth(weights)
         box = self.mouth_box()
-        under = image[box.y1:box.y2, box.x1:box.x2].astype(np.float32)
+        under = image[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32)
         mixed = patch * alpha[..., None] + under * (1.0 - alpha[..., None])
-        image[box.y1:box.y2, box.x1:box.x2] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+        image[box.y1 : box.y2, box.x1 : box.x2] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         return image
 
 
@@ -230,12 +236,13 @@ def _read_image(path: Path, what: str) -> np.ndarray:
 def _premultiplied(image: np.ndarray, what: str, path: Path) -> np.ndarray:
     """Straight uint8 BGRA to premultiplied float32 BGRA in [0, 1]."""
     if image.shape[2] != 4:
-        raise ValueError(f"{what} {path} has no alpha channel; save it as an RGBA PNG whose "
-                         "transparent pixels show the face below")
+        raise ValueError(
+            f"{what} {path} has no alpha channel; save it as an RGBA PNG whose "
+            "transparent pixels show the face below"
+        )
     out = image.astype(np.float32) / 255.0
     out[..., :3] *= out[..., 3:]
     return out
-
 
 
 @dataclass(frozen=True)
@@ -269,8 +276,7 @@ def _parse_spec(raw: object, where: Path, default_name: str) -> _Spec:
         raise ValueError(f'{where}: "face" must name the face image, e.g. "face.png"')
     anchor = raw.get("mouth_anchor")
     if not (isinstance(anchor, list) and len(anchor) == 2 and all(map(_is_number, anchor))):
-        raise ValueError(f'{where}: "mouth_anchor" must be [x, y] in face pixels, '
-                         f"got {anchor!r}")
+        raise ValueError(f'{where}: "mouth_anchor" must be [x, y] in face pixels, got {anchor!r}')
     scale = raw.get("mouth_scale", 1.0)
     if not (_is_number(scale) and scale > 0):
         raise ValueError(f'{where}: "mouth_scale" must be a positive number, got {scale!r}')
@@ -279,8 +285,13 @@ def _parse_spec(raw: object, where: Path, default_name: str) -> _Spec:
     if blink is not None and not isinstance(blink, str):
         raise ValueError(f'{where}: "blink" must name an image file')
     return _Spec(
-        name=name, face=face, anchor=(float(anchor[0]), float(anchor[1])), scale=float(scale),
-        mouths=mouths, blink=blink, background=_parse_background(raw.get("background"), where),
+        name=name,
+        face=face,
+        anchor=(float(anchor[0]), float(anchor[1])),
+        scale=float(scale),
+        mouths=mouths,
+        blink=blink,
+        background=_parse_background(raw.get("background"), where),
     )
 
 
@@ -289,21 +300,27 @@ def _parse_mouths(mouths: object, where: Path) -> dict[str, str]:
         raise ValueError(f'{where}: "mouths" must map viseme names to image files')
     for viseme in mouths:
         if viseme not in VISEMES:
-            raise ValueError(f'{where}: unknown viseme "{viseme}" in "mouths"; expected '
-                             f"some of {', '.join(VISEME_NAMES)}")
+            raise ValueError(
+                f'{where}: unknown viseme "{viseme}" in "mouths"; expected '
+                f"some of {', '.join(VISEME_NAMES)}"
+            )
     if "rest" not in mouths:
-        raise ValueError(f'{where}: "mouths" has no "rest"; it is the one required viseme '
-                         "(the others fall back to the nearest supplied shape)")
+        raise ValueError(
+            f'{where}: "mouths" has no "rest"; it is the one required viseme '
+            "(the others fall back to the nearest supplied shape)"
+        )
     return dict(mouths)
 
 
 def _parse_background(background: object, where: Path) -> Color | None:
     if background is None:
         return None
-    if not (isinstance(background, list) and len(background) == 3
-            and all(isinstance(v, int) and 0 <= v <= 255 for v in background)):
-        raise ValueError(f'{where}: "background" must be [B, G, R] in 0..255, '
-                         f"got {background!r}")
+    if not (
+        isinstance(background, list)
+        and len(background) == 3
+        and all(isinstance(v, int) and 0 <= v <= 255 for v in background)
+    ):
+        raise ValueError(f'{where}: "background" must be [B, G, R] in 0..255, got {background!r}')
     return (background[0], background[1], background[2])
 
 
@@ -316,8 +333,10 @@ def load_drawn_character(folder: Path) -> DrawnCharacter:
     folder = Path(folder)
     spec_path = folder / "character.json"
     if not spec_path.is_file():
-        raise ValueError(f"{folder} has no character.json; a drawn character folder needs one "
-                         "(see docs/avatars.md)")
+        raise ValueError(
+            f"{folder} has no character.json; a drawn character folder needs one "
+            "(see docs/avatars.md)"
+        )
     try:
         raw = json.loads(spec_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -342,8 +361,10 @@ def load_drawn_character(folder: Path) -> DrawnCharacter:
         if first is None:
             first = (file, mouth.shape[:2])
         elif mouth.shape[:2] != first[1]:
-            raise ValueError(f"{path} is {mouth.shape[1]}x{mouth.shape[0]} but {first[0]} is "
-                             f"{first[1][1]}x{first[1][0]}; all mouth images must be one size")
+            raise ValueError(
+                f"{path} is {mouth.shape[1]}x{mouth.shape[0]} but {first[0]} is "
+                f"{first[1][1]}x{first[1][0]}; all mouth images must be one size"
+            )
         if spec.scale != 1.0:
             h, w = mouth.shape[:2]
             size = (max(1, round(w * spec.scale)), max(1, round(h * spec.scale)))
@@ -357,17 +378,28 @@ def load_drawn_character(folder: Path) -> DrawnCharacter:
         path = folder / spec.blink
         blink = _premultiplied(_read_image(path, "blink image"), "blink image", path)
         if blink.shape[:2] != face.shape[:2]:
-            raise ValueError(f"{path} is {blink.shape[1]}x{blink.shape[0]} but the face is "
-                             f"{face.shape[1]}x{face.shape[0]}; blink must match the face")
+            raise ValueError(
+                f"{path} is {blink.shape[1]}x{blink.shape[0]} but the face is "
+                f"{face.shape[1]}x{face.shape[0]}; blink must match the face"
+            )
     try:
         character = DrawnCharacter(
-            name=spec.name, face=face, face_alpha=face_alpha, mouths=mouths,
-            mouth_anchor=spec.anchor, blink=blink, background=spec.background,
+            name=spec.name,
+            face=face,
+            face_alpha=face_alpha,
+            mouths=mouths,
+            mouth_anchor=spec.anchor,
+            blink=blink,
+            background=spec.background,
         )
     except ValueError as e:
         raise ValueError(f"{folder}: {e}") from None
     missing = [v for v in VISEME_NAMES if v not in mouths]
     if missing:
-        log.info("drawn character %r: %s fall back to %s", character.name, ", ".join(missing),
-                 ", ".join(character.resolve(v) for v in missing))
+        log.info(
+            "drawn character %r: %s fall back to %s",
+            character.name,
+            ", ".join(missing),
+            ", ".join(character.resolve(v) for v in missing),
+        )
     return character

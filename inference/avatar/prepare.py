@@ -102,8 +102,7 @@ def load_frames(path: Path, progress: bool = False) -> list[np.ndarray]:
                 raise ValueError(f"{path} has no video stream")
             stream = container.streams.video[0]
             total = min(stream.frames or MAX_VIDEO_FRAMES, MAX_VIDEO_FRAMES)
-            bar = tqdm(total=total, desc=f"reading {path.name}", unit="frame",
-                       disable=not progress)
+            bar = tqdm(total=total, desc=f"reading {path.name}", unit="frame", disable=not progress)
             for frame in container.decode(stream):
                 frames.append(_limit_size(frame.to_ndarray(format="bgr24")))
                 bar.update(1)
@@ -122,8 +121,9 @@ def _limit_size(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     scale = MAX_SIDE / max(h, w)
     if scale < 1.0:
-        image = cv2.resize(image, (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2),
-                           interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (int(w * scale) // 2 * 2, int(h * scale) // 2 * 2), interpolation=cv2.INTER_AREA
+        )
     # Video encoders need even sizes.
     h, w = image.shape[:2]
     return np.ascontiguousarray(image[: h // 2 * 2, : w // 2 * 2])
@@ -202,8 +202,13 @@ def _fill_missing(values: list[np.ndarray | None], what: str, path: Path) -> np.
             f"tenth of the picture"
         )
     if len(known) < len(values):
-        log.info("%s: %s missing in %d of %d frames, interpolated",
-                 path, what, len(values) - len(known), len(values))
+        log.info(
+            "%s: %s missing in %d of %d frames, interpolated",
+            path,
+            what,
+            len(values) - len(known),
+            len(values),
+        )
     stacked = np.stack([v for v in values if v is not None]).astype(np.float64)
     out = np.empty((len(values), stacked.shape[1]), np.float64)
     for column in range(stacked.shape[1]):
@@ -224,8 +229,12 @@ def detect(path: Path, progress: bool = False) -> PreparedMedia:
     finder = FaceFinder()
     boxes: list[np.ndarray | None] = []
     mouths: list[np.ndarray | None] = []
-    bar = tqdm(frames, desc=f"finding the face in {path.name}", unit="frame",
-               disable=not progress or len(frames) == 1)
+    bar = tqdm(
+        frames,
+        desc=f"finding the face in {path.name}",
+        unit="frame",
+        disable=not progress or len(frames) == 1,
+    )
     for image in bar:
         face = finder.face(image)
         boxes.append(None if face is None else _padded_box(face, image.shape))
@@ -269,8 +278,13 @@ def prepare(path: Path, cache_dir: Path, progress: bool = False) -> PreparedMedi
         tmp.replace(entry)  # atomic: a crash never leaves half an entry
     except OSError as e:
         # A full disk or a read-only cache costs the next start its speed, not the avatar.
-        log.warning("avatar cache %s could not be written (%s); %s is prepared but will be "
-                    "detected again next time", entry, e, path.name)
+        log.warning(
+            "avatar cache %s could not be written (%s); %s is prepared but will be "
+            "detected again next time",
+            entry,
+            e,
+            path.name,
+        )
         with contextlib.suppress(OSError):  # half a temporary file must not stay behind
             tmp.unlink(missing_ok=True)
     return media

@@ -70,16 +70,27 @@ class Avatar:
     def describe(self) -> dict[str, object]:
         """Public summary for /api/avatars."""
         h, w = self.frames[0].image.shape[:2]
-        return {"name": self.name, "kind": self.kind, "frames": len(self.frames),
-                "width": w, "height": h, "teeth": self.teeth}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "frames": len(self.frames),
+            "width": w,
+            "height": h,
+            "teeth": self.teeth,
+        }
 
 
 def drawn_avatar(name: str, character: DrawnCharacter) -> Avatar:
     """Wrap a drawn character as an avatar whose 'face box' is the mouth box."""
     box = character.mouth_box()
     cx, cy = character.mouth_anchor
-    mouth = MouthGeometry(center_x=float(cx), center_y=float(cy), half_width=box.width / 2,
-                          lip_height=box.height / 3, chin_y=float(box.y2))
+    mouth = MouthGeometry(
+        center_x=float(cx),
+        center_y=float(cy),
+        half_width=box.width / 2,
+        lip_height=box.height / 3,
+        chin_y=float(box.y2),
+    )
     image = character.render_frame({"rest": 1.0})
     image.setflags(write=False)
     frame = AvatarFrame(image=image, box=box, mouth=mouth, teeth=False, character=character)
@@ -96,7 +107,7 @@ def _options(path: Path) -> dict[str, object]:
     except ValueError as e:
         raise ValueError(f"{sidecar}: not valid JSON ({e})") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{sidecar}: expected a JSON object such as {{\"teeth\": false}}")
+        raise ValueError(f'{sidecar}: expected a JSON object such as {{"teeth": false}}')
     return data
 
 

@@ -97,8 +97,9 @@ def target_shape(mel: np.ndarray, silent: bool, phoneme: str | None) -> tuple[st
         viseme = phoneme_viseme(phoneme)
         base = VISEMES[viseme]
         gain = 0.0 if heard.loudness < 0.05 else 0.55 + 0.45 * heard.loudness
-        return viseme, MouthShape(open=base.open * gain, wide=base.wide, round=base.round,
-                                  press=base.press)
+        return viseme, MouthShape(
+            open=base.open * gain, wide=base.wide, round=base.round, press=base.press
+        )
     return classify(heard.shape), heard.shape
 
 
@@ -152,4 +153,3 @@ def smooth_weights(previous: dict[str, float] | None, viseme: str) -> dict[str, 
     kept = {k: v for k, v in out.items() if v > 0.02}
     total = sum(kept.values())
     return {k: v / total for k, v in kept.items()}
-

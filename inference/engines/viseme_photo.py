@@ -68,12 +68,27 @@ def _geometry(frame: AvatarFrame) -> _Geometry:
     cols = _ramp(np.abs(xs - mx), m.half_width * 1.2, jaw_width)
     width_rows = np.exp(-((below / (1.6 * m.lip_height)) ** 2)).astype(np.float32)
     width_cols = _ramp(np.abs(xs - mx), m.half_width * 1.1, m.half_width * 2.0)
-    reach = np.maximum(np.outer(np.maximum(jaw_rows, lip_rows), cols),
-                       np.outer(width_rows, width_cols))
-    alpha = np.asarray(cv2.GaussianBlur((reach > 0.01).astype(np.float32), (0, 0), 3.0),
-                       dtype=np.float32)
-    return _Geometry(box, mx, my, m.half_width, m.lip_height, jaw_rows,
-                     lip_rows.astype(np.float32), cols, width_rows, width_cols, xs, ys, alpha)
+    reach = np.maximum(
+        np.outer(np.maximum(jaw_rows, lip_rows), cols), np.outer(width_rows, width_cols)
+    )
+    alpha = np.asarray(
+        cv2.GaussianBlur((reach > 0.01).astype(np.float32), (0, 0), 3.0), dtype=np.float32
+    )
+    return _Geometry(
+        box,
+        mx,
+        my,
+        m.half_width,
+        m.lip_height,
+        jaw_rows,
+        lip_rows.astype(np.float32),
+        cols,
+        width_rows,
+        width_cols,
+        xs,
+        ys,
+        alpha,
+    )
 
 
 def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> FacePatch:
@@ -99,15 +114,27 @@ def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> Fa
     map_x = g.xs[None, :] - (g.xs[None, :] - g.mx) * (1.0 - 1.0 / spread) * near
     squash = (g.ys[:, None] - g.my) * (1.0 - 1.0 / squeeze) * near
     map_y = g.ys[:, None] - dy - squash
-    warped = cv2.remap(region, map_x.astype(np.float32), map_y.astype(np.float32),
-                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.remap(
+        region,
+        map_x.astype(np.float32),
+        map_y.astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     if gap > 0.5:  # below half a pixel there is no visible opening
         warped = _draw_opening(warped, g, drop, lift, spread, teeth, shape)
     return FacePatch(image=warped, box=g.box, alpha=g.alpha)
 
 
-def _draw_opening(image: np.ndarray, g: _Geometry, drop: float, lift: float,
-                  spread: float, teeth: bool, shape: MouthShape) -> np.ndarray:
+def _draw_opening(
+    image: np.ndarray,
+    g: _Geometry,
+    drop: float,
+    lift: float,
+    spread: float,
+    teeth: bool,
+    shape: MouthShape,
+) -> np.ndarray:
     top, bottom = g.my - lift, g.my + drop
     cy = (top + bottom) / 2.0
     half_h = max(0.5, (bottom - top) / 2.0)

@@ -204,11 +204,17 @@ def model_inputs(requests: Sequence[LipSyncRequest]) -> tuple[np.ndarray, np.nda
     """The generator's (mel, face) inputs for ``requests``, exactly as the engine builds them
     (uncached): what int8 calibration must see."""
     mel = np.stack([_mel_input(r.mel) for r in requests])
-    small = np.stack([
-        cv2.resize(_crop(r.frame), (FACE_SIZE, FACE_SIZE),
-                   interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
-        for r in requests
-    ]).astype(np.float32) / 255.0
+    small = (
+        np.stack(
+            [
+                cv2.resize(
+                    _crop(r.frame), (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR
+                ).transpose(2, 0, 1)
+                for r in requests
+            ]
+        ).astype(np.float32)
+        / 255.0
+    )
     face = np.concatenate([small, small], axis=1)
     face[:, :3, _HALF:] = 0.0
     return mel, face
