@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jsonschema
+import pytest
 import schemathesis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -97,3 +99,49 @@ async def test_served_publicly_and_marks_guarded_operations(loaded_services: Ser
         assert "401" in paths[path][method]["responses"], path
     for path in ("/healthz", "/api/openapi.json", "/api/languages", "/"):
         assert "security" not in paths[path]["get"], path
+
+
+def _resolved(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with the document's components attached, so $refs resolve."""
+    return {**schema, "components": spec["components"]}
+
+
+async def test_the_description_and_the_answers_agree(loaded_services: Services) -> None:
+    """The cases where they did not: the 503 body of an unavailable engine matched both
+    oneOf branches, an empty sdp passed the schema yet answered 400, and OPTIONS on a WHEP
+    viewer said another Allow than its PATCH's 405."""
+    app = build_app(loaded_services)
+    spec = build_spec(app, loaded_services.config)
+    offer = spec["paths"]["/api/generate_stream"]["post"]
+    unavailable = offer["responses"]["503"]["content"]["application/json"]["schema"]
+    offer_body = spec["components"]["schemas"]["Offer"]
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        # No Wav2Lip checkpoint here: the pinned endpoint answers 503 with a fallback.
+        sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        r = await client.post("/api/generate_stream", json={"sdp": sdp, "type": "offer"})
+        assert r.status == 503
+        jsonschema.validate(await r.json(), _resolved(spec, unavailable))
+        for empty in ("", "  \r\n "):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate({"sdp": empty, "type": "offer"}, offer_body)
+            r = await client.post("/offer", json={"sdp": empty, "type": "offer"})
+            assert r.status == 400
+        jsonschema.validate({"sdp": sdp, "type": "offer"}, offer_body)
+        r = await client.options("/whep/s/v")
+        allow = r.headers["Allow"]
+        r = await client.patch("/whep/s/v", data="a=x")
+        assert r.status in (404, 405)
+        viewer_ops = spec["paths"]["/whep/{stream}/{viewer}"]
+        assert viewer_ops["options"]["responses"]["204"]["headers"]["Allow"]["schema"] == {
+            "const": allow
+        }
+        assert viewer_ops["patch"]["responses"]["405"]["headers"]["Allow"]["schema"] == {
+            "const": allow
+        }
+    # Every state-changing operation documents the origin check, every body the 415.
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if method.upper() in ("POST", "PATCH", "DELETE"):
+                assert "403" in op["responses"], (method, path)
+            if "requestBody" in op:
+                assert "415" in op["responses"], (method, path)
