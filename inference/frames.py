@@ -6,13 +6,11 @@ otherwise; audio is ``float32`` mono at 16 kHz in ``[-1, 1]``; times are seconds
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from inference.avatar.drawn import DrawnCharacter
 
 SAMPLE_RATE = 16_000
 """The pipeline's audio rate: everything is resampled to this on the way in."""
@@ -54,6 +52,19 @@ class MouthGeometry:
     """Lowest row of the chin; the jaw warp fades out below it."""
 
 
+class MouthPictures(Protocol):
+    """What an engine needs of a drawn character (inference/avatar/drawn.py's
+    DrawnCharacter is one): the base records name no concrete avatar type."""
+
+    def render_mouth(self, weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """The mouth patch for viseme ``weights``: uint8 BGR image and float32 alpha."""
+        ...
+
+    def mouth_box(self) -> Box:
+        """Where the patch goes on the face."""
+        ...
+
+
 @dataclass(frozen=True, eq=False)
 class AvatarFrame:
     """One prepared frame of an avatar: the picture, its face box and mouth.
@@ -69,7 +80,7 @@ class AvatarFrame:
     mouth: MouthGeometry
     teeth: bool = True
     """Whether a rendered mouth opening may show teeth (off for toothless characters)."""
-    character: DrawnCharacter | None = None
+    character: MouthPictures | None = None
     """Set on frames of a drawn avatar: mouths are its pictures, ``box`` is the mouth box."""
 
 
