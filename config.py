@@ -93,11 +93,11 @@ class HttpConfig:
     offer was answered is closed, freeing its slot (aioice alone gives up after ~64 s)."""
     video_bitrate: int = 1_000_000
     """Bits per second of each realtime session's video at most (receiver estimates lower it:
-    see rtc/encoding.py)."""
+    see rtc/webrtc/encoding.py)."""
     max_queued_utterances: int = 16
     """Utterances one realtime session holds (queued or speaking); more 'say's get 429."""
     token: str | None = None
-    """When set, control endpoints need 'Authorization: Bearer <token>' (see rtc/auth.py)."""
+    """When set, control endpoints need 'Authorization: Bearer <token>' (see rtc/http/auth.py)."""
     viewer_token: str | None = None
     """When set, WHEP viewers (and so the OBS page) need it or ``token``; it controls nothing."""
     cors_origins: tuple[str, ...] = ()

@@ -266,8 +266,8 @@ def cmd_serve(config: AppConfig) -> int:
 
     from inference.services import Services
     from inference.threads import default_workers, named_pool
-    from rtc.access_log import RedactingAccessLogger
-    from rtc.app import build_app
+    from rtc.http.access_log import RedactingAccessLogger
+    from rtc.http.app import build_app
 
     services = Services.load(config)
     app = build_app(services)
@@ -377,8 +377,8 @@ def cmd_present(config: AppConfig, args: argparse.Namespace) -> int:
     import asyncio
 
     from inference.services import Services
-    from rtc.batcher import BatcherPool
-    from rtc.present import (
+    from rtc.live.batcher import BatcherPool
+    from rtc.outputs.present import (
         Presenter,
         SoundDeviceMic,
         SoundDeviceSpeaker,

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 from bench.report import cpu_model, write_section  # noqa: E402
 from inference.tts import create_tts  # noqa: E402
-from rtc.ice import use_loopback_ice  # noqa: E402
+from rtc.webrtc.ice import use_loopback_ice  # noqa: E402
 from tests.browser_support import running_server  # noqa: E402
 from tests.realtime_peer import (  # noqa: E402
     FakeMicrophone,

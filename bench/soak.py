@@ -49,7 +49,7 @@ from bench.report import cpu_model, write_section  # noqa: E402
 from config import PROJECT_ROOT  # noqa: E402
 from inference.avatar.store import AvatarStore  # noqa: E402
 from inference.frames import Box  # noqa: E402
-from rtc.ice import use_loopback_ice  # noqa: E402
+from rtc.webrtc.ice import use_loopback_ice  # noqa: E402
 from tests.browser_support import running_server  # noqa: E402
 from tests.realtime_peer import (  # noqa: E402
     Received,

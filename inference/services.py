@@ -35,7 +35,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 class Buckets:
     """A fixed-bucket histogram that engines keep without depending on a metrics library.
 
-    The HTTP layer reads it at scrape time (rtc/metrics.py); counts only ever grow.
+    The HTTP layer reads it at scrape time (rtc/http/metrics.py); counts only ever grow.
     """
 
     def __init__(self, bounds: Sequence[float]) -> None:

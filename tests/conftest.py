@@ -16,7 +16,7 @@ from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine, create_engine
 from inference.services import Services
 from inference.tts import TextToSpeech, create_tts
-from rtc.ice import use_loopback_ice
+from rtc.webrtc.ice import use_loopback_ice
 from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, require_browser, running_server
 
 SHIPPED_AVATARS = PROJECT_ROOT / "avatars"

@@ -29,9 +29,9 @@ from inference.engines.base import create_engine
 from inference.frames import Box
 from inference.services import SerialEngine, Services
 from inference.tts import TextToSpeech
-from rtc.app import build_app
-from rtc.ice import rtc_configuration
-from rtc.whep import preferred_video_codecs
+from rtc.http.app import build_app
+from rtc.outputs.whep import preferred_video_codecs
+from rtc.webrtc.ice import rtc_configuration
 
 MISSING_CHECKPOINT = (
     "no Wav2Lip {v} checkpoint: put Wav2Lip-SD-{v}.pt into checkpoints/ "

@@ -1,4 +1,4 @@
-"""Token enforcement and CORS on the real application (rtc/auth.py)."""
+"""Token enforcement and CORS on the real application (rtc/http/auth.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from config import AppConfig, AvatarConfig, EngineConfig, HttpConfig
 from inference.services import Services
-from rtc.access_log import RedactingAccessLogger
-from rtc.app import build_app
+from rtc.http.access_log import RedactingAccessLogger
+from rtc.http.app import build_app
 
 TOKEN = "s3cret-token"
 

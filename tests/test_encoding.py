@@ -1,4 +1,4 @@
-"""The session's own encoders (rtc/encoding.py): what they emit decodes back to the input,
+"""The session's own encoders (rtc/webrtc/encoding.py): what they emit decodes back to the input,
 carries the input's own timestamps, and honours keyframe requests."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from aiortc import RTCPeerConnection
 from config import PROJECT_ROOT
 from inference.frames import SAMPLE_RATE
 from inference.mp4 import bgr_to_video_frame
-from rtc.clock import MediaClock
-from rtc.encoding import (
+from rtc.live.clock import MediaClock
+from rtc.live.queues import SlotQueue
+from rtc.webrtc.encoding import (
     H264,
     MIN_BITRATE,
     VP8,
@@ -26,7 +27,7 @@ from rtc.encoding import (
     follow_receiver_feedback,
     start_encoding,
 )
-from rtc.tracks import VIDEO_TIME_BASE, AvatarVideoTrack, SlotQueue
+from rtc.webrtc.tracks import VIDEO_TIME_BASE, AvatarVideoTrack
 
 DECODERS = {H264: "h264", VP8: "libvpx"}
 

@@ -28,7 +28,7 @@ import aioice.stun
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import rtc.session
+import rtc.webrtc.session
 from config import PROJECT_ROOT, AppConfig
 from inference.avatar.prepare import prepare
 from inference.avatar.store import AvatarStore
@@ -36,9 +36,9 @@ from inference.engines.base import LipSyncEngine
 from inference.frames import FacePatch, LipSyncRequest
 from inference.services import SerialEngine, Services
 from inference.tts import Language, Speech, TextToSpeech, TtsError
-from rtc.app import build_app
-from rtc.metrics import METRICS_KEY
-from rtc.signalling import REALTIME_KEY
+from rtc.http.app import build_app
+from rtc.http.metrics import METRICS_KEY
+from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import TestClient as PeerClient
 from tests.realtime_peer import abandoned_offer, realtime_services, running_server
 
@@ -106,7 +106,7 @@ async def still_serving(client: TestClient) -> None:
 async def test_tts_failure_is_503_json_logged_and_counted(
     client: TestClient, faulty: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, "rtc.generate"):
+    with caplog.at_level(logging.ERROR, "rtc.http.generate"):
         r = await client.post("/api/generate", json={"text": f"{BREAK}!", "language": "ru"})
     assert r.status == 503 and r.content_type == "application/json"
     assert "speech synthesis failed" in (await r.json())["error"]
@@ -129,7 +129,7 @@ async def test_engine_exception_is_500_json_and_the_server_keeps_serving(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = render_dirs()
-    with caplog.at_level(logging.ERROR, "rtc.errors"):
+    with caplog.at_level(logging.ERROR, "rtc.http.errors"):
         r = await client.post("/api/generate", json={"text": "Привет.", "engine": "broken"})
     assert r.status == 500 and r.content_type == "application/json"
     assert "injected" not in (await r.json())["error"]  # internals stay in the log ...
@@ -159,16 +159,16 @@ async def test_disk_full_is_507_json_and_cleans_up(
         def no_folder(*_: Any, **__: Any) -> Any:
             raise full
 
-        monkeypatch.setattr("rtc.generate.tempfile.TemporaryDirectory", no_folder)
+        monkeypatch.setattr("rtc.http.generate.tempfile.TemporaryDirectory", no_folder)
     else:
 
         def half_written(_pcm: Any, _avatar: Any, _engine: Any, out: Path, **_: Any) -> Any:
             out.write_bytes(b"\x00" * 1000)  # part of the file made it before the disk filled
             raise full
 
-        monkeypatch.setattr("rtc.generate.render_to_mp4", half_written)
+        monkeypatch.setattr("rtc.http.generate.render_to_mp4", half_written)
     before = render_dirs()
-    with caplog.at_level(logging.ERROR, "rtc.generate"):
+    with caplog.at_level(logging.ERROR, "rtc.http.generate"):
         r = await client.post("/api/generate", json={"text": "Привет."})
     assert r.status == 507 and "disk space" in (await r.json())["error"]
     assert any("no space left" in rec.getMessage() for rec in caplog.records)
@@ -197,7 +197,7 @@ def test_unwritable_avatar_cache_keeps_the_avatar(
 
 VANISHING_PEER = """
 import asyncio, sys
-from rtc.ice import use_loopback_ice
+from rtc.webrtc.ice import use_loopback_ice
 from tests.realtime_peer import TestClient
 
 async def main() -> None:
@@ -237,7 +237,7 @@ async def test_realtime_tts_failure_is_an_error_event_and_the_session_lives_on(
         try:
             await client.connect()
             await client.wait_for_frames(3)
-            with caplog.at_level(logging.WARNING, "rtc.speech"):
+            with caplog.at_level(logging.WARNING, "rtc.live.speech"):
                 status, reply = await client.post("/say", {"text": f"{BREAK}."})
                 assert status == 202
                 event = await client.wait_event("error")
@@ -275,7 +275,7 @@ async def test_realtime_engine_exception_is_an_error_event_and_only_that_session
             await broken.connect(engine="broken")
             await healthy.connect()
             await asyncio.gather(broken.wait_for_frames(3), healthy.wait_for_frames(3))
-            with caplog.at_level(logging.ERROR, "rtc.batcher"):
+            with caplog.at_level(logging.ERROR, "rtc.live.batcher"):
                 assert (await broken.post("/say", {"text": "Привет."}))[0] == 202
                 assert (await healthy.post("/say", {"text": "Привет."}))[0] == 202
                 event = await broken.wait_event("error")
@@ -299,7 +299,7 @@ async def test_peer_vanishing_mid_utterance_ends_only_its_session(
     # Consent checks every 0.2 s, given up after 2 misses (RFC 7675; aioice: 5 s x 6).
     monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
     monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 2)
-    monkeypatch.setattr(rtc.session, "DISCONNECT_GRACE", 0.5)
+    monkeypatch.setattr(rtc.webrtc.session, "DISCONNECT_GRACE", 0.5)
     async with running_server(realtime) as (url, app):
         survivor = PeerClient(url)
         tab = subprocess.Popen(
@@ -316,7 +316,7 @@ async def test_peer_vanishing_mid_utterance_ends_only_its_session(
             assert line.startswith("speaking"), tab.stderr.read() if tab.stderr else line
             gone = line.split()[1]
             session = app[REALTIME_KEY].sessions[gone]
-            with caplog.at_level(logging.INFO, "rtc.session"):
+            with caplog.at_level(logging.INFO, "rtc.webrtc.session"):
                 tab.kill()  # no BYE, no DTLS close: the peer just stops answering
                 await asyncio.wait_for(session.closed.wait(), 20)
             assert any(f"session={gone} closing: peer" in r.getMessage() for r in caplog.records)
@@ -347,7 +347,7 @@ async def test_ice_failure_ends_the_session_and_frees_its_slot(
             assert r.status == 200
             gone = (await r.json())["session_id"]
         session = app[REALTIME_KEY].sessions[gone]
-        with caplog.at_level(logging.INFO, "rtc.session"):
+        with caplog.at_level(logging.INFO, "rtc.webrtc.session"):
             await asyncio.wait_for(session.closed.wait(), 20)
         assert any(
             f"session={gone} closing: peer connection failed" in r.getMessage()
@@ -377,7 +377,7 @@ async def test_peer_that_never_connects_is_closed_after_the_connect_timeout(
     async with running_server(services) as (url, app):
         offer = await abandoned_offer()  # never applies the answer, never does ICE
         async with aiohttp.ClientSession() as http:
-            with caplog.at_level(logging.INFO, "rtc.session"):
+            with caplog.at_level(logging.INFO, "rtc.webrtc.session"):
                 async with http.post(url + "/offer", json=offer) as r:
                     assert r.status == 200
                     gone = (await r.json())["session_id"]

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from rtc.ice import use_loopback_ice
+from rtc.webrtc.ice import use_loopback_ice
 from tests.server_process import LivePeer, http_get, server_process
 
 pytestmark = [

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rtc.ice import use_loopback_ice
+from rtc.webrtc.ice import use_loopback_ice
 from tests.media import encode_channels, tone
 from tests.server_process import LivePeer, ServerProcess, http_get, server_process
 

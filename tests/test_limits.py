@@ -28,9 +28,9 @@ from inference.engines.base import LipSyncEngine
 from inference.render import RenderStats
 from inference.services import Services
 from inference.tts import TextToSpeech
-from rtc.app import build_app
-from rtc.generate import GenerateJob, Generator
-from rtc.ice import rtc_configuration
+from rtc.http.app import build_app
+from rtc.http.generate import GenerateJob, Generator
+from rtc.webrtc.ice import rtc_configuration
 from tests.media import encode_audio, tone
 from tests.realtime_peer import TestClient as PeerClient
 from tests.realtime_peer import realtime_services, running_server

@@ -16,8 +16,8 @@ from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.services import Services
 from inference.tts import TextToSpeech
-from rtc.app import build_app
-from rtc.ice import use_loopback_ice
+from rtc.http.app import build_app
+from rtc.webrtc.ice import use_loopback_ice
 from tests.realtime_peer import TestClient as PeerClient
 from tests.realtime_peer import realtime_services, running_server
 

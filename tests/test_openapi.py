@@ -1,4 +1,4 @@
-"""The OpenAPI description (rtc/openapi.py): it covers every registered route, is valid, is
+"""The OpenAPI description (rtc/http/openapi.py): it covers every registered route, is valid, is
 public, and shows which operations need the token."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from schemathesis.core.result import Ok
 
 from config import HttpConfig
 from inference.services import Services
-from rtc.app import build_app
-from rtc.openapi import build_spec, route_paths, undocumented
+from rtc.http.app import build_app
+from rtc.http.openapi import build_spec, route_paths, undocumented
 
 
 def _with_http(services: Services, **http: Any) -> Services:

@@ -13,8 +13,8 @@ import pytest
 from inference.avatar.store import AvatarStore
 from inference.engines.base import create_engine
 from inference.tts import TextToSpeech
-from rtc.batcher import BatcherPool
-from rtc.present import DeviceError, Presenter, SoundDeviceMic, VirtualCamera
+from rtc.live.batcher import BatcherPool
+from rtc.outputs.present import DeviceError, Presenter, SoundDeviceMic, VirtualCamera
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,8 +20,8 @@ from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.services import Services
 from inference.tts import TextToSpeech
-from rtc.ice import rtc_configuration
-from rtc.signalling import REALTIME_KEY
+from rtc.webrtc.ice import rtc_configuration
+from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import TestClient, realtime_services, running_server
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("loopback_ice")]
@@ -255,8 +255,9 @@ async def test_twenty_sessions_leave_no_tasks_or_threads(services: Services) -> 
 
 def test_realtime_modules_do_not_import_torch() -> None:
     code = (
-        "import sys; import rtc.app, rtc.signalling, rtc.session, rtc.pipeline, "
-        "rtc.batcher, rtc.tracks, rtc.clock, rtc.ice, rtc.events, rtc.speech, "
+        "import sys; import rtc.http.app, rtc.webrtc.signalling, rtc.webrtc.session, "
+        "rtc.live.pipeline, rtc.live.batcher, rtc.webrtc.tracks, rtc.live.clock, "
+        "rtc.webrtc.ice, rtc.live.events, rtc.live.speech, rtc.live.queues, "
         "inference.live; print('torch' in sys.modules)"
     )
     out = subprocess.run(

@@ -16,7 +16,7 @@ from inference.frames import AvatarFrame, Box, FacePatch, LipSyncRequest, MouthG
 from inference.lipsync import build_requests, run_engine
 from inference.mel import frame_count, melspectrogram
 from inference.tts import TextToSpeech
-from rtc.batcher import Batcher, BatcherClosed, BatcherPool
+from rtc.live.batcher import Batcher, BatcherClosed, BatcherPool
 
 FAR = 1e12  # a deadline nobody misses
 

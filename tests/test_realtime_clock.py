@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from rtc.clock import AUDIO_PER_VIDEO, LoopTime, ManualTime, MediaClock
-from rtc.tracks import (
-    AUDIO_SAMPLES,
-    MAX_AUDIO_CATCH_UP,
-    AvatarAudioTrack,
-    AvatarVideoTrack,
-    SlotQueue,
-)
+from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES, LoopTime, ManualTime, MediaClock
+from rtc.live.queues import SlotQueue
+from rtc.webrtc.tracks import MAX_AUDIO_CATCH_UP, AvatarAudioTrack, AvatarVideoTrack
 
 
 def video_frame(value: int) -> av.VideoFrame:

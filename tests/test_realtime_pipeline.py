@@ -19,9 +19,9 @@ from inference.lipsync import audio_for_frames, window_rms
 from inference.live import LOOKAHEAD_SAMPLES, WindowStream
 from inference.mel import frame_count, mel_start, melspectrogram, window_for_frame
 from inference.tts import Language, Speech, TextToSpeech, TtsError
-from rtc.batcher import Batcher
-from rtc.clock import ManualTime, MediaClock
-from rtc.pipeline import Pipeline, PipelineOptions
+from rtc.live.batcher import Batcher
+from rtc.live.clock import ManualTime, MediaClock
+from rtc.live.pipeline import Pipeline, PipelineOptions
 from tests.media import tone
 
 

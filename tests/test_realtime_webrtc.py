@@ -27,9 +27,9 @@ from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.services import Services
 from inference.tts import TextToSpeech
-from rtc.encoding import negotiated_video_codec
-from rtc.session import Session
-from rtc.signalling import REALTIME_KEY
+from rtc.webrtc.encoding import negotiated_video_codec
+from rtc.webrtc.session import Session
+from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
     FakeMicrophone,
     TestClient,
@@ -219,7 +219,7 @@ async def test_say_without_a_language_uses_the_sessions_on_both_paths(services: 
 
 async def test_real_rtp_sender_routes_pli_and_remb_to_the_encoder(services: Services) -> None:
     """Against aiortc's own RTCRtpSender, not an imitation: the private hooks that
-    rtc/encoding.py relies on (``_send_keyframe``, the sender's ``__encoder.target_bitrate``)
+    rtc/webrtc/encoding.py relies on (``_send_keyframe``, the sender's ``__encoder.target_bitrate``)
     exist in the installed aiortc and its RTCP handling calls them. If aiortc renamed them,
     keyframe requests and bandwidth feedback would silently stop working; this would fail."""
     async with running_server(services) as (url, app):

@@ -1,4 +1,4 @@
-"""Stream fan-out (rtc/streams.py) on the real media clock: a slow viewer only loses frames.
+"""Stream fan-out (rtc/outputs/streams.py) on the real media clock: a slow viewer only loses frames.
 
 The session's own tracks release frames at 25 fps / 50 audio frames per second; one viewer
 reads every frame as a WHEP sender would, another stalls (a viewer whose network or encoder
@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from rtc.clock import AUDIO_PERIOD, VIDEO_PERIOD, MediaClock
-from rtc.streams import VIEWER_AUDIO_FRAMES, VIEWER_QUEUE_FRAMES, StreamRegistry
-from rtc.tracks import AUDIO_SAMPLES, AvatarAudioTrack, AvatarVideoTrack, SlotQueue
+from rtc.live.clock import AUDIO_PERIOD, AUDIO_SAMPLES, VIDEO_PERIOD, MediaClock
+from rtc.live.queues import SlotQueue
+from rtc.outputs.streams import VIEWER_AUDIO_FRAMES, VIEWER_QUEUE_FRAMES, StreamRegistry
+from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 pytestmark = pytest.mark.timeout(30)
 

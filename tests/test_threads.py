@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc.ice import use_loopback_ice
+from rtc.webrtc.ice import use_loopback_ice
 from tests.realtime_peer import TestClient
 from tests.server_process import ServerProcess, http_get, server_process
 

@@ -23,10 +23,10 @@ from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.frames import Box
 from inference.tts import TextToSpeech
-from rtc.ice import rtc_configuration
-from rtc.signalling import REALTIME_KEY
-from rtc.streams import STREAM_NAME
-from rtc.whep import ice_server_links, preferred_video_codecs
+from rtc.outputs.streams import STREAM_NAME
+from rtc.outputs.whep import ice_server_links, preferred_video_codecs
+from rtc.webrtc.ice import rtc_configuration
+from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
     Received,
     TestClient,
@@ -288,7 +288,7 @@ async def test_viewer_that_never_connects_frees_its_slot(
             ghost = WhepPlayer()
             offer = await ghost.offer()
             await ghost.close()  # it never applies the answer: no ICE, ever
-            with caplog.at_level(logging.WARNING, "rtc.whep"):
+            with caplog.at_level(logging.WARNING, "rtc.outputs.whep"):
                 async with http.post(
                     f"{url}/whep/{stream}", data=offer, headers={"Content-Type": SDP}
                 ) as resp:

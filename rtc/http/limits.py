@@ -4,7 +4,7 @@ aiohttp's ``client_max_size`` caps every body at the upload limit (20 MB by defa
 would let a client make the server parse megabytes of JSON for a 2000-character text. JSON
 bodies are therefore held to ``max_json_bytes`` by their declared Content-Length, refused
 with 413 before a byte of the body is read. A chunked JSON body declares no length: the limit
-is left on the request for :func:`rtc.errors.read_json_object`, which answers 413 as soon as
+is left on the request for :func:`rtc.http.errors.read_json_object`, which answers 413 as soon as
 more than ``max_json_bytes`` have arrived.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from rtc.errors import JSON_LIMIT, Handler, json_error
+from rtc.http.errors import JSON_LIMIT, Handler, json_error
 
 
 def json_limit_middleware(max_json_bytes: int) -> Middleware:

@@ -11,7 +11,7 @@
     GET    /api/sessions/{id}/events       Server-Sent Events
     GET    /realtime, /realtime2           the pages (GAN, NOGAN)
 
-Every error is JSON (see rtc.errors); nothing here answers 500 for bad input.
+Every error is JSON (see rtc.http.errors); nothing here answers 500 for bad input.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,23 +27,22 @@ from aiohttp import web
 from inference.engines.base import EngineUnavailable
 from inference.mel import mel_basis
 from inference.services import Services
-from rtc.batcher import BatcherPool
-from rtc.errors import ApiError, optional_str, read_json_object
-from rtc.events import sse_message
-from rtc.ice import use_loopback_ice
-from rtc.pipeline import PipelineOptions
-from rtc.session import OfferError, Session
-from rtc.speech import QueueFull
-from rtc.streams import StreamRegistry, new_stream_name
+from rtc.http.errors import RETRY_AFTER, ApiError, optional_str, read_json_object
+from rtc.http.pages import page
+from rtc.live.batcher import BatcherPool
+from rtc.live.events import sse_message
+from rtc.live.pipeline import PipelineOptions
+from rtc.live.speech import QueueFull
+from rtc.outputs.streams import StreamRegistry, new_stream_name
+from rtc.webrtc.ice import use_loopback_ice
+from rtc.webrtc.session import OfferError, Session
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 PINNED = {"/api/generate_stream": "wav2lip-gan", "/api/generate_stream_nogan": "wav2lip-nogan"}
 """The original tool's stream endpoints, each bound to one Wav2Lip variant."""
 FALLBACK_ENGINE = "viseme"
 """Offered by the pages when a pinned engine cannot run (it needs no weights)."""
-RETRY_AFTER = "10"
 SSE_KEEPALIVE = 15.0
 MAX_SDP_BYTES = 64 * 1024
 
@@ -255,15 +253,6 @@ def _offer_sdp(body: dict[str, object]) -> tuple[str, str, bool]:
     return sdp, kind, echo
 
 
-def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    path = WEB_DIR / name
-
-    async def handler(_: web.Request) -> web.StreamResponse:
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-    return handler
-
-
 REALTIME_KEY = web.AppKey("realtime", Realtime)
 
 
@@ -281,7 +270,7 @@ def register_realtime(app: web.Application, services: Services) -> Realtime:
     router.add_post("/api/sessions/{session_id}/say", realtime.say)
     router.add_post("/api/sessions/{session_id}/interrupt", realtime.interrupt)
     router.add_get("/api/sessions/{session_id}/events", realtime.events)
-    router.add_get("/realtime", _page("realtime.html"))
-    router.add_get("/realtime2", _page("realtime.html"))
+    router.add_get("/realtime", page("realtime.html"))
+    router.add_get("/realtime2", page("realtime.html"))
     app.on_shutdown.append(realtime.shutdown)
     return realtime

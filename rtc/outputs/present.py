@@ -24,10 +24,10 @@ import numpy as np
 from inference.avatar.store import Avatar
 from inference.frames import FPS, SAMPLE_RATE
 from inference.tts import TextToSpeech
-from rtc.batcher import Batcher
-from rtc.clock import MediaClock
-from rtc.pipeline import Event, Pipeline, PipelineOptions
-from rtc.tracks import AUDIO_SAMPLES, AvatarAudioTrack, AvatarVideoTrack
+from rtc.live.batcher import Batcher
+from rtc.live.clock import AUDIO_SAMPLES, MediaClock
+from rtc.live.pipeline import Event, Pipeline, PipelineOptions
+from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,15 @@ import itertools
 import math
 from typing import Protocol
 
-from inference.frames import FPS
+from inference.frames import FPS, SAMPLE_RATE
 
 AUDIO_PERIOD = 0.02
 """Seconds of audio per audio frame (aiortc's Opus packetisation)."""
 VIDEO_PERIOD = 1.0 / FPS
 AUDIO_PER_VIDEO = round(VIDEO_PERIOD / AUDIO_PERIOD)
 """Audio frames released with each video frame (2 at 25 fps)."""
+AUDIO_SAMPLES = round(SAMPLE_RATE * AUDIO_PERIOD)
+"""Samples per 20 ms audio frame at the pipeline rate (320)."""
 
 
 class TimeSource(Protocol):

@@ -1,6 +1,6 @@
 """The session's outgoing tracks: they only pace.
 
-``recv()`` waits for the session's :class:`~rtc.clock.MediaClock`, takes the frame of the
+``recv()`` waits for the session's :class:`~rtc.live.clock.MediaClock`, takes the frame of the
 current slot from a bounded :class:`SlotQueue` and stamps its pts; nothing is computed here.
 Late video is skipped (its slot is gone) and the previous picture repeated; audio never
 waits for video: an empty audio slot is sent as silence, so time is never stretched.
@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Generic, TypeVar
 
 import av
 import numpy as np
@@ -20,71 +19,17 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from inference.frames import SAMPLE_RATE
-from rtc.clock import AUDIO_PERIOD, MediaClock
+from rtc.live.clock import AUDIO_SAMPLES, MediaClock
+from rtc.live.queues import SlotQueue
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 AUDIO_TIME_BASE = Fraction(1, SAMPLE_RATE)
-AUDIO_SAMPLES = round(SAMPLE_RATE * AUDIO_PERIOD)
-"""Samples per 20 ms audio frame at the pipeline rate (320)."""
 MAX_AUDIO_CATCH_UP = 10
 """Audio slots (200 ms) a late audio track sends back-to-back before it skips ahead instead."""
-
-
-class SlotQueue(Generic[T]):
-    """A bounded, flushable queue of items keyed by the clock slot they belong to.
-
-    The producer puts items for future slots; the track takes the item of the current slot
-    and everything older is discarded (it missed its slot).
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: dict[int, T] = {}
-        self._taken = -1  # highest slot taken so far
-        self.dropped = 0
-        """Items discarded because their slot had passed (late or skipped)."""
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, slot: object) -> bool:
-        return slot in self._items
-
-    def put(self, slot: int, item: T) -> bool:
-        """Store ``item`` for ``slot``; False (not stored) when the slot has passed or the
-        queue is full, which a correct producer never causes."""
-        if slot <= self._taken:
-            self.dropped += 1
-            return False
-        if slot not in self._items and len(self._items) >= self.capacity:
-            return False
-        self._items[slot] = item
-        return True
-
-    def take(self, slot: int) -> T | None:
-        """The item of ``slot`` (None if there is none); items of earlier slots are dropped."""
-        stale = [s for s in self._items if s < slot]
-        for s in stale:
-            del self._items[s]
-        self.dropped += len(stale)
-        self._taken = max(self._taken, slot)
-        return self._items.pop(slot, None)
-
-    def flush(self, after: int | None = None) -> int:
-        """Drop every item (or only those of slots > ``after``); return how many."""
-        doomed = [s for s in self._items if after is None or s > after]
-        for s in doomed:
-            del self._items[s]
-        return len(doomed)
-
-    def last_slot(self) -> int | None:
-        """Highest slot holding an item."""
-        return max(self._items) if self._items else None
 
 
 @dataclass

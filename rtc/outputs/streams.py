@@ -8,7 +8,7 @@ small bounded queue and the oldest item is dropped when a viewer falls behind, s
 viewer loses frames and never slows the session or the other viewers.
 
 Because a viewer's frame leaves when the session releases it, audio and video of a viewer
-keep the session's pairing (browsers line tracks up by send time, see rtc/clock.py).
+keep the session's pairing (browsers line tracks up by send time, see rtc/live/clock.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from inference.frames import SAMPLE_RATE
-from rtc.tracks import AUDIO_TIME_BASE, AvatarAudioTrack, AvatarVideoTrack
+from rtc.webrtc.tracks import AUDIO_TIME_BASE, AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ VIEWER_QUEUE_FRAMES = 6
 """Video frames (240 ms) a viewer may lag before its oldest ones are dropped."""
 VIEWER_AUDIO_FRAMES = 25
 """20 ms audio frames (500 ms) a viewer may lag before its oldest ones are dropped. Dropped
-audio leaves a gap in the timestamps (rtc/encoding.py keeps each frame's pts), which the
+audio leaves a gap in the timestamps (rtc/webrtc/encoding.py keeps each frame's pts), which the
 player conceals; the bound is larger than the video's because gaps in sound are heard."""
 STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Stream names (matched whole: ``re.match`` with ``$`` would take a final newline)."""
@@ -140,7 +140,7 @@ class ViewerVideoTrack(_ViewerTrack[av.VideoFrame]):
     async def recv(self) -> av.VideoFrame:
         """The next released frame; MediaStreamError once the stream or viewer ended."""
         _, frame = await self._next()
-        return frame  # shared: the viewer's encoder copies it (rtc.encoding.VideoEncoder)
+        return frame  # shared: the viewer's encoder copies it (rtc.webrtc.encoding.VideoEncoder)
 
 
 class ViewerAudioTrack(_ViewerTrack[np.ndarray]):

@@ -15,8 +15,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON_LIMIT = web.RequestKey("max_json_bytes", int)
-"""Request key holding the JSON body limit (set by rtc.limits.json_limit_middleware), so that
+"""Request key holding the JSON body limit (set by rtc.http.limits.json_limit_middleware), so that
 :func:`read_json_object` can hold a chunked body, which declares no length, to it too."""
+RETRY_AFTER = "10"
+"""Seconds a client told 503 (every slot taken) should wait before it tries again."""
 READ_CHUNK = 64 * 1024
 """Bytes read from a JSON body at a time while it is counted against the limit."""
 

@@ -14,10 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from config import AppConfig
-from rtc.auth import STATE_CHANGING, guarded, viewer_path
-from rtc.signalling import MAX_SDP_BYTES
-from rtc.streams import STREAM_NAME
-from rtc.whep import ALLOW_RESOURCE, ALLOW_VIEWER
+from rtc.http.auth import STATE_CHANGING, guarded, viewer_path
+from rtc.outputs.streams import STREAM_NAME
+from rtc.outputs.whep import ALLOW_RESOURCE, ALLOW_VIEWER
+from rtc.webrtc.signalling import MAX_SDP_BYTES
 
 Schema = dict[str, Any]
 Operation = dict[str, Any]
@@ -398,7 +398,7 @@ def _operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
 
 
 def _whep_operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
-    """WHEP playback of live streams (rtc/whep.py) and the OBS page."""
+    """WHEP playback of live streams (rtc/outputs/whep.py) and the OBS page."""
     viewers = config.http.max_viewers_per_stream
     no_stream = _error("no live stream of that name")
     return {
@@ -492,7 +492,7 @@ def _whep_operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
 
 
 def _recording_operations() -> dict[tuple[str, str], Operation]:
-    """Recordings of live streams (rtc/recording.py)."""
+    """Recordings of live streams (rtc/outputs/recording.py)."""
     recording = {
         "type": "object",
         "properties": {

@@ -38,12 +38,12 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from inference.services import SerialEngine, Services
-from rtc.clock import AUDIO_PERIOD, VIDEO_PERIOD
-from rtc.errors import Handler
+from rtc.http.errors import Handler
+from rtc.live.clock import AUDIO_PERIOD, VIDEO_PERIOD
 
 if TYPE_CHECKING:
-    from rtc.session import Session
-    from rtc.signalling import Realtime
+    from rtc.webrtc.session import Session
+    from rtc.webrtc.signalling import Realtime
 
 log = logging.getLogger(__name__)
 

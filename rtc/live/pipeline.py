@@ -36,10 +36,10 @@ from inference.lipsync import ANTICIPATION
 from inference.live import FrameAudio, WindowStream
 from inference.mp4 import bgr_to_video_frame, i420_to_video_frame
 from inference.tts import TextToSpeech
-from rtc.batcher import Batcher
-from rtc.clock import AUDIO_PER_VIDEO, MediaClock
-from rtc.speech import Clip, Speaker, Utterance
-from rtc.tracks import AUDIO_SAMPLES, SlotQueue
+from rtc.live.batcher import Batcher
+from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES, MediaClock
+from rtc.live.queues import SlotQueue
+from rtc.live.speech import Clip, Speaker, Utterance
 
 log = logging.getLogger(__name__)
 

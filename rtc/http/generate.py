@@ -23,8 +23,8 @@ from inference.render import RenderStats, render_to_mp4
 from inference.services import Services
 from inference.threads import named_pool
 from inference.tts import TtsError
-from rtc.errors import ApiError, error_text, optional_str, read_json_object
-from rtc.metrics import Metrics
+from rtc.http.errors import ApiError, error_text, optional_str, read_json_object
+from rtc.http.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@
     GET     /api/streams                live streams and their viewers
     GET     /obs/{stream}               full-window viewer page for OBS Browser Sources
 
-A viewer gets the session's released frames through rtc.streams (no extra model run); each
+A viewer gets the session's released frames through rtc.outputs.streams (no extra model run); each
 viewer is its own peer connection and encodes separately. Answers prefer VP8, which every
 browser decodes (OBS's Linux browser has no H.264). The bearer token, when configured, is
-checked by rtc.auth for every /whep/ request except OPTIONS.
+checked by rtc.http.auth for every /whep/ request except OPTIONS.
 """
 
 from __future__ import annotations
@@ -26,24 +26,24 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from inference.frames import SAMPLE_RATE
-from rtc.encoding import (
+from rtc.http.errors import RETRY_AFTER, ApiError, error_text
+from rtc.http.pages import page
+from rtc.outputs.streams import Stream, StreamFull, Viewer
+from rtc.webrtc.encoding import (
     AudioEncoder,
     EncodedAudioTrack,
     EncodedVideoTrack,
     follow_receiver_feedback,
     start_encoding,
 )
-from rtc.errors import ApiError, error_text
-from rtc.ice import parse_ice_server, rtc_configuration
-from rtc.signalling import MAX_SDP_BYTES, REALTIME_KEY, WEB_DIR, Realtime
-from rtc.streams import Stream, StreamFull, Viewer
+from rtc.webrtc.ice import parse_ice_server, rtc_configuration
+from rtc.webrtc.signalling import MAX_SDP_BYTES, REALTIME_KEY, Realtime
 
 log = logging.getLogger(__name__)
 
 SDP_TYPE = "application/sdp"
 ALLOW_RESOURCE = "OPTIONS, POST"
 ALLOW_VIEWER = "DELETE, OPTIONS"
-RETRY_AFTER = "10"
 
 
 def preferred_video_codecs(first: str = "video/VP8") -> list[RTCRtpCodecCapability]:
@@ -171,7 +171,7 @@ class Whep:
     async def _answer(self, pc: RTCPeerConnection, viewer: Viewer, sdp: str) -> str:
         # Transceivers added before the offer is applied are matched to its m-lines by kind,
         # so their codec preferences (VP8 first) decide the answer's codecs.
-        # Encoded here like the session's own tracks (rtc/encoding.py): cheaper than aiortc's
+        # Encoded here like the session's own tracks (rtc/webrtc/encoding.py): cheaper than aiortc's
         # encoders, and the audio keeps the released slots' times.
         encoded_video = EncodedVideoTrack(viewer.video)
         video = pc.addTransceiver(encoded_video, direction="sendonly")
@@ -249,10 +249,6 @@ class Whep:
             {"streams": [s.describe() for s in self.realtime.streams.streams.values()]}
         )
 
-    async def obs_page(self, request: web.Request) -> web.StreamResponse:
-        """GET /obs/{stream}: the viewer page (it reads the stream name from its URL)."""
-        return web.FileResponse(WEB_DIR / "obs.html", headers={"Cache-Control": "no-cache"})
-
     async def shutdown(self, _: web.Application | None = None) -> None:
         """Close every viewer peer (app.on_shutdown; sessions end their streams too)."""
         for viewer_id in list(self._deadlines):
@@ -263,7 +259,7 @@ class Whep:
 
 
 def register_whep(app: web.Application) -> Whep:
-    """Add the WHEP, stream and OBS routes (after rtc.signalling.register_realtime)."""
+    """Add the WHEP, stream and OBS routes (after rtc.webrtc.signalling.register_realtime)."""
     whep = Whep(app[REALTIME_KEY])
     router = app.router
     router.add_route("OPTIONS", "/whep/{stream}", whep.options)
@@ -272,6 +268,6 @@ def register_whep(app: web.Application) -> Whep:
     router.add_delete("/whep/{stream}/{viewer}", whep.delete)
     router.add_route("PATCH", "/whep/{stream}/{viewer}", whep.patch)
     router.add_get("/api/streams", whep.list_streams)
-    router.add_get("/obs/{stream}", whep.obs_page)
+    router.add_get("/obs/{stream}", page("obs.html"))  # it reads the stream from its URL
     app.on_shutdown.append(whep.shutdown)
     return whep

@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from inference.services import Services
-from rtc.auth import cors_middleware, origin_middleware, token_middleware
-from rtc.errors import ApiError, error_middleware
-from rtc.generate import Generator
-from rtc.limits import json_limit_middleware
-from rtc.metrics import Metrics, install_metrics, metrics_middleware
-from rtc.openapi import openapi_handler
-from rtc.recording import register_recordings
-from rtc.signalling import register_realtime
-from rtc.whep import register_whep
+from rtc.http.auth import cors_middleware, origin_middleware, token_middleware
+from rtc.http.errors import error_middleware
+from rtc.http.generate import Generator
+from rtc.http.limits import json_limit_middleware
+from rtc.http.metrics import Metrics, install_metrics, metrics_middleware
+from rtc.http.openapi import openapi_handler
+from rtc.http.pages import page, static_file
+from rtc.outputs.recording import register_recordings
+from rtc.outputs.whep import register_whep
+from rtc.webrtc.signalling import register_realtime
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 SERVICES_KEY = web.AppKey("services", Services)
-
-
-def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    path = WEB_DIR / name
-
-    async def handler(_: web.Request) -> web.StreamResponse:
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-    return handler
 
 
 async def languages(request: web.Request) -> web.Response:
@@ -63,22 +52,6 @@ async def avatars(request: web.Request) -> web.Response:
     )
 
 
-async def static_file(request: web.Request) -> web.StreamResponse:
-    """GET /static/{filename}: a file of the pages; never one outside WEB_DIR.
-
-    Not aiohttp's add_static: its 404 for a missing file is an empty octet-stream answer that
-    no middleware sees, and every error here is JSON.
-    """
-    root = WEB_DIR.resolve()
-    try:
-        path = (root / request.match_info["filename"]).resolve()
-    except (OSError, ValueError):  # e.g. a NUL byte in the name
-        raise ApiError(404, "no such file") from None
-    if not path.is_relative_to(root) or not path.is_file():
-        raise ApiError(404, "no such file")
-    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-
 async def health(_: web.Request) -> web.Response:
     """GET /healthz: the server answers."""
     return web.json_response({"status": "ok"})
@@ -105,7 +78,7 @@ def build_app(services: Services) -> web.Application:
     )
     app[SERVICES_KEY] = services
     generator = Generator(services, metrics)
-    app.router.add_get("/", _page("index.html"))
+    app.router.add_get("/", page("index.html"))
     app.router.add_get("/api/languages", languages)
     app.router.add_get("/api/engines", engines)
     app.router.add_get("/api/avatars", avatars)

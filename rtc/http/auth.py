@@ -13,7 +13,7 @@ import hmac
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from rtc.errors import Handler, json_error
+from rtc.http.errors import Handler, json_error
 
 PUBLIC_GETS = ("/api/languages", "/api/engines", "/api/avatars", "/api/openapi.json")
 """Read-only API endpoints that stay open: the pages need them before asking for a token."""

@@ -1,6 +1,6 @@
 """Recording a live stream to fragmented MP4, encoded off the event loop.
 
-The recorder listens to the stream's released frames (rtc.streams) and hands copies to a
+The recorder listens to the stream's released frames (rtc.outputs.streams) and hands copies to a
 writer thread through a bounded queue. Everything is placed by its media clock slot: video
 slot ``s`` is frame ``s - s0`` of the file and audio slot ``k`` starts at sample
 ``(k - 2*s0) * 320``, so the file keeps exactly the session's audio/video pairing. Gaps (a
@@ -31,12 +31,11 @@ from aiohttp import web
 
 from inference.mp4 import Mp4Writer
 from inference.threads import set_os_thread_name
-from rtc.clock import AUDIO_PER_VIDEO
-from rtc.errors import ApiError
-from rtc.generate import DISK_FULL
-from rtc.signalling import REALTIME_KEY, Realtime
-from rtc.streams import Stream
-from rtc.tracks import AUDIO_SAMPLES
+from rtc.http.errors import ApiError
+from rtc.http.generate import DISK_FULL
+from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES
+from rtc.outputs.streams import Stream
+from rtc.webrtc.signalling import REALTIME_KEY, Realtime
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +399,7 @@ class Recordings:
 
 
 def register_recordings(app: web.Application) -> Recordings:
-    """Add the recording routes (after rtc.signalling.register_realtime)."""
+    """Add the recording routes (after rtc.webrtc.signalling.register_realtime)."""
     recordings = Recordings(app[REALTIME_KEY])
     app[RECORDINGS_KEY] = recordings
     router = app.router

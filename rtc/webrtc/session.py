@@ -26,21 +26,21 @@ from inference.audio_io import MonoDownmix, frame_key
 from inference.avatar.store import Avatar
 from inference.frames import SAMPLE_RATE
 from inference.services import Services
-from rtc.batcher import Batcher
-from rtc.clock import MediaClock
-from rtc.encoding import (
+from rtc.http.errors import MalformedJson, error_text, parse_json
+from rtc.live.batcher import Batcher
+from rtc.live.clock import MediaClock
+from rtc.live.events import EventHub
+from rtc.live.pipeline import Event, Pipeline, PipelineOptions
+from rtc.live.speech import QueueFull, Utterance
+from rtc.webrtc.encoding import (
     AudioEncoder,
     EncodedAudioTrack,
     EncodedVideoTrack,
     follow_receiver_feedback,
     start_encoding,
 )
-from rtc.errors import MalformedJson, error_text, parse_json
-from rtc.events import EventHub
-from rtc.ice import rtc_configuration
-from rtc.pipeline import Event, Pipeline, PipelineOptions
-from rtc.speech import QueueFull, Utterance
-from rtc.tracks import AvatarAudioTrack, AvatarVideoTrack
+from rtc.webrtc.ice import rtc_configuration
+from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
 
