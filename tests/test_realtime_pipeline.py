@@ -186,8 +186,8 @@ def test_idle_pictures_of_the_blinking_cartoon_hit_the_conversion_cache(rig: Rig
     """Two blink periods of idle frames convert at most the open face and the two closures:
     every later blink frame is a cache hit (the cache is keyed by the picture's identity)."""
     for index in range(200):
-        rig.pipeline._idle_frame(index)
-    assert len(rig.pipeline._idle_yuv) <= 3
+        rig.pipeline.idle.frame(index)
+    assert len(rig.pipeline.idle) <= 3
 
 
 async def test_speech_frames_carry_their_own_audio(rig: Rig) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,13 +30,15 @@ import numpy as np
 
 from inference.audio_io import pcm_to_s16
 from inference.avatar.store import Avatar
-from inference.frames import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, LipSyncRequest, StreamState
+from inference.frames import FPS, LipSyncRequest, StreamState
 from inference.lipsync import ANTICIPATION
-from inference.live import FrameAudio, WindowStream
-from inference.mp4 import bgr_to_video_frame, i420_to_video_frame
+from inference.live import FrameAudio
+from inference.mp4 import bgr_to_video_frame
 from inference.tts import TextToSpeech
 from rtc.live.batcher import Batcher
 from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES, MediaClock
+from rtc.live.idle import IdleSource
+from rtc.live.mic import MicScheduler
 from rtc.live.queues import SlotQueue
 from rtc.live.speech import Clip, Speaker, Utterance
 
@@ -128,16 +129,11 @@ class Pipeline:
         self._clip: Clip | None = None
         self._marks: dict[int, list[Event]] = {}
         self._announced: set[str] = set()
-        self._mic_stream = WindowStream()
-        self._mic: deque[tuple[FrameAudio, float]] = deque()
-        self._mic_offset: int | None = None
-        self._mic_late = 0
-        self._mic_silent = 0
-        self._mic_state = StreamState()
-        self._idle_yuv: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.mic = MicScheduler(self.options.mic_backlog, self.options.silence_rms)
+        self.idle = IdleSource(avatar)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.first_frame = self._idle_frame(self._next - 1)
+        self.first_frame = self.idle.frame(self._next - 1)
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -162,7 +158,7 @@ class Pipeline:
         self.batcher.flush(self.session_id)
         self.video_queue.flush()
         self.audio_queue.flush()
-        self._mic.clear()
+        self.mic.clear()
         self._marks.clear()
 
     async def _run(self) -> None:
@@ -232,17 +228,9 @@ class Pipeline:
         """Add caller audio (16 kHz mono float32); frames are scheduled as windows complete."""
         if self._closed:
             return
-        now = self.clock.now()
-        frames = self._mic_stream.push(pcm)
-        received = self._mic_stream.samples_received
-        for fa in frames:
-            # When the frame's own audio had fully arrived: the start of mic -> mouth latency.
-            arrived = now - (received - (fa.index + 1) * SAMPLES_PER_FRAME) / SAMPLE_RATE
-            if len(self._mic) >= self.options.mic_backlog:
-                self._mic.popleft()
-                self.stats.mic_dropped += 1
-            self._mic.append((fa, arrived))
-        if frames:
+        completed = self.mic.push(pcm, self.clock.now())
+        self.stats.mic_dropped = self.mic.dropped
+        if completed:
             self._schedule()
 
     # --- scheduling --------------------------------------------------------------------
@@ -265,8 +253,7 @@ class Pipeline:
         horizon = slot + max(self.options.max_ahead, lead + self.options.chunk)
         batch: list[tuple[int, LipSyncRequest]] = []
         if self.speaking:
-            self._mic.clear()  # speech owns the face; the caller's frames are not shown
-            self._mic_offset = None
+            self.mic.clear()  # speech owns the face; the caller's frames are not shown
             self._schedule_speech(slot, lead, horizon, batch)
         else:
             self._schedule_mic(slot, self._speech_lead(self.options.mic_jitter), horizon, batch)
@@ -335,39 +322,25 @@ class Pipeline:
     def _schedule_mic(
         self, slot: int, lead: int, horizon: int, batch: list[tuple[int, LipSyncRequest]]
     ) -> None:
-        while self._mic:
-            fa, arrived = self._mic[0]
-            if self._mic_offset is None:
-                self._mic_offset = max(self._next, slot + lead) - fa.index
-            index = fa.index + self._mic_offset
-            if index < self._next:  # its slot is taken or gone: drop; re-anchor if it persists
-                self._mic.popleft()
-                self.stats.mic_dropped += 1
-                self._mic_late += 1
-                if self._mic_late >= 3:
-                    self._mic_offset, self._mic_late = None, 0
-                continue
-            if index > horizon:
-                return
-            self._mic.popleft()
-            self._mic_late = 0
+        for item in self.mic.take(self._next, slot + lead, horizon):
+            index = item.slot
             for gap in range(self._next, index):
                 self._place_idle(gap)
-            audio = fa.audio if self.options.echo_mic else None
-            self._mic_silent = self._mic_silent + 1 if fa.rms < self.options.silence_rms else 0
-            if self._mic_silent > 2:  # the mouth has closed: no engine call for silence
+            audio = item.audio.audio if self.options.echo_mic else None
+            if item.closed:  # the mouth has closed: no engine call for silence
                 self._place_idle(index, audio)
             else:
-                batch.append((index, self._request(fa, index, None, self._mic_state)))
+                batch.append((index, self._request(item.audio, index, None, self.mic.state)))
                 if audio is not None:
                     self._place_audio(index, audio)
                 self.stats.mic_frames += 1
-            latency = self.clock.video_time(index) - arrived
+            latency = self.clock.video_time(index) - item.arrived
             previous = self.stats.mic_latency
             self.stats.mic_latency = (
                 latency if previous is None else (0.9 * previous + 0.1 * latency)
             )
             self._next = index + 1
+        self.stats.mic_dropped = self.mic.dropped
 
     def _request(
         self, fa: FrameAudio, index: int, phoneme: str | None, state: StreamState
@@ -426,24 +399,10 @@ class Pipeline:
             )
 
     def _place_idle(self, index: int, audio: np.ndarray | None = None) -> None:
-        self.video_queue.put(index, self._idle_frame(index))
+        self.video_queue.put(index, self.idle.frame(index))
         if audio is not None:
             self._place_audio(index, audio)
         self.stats.idle_frames += 1
-
-    def _idle_frame(self, index: int) -> av.VideoFrame:
-        image = self.avatar.idle_image(index)
-        cached = self._idle_yuv.get(id(image))
-        if cached is None or cached[0] is not image:
-            yuv = bgr_to_video_frame(image).to_ndarray()
-            # The image is kept with its conversion so its id cannot be reused meanwhile.
-            self._idle_yuv[id(image)] = (image, yuv)
-            if len(self._idle_yuv) > 64:
-                self._idle_yuv.popitem(last=False)
-        else:
-            yuv = cached[1]
-            self._idle_yuv.move_to_end(id(image))
-        return i420_to_video_frame(yuv)
 
     def _release_marks(self, slot: int) -> None:
         for index in sorted(i for i in self._marks if i <= slot):

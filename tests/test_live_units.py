@@ -1,0 +1,73 @@
+"""The live pipeline's own small units: microphone scheduling (rtc/live/mic.py) and the
+idle-frame source (rtc/live/idle.py), without a pipeline around them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inference.avatar.store import AvatarStore
+from inference.frames import SAMPLES_PER_FRAME
+from rtc.live.idle import IdleSource
+from rtc.live.mic import MicScheduler
+from tests.media import tone
+
+
+def voice(frames: int) -> np.ndarray:
+    return tone(220.0, frames * SAMPLES_PER_FRAME / 16_000, amplitude=0.3)
+
+
+def test_mic_frames_take_consecutive_slots_from_the_earliest_one() -> None:
+    mic = MicScheduler(backlog=64, silence_rms=0.01)
+    assert mic.push(voice(20), now=1.0) > 0
+    queued = len(mic)
+    slots = [item.slot for item in mic.take(next_slot=5, earliest=12, horizon=1000)]
+    assert slots == list(range(12, 12 + queued))  # anchored at the earliest allowed slot
+    assert len(mic) == 0 and mic.dropped == 0
+    # The offset holds: the next frames follow on, whatever "earliest" says now.
+    mic.push(voice(4), now=1.2)
+    more = [item.slot for item in mic.take(next_slot=slots[-1] + 1, earliest=0, horizon=1000)]
+    assert more and more[0] == slots[-1] + 1
+
+
+def test_mic_horizon_keeps_frames_for_later() -> None:
+    mic = MicScheduler(backlog=64, silence_rms=0.01)
+    mic.push(voice(20), now=0.0)
+    first = list(mic.take(next_slot=0, earliest=0, horizon=3))
+    assert [item.slot for item in first] == [0, 1, 2, 3]
+    assert len(mic) > 0  # the rest waits for a later horizon
+
+
+def test_mic_late_frames_are_dropped_then_the_offset_reanchors() -> None:
+    mic = MicScheduler(backlog=64, silence_rms=0.01)
+    mic.push(voice(10), now=0.0)
+    (first,) = list(mic.take(next_slot=0, earliest=0, horizon=0))
+    assert first.slot == 0
+    # The pipeline moved on meanwhile (slots up to 50 are taken): three late frames are
+    # dropped, then the next one is re-anchored at the first free slot.
+    later = list(mic.take(next_slot=50, earliest=50, horizon=1000))
+    assert mic.dropped == 3
+    assert later and later[0].slot == 50
+
+
+def test_mic_backlog_is_bounded_and_silence_closes_the_mouth() -> None:
+    mic = MicScheduler(backlog=4, silence_rms=0.01)
+    mic.push(np.zeros(40 * SAMPLES_PER_FRAME, np.float32), now=0.0)
+    assert len(mic) == 4 and mic.dropped > 0
+    closed = [item.closed for item in mic.take(next_slot=0, earliest=0, horizon=1000)]
+    assert closed == [False, False, True, True]  # the first two silent frames still infer
+    mic.push(voice(6), now=1.0)
+    assert not any(item.closed for item in mic.take(0, 0, 1000))
+    mic.clear()
+    assert len(mic) == 0
+
+
+def test_idle_source_converts_each_picture_once(avatar_store: AvatarStore) -> None:
+    photo = IdleSource(avatar_store.get("astronaut"))
+    frames = [photo.frame(i) for i in range(50)]
+    assert len(photo) == 1  # one still picture, never blinking
+    assert all(f.format.name == "yuv420p" for f in frames)
+    assert frames[0] is not frames[1]  # each slot gets its own frame object to stamp
+    cartoon = IdleSource(avatar_store.get("cartoon"))
+    for index in range(300):
+        cartoon.frame(index)
+    assert len(cartoon) <= 3
