@@ -136,6 +136,11 @@ def resample(pcm: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.n
     return out.astype(np.float32)
 
 
+def rms(samples: np.ndarray) -> float:
+    """Root mean square of float audio (0 for none), in float64 so long spans stay exact."""
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+
+
 def pcm_to_s16(pcm: np.ndarray) -> np.ndarray:
     """float32 [-1, 1] -> int16, clipping instead of wrapping."""
     return (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)

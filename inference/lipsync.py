@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from inference.audio_io import rms
 from inference.avatar.store import Avatar
 from inference.compositor import composite
 from inference.engines.base import LipSyncEngine
@@ -51,8 +52,7 @@ class PhonemeTimeline:
 def window_rms(pcm: np.ndarray, frame_index: int) -> float:
     """RMS of the audio a frame's window covers (what the silence threshold is compared to)."""
     start = frame_index * SAMPLES_PER_FRAME
-    chunk = pcm[start : start + WINDOW_SAMPLES]
-    return float(np.sqrt(np.mean(np.square(chunk, dtype=np.float64)))) if chunk.size else 0.0
+    return rms(pcm[start : start + WINDOW_SAMPLES])
 
 
 def build_requests(

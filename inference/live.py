@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference.audio_io import rms
 from inference.frames import MEL_STEP, SAMPLES_PER_FRAME
 from inference.lipsync import WINDOW_SAMPLES
 from inference.mel import HOP, MIN_VALUE, N_FFT, N_MELS, StreamingMel, mel_frames_needed, mel_start
@@ -120,9 +121,8 @@ class WindowStream:
         audio = self._pcm[a : a + SAMPLES_PER_FRAME]
         if audio.size < SAMPLES_PER_FRAME:
             audio = np.concatenate((audio, np.zeros(SAMPLES_PER_FRAME - audio.size, np.float32)))
-        span = self._pcm[a : a + WINDOW_SAMPLES]
-        rms = float(np.sqrt(np.mean(np.square(span, dtype=np.float64)))) if span.size else 0.0
-        return FrameAudio(index=i, mel=window, audio=audio.copy(), rms=rms)
+        level = rms(self._pcm[a : a + WINDOW_SAMPLES])
+        return FrameAudio(index=i, mel=window, audio=audio.copy(), rms=level)
 
     def _trim(self, total: int) -> None:
         # Later frames start at mel_start(next) or, near the end, at total-16.

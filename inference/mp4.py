@@ -57,6 +57,15 @@ def i420_to_video_frame(yuv: np.ndarray) -> av.VideoFrame:
     return frame
 
 
+def s16_audio_frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
+    """A mono s16 AudioFrame of ``samples`` at SAMPLE_RATE, starting at sample ``pts``."""
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    frame.pts = pts
+    frame.time_base = Fraction(1, SAMPLE_RATE)
+    return frame
+
+
 def clone_video_frame(frame: av.VideoFrame) -> av.VideoFrame:
     """A copy of ``frame`` (pixels, pts, time base) that can be handed to an encoder.
 
@@ -133,10 +142,7 @@ class Mp4Writer:
             self._pending = self._pending[AAC_FRAME:]
 
     def _encode_audio(self, samples: np.ndarray) -> None:
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._samples
-        frame.time_base = Fraction(1, SAMPLE_RATE)
+        frame = s16_audio_frame(samples, self._samples)
         self._samples += samples.size
         for packet in self._audio.encode(frame):
             self._container.mux(packet)

@@ -26,8 +26,8 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from inference.frames import SAMPLE_RATE
-from rtc.webrtc.tracks import AUDIO_TIME_BASE, AvatarAudioTrack, AvatarVideoTrack
+from inference.mp4 import s16_audio_frame
+from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,7 @@ class ViewerAudioTrack(_ViewerTrack[np.ndarray]):
         """The next released audio frame; MediaStreamError once the stream or viewer ended."""
         slot, samples = await self._next()
         # A frame per viewer: each viewer's encoder reads it on its own.
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = slot * samples.size
-        frame.time_base = AUDIO_TIME_BASE
-        return frame
+        return s16_audio_frame(samples, slot * samples.size)
 
 
 class Viewer:

@@ -19,6 +19,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from inference.frames import SAMPLE_RATE
+from inference.mp4 import s16_audio_frame
 from rtc.live.clock import AUDIO_SAMPLES, MediaClock
 from rtc.live.queues import SlotQueue
 
@@ -125,10 +126,7 @@ class AvatarAudioTrack(MediaStreamTrack):
         if samples is None:
             self.stats.missing += 1
             samples = np.zeros(AUDIO_SAMPLES, np.int16)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = slot * AUDIO_SAMPLES
-        frame.time_base = AUDIO_TIME_BASE
+        frame = s16_audio_frame(samples, slot * AUDIO_SAMPLES)
         self._next = slot + 1
         self.stats.sent += 1
         for listener in self.release_listeners:
