@@ -12,6 +12,8 @@ import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from rtc.live.queues import DropOldestQueue
+
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_QUEUE = 64
@@ -25,7 +27,7 @@ class EventHub:
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
-        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._subscribers: set[DropOldestQueue[dict[str, Any]]] = set()
         self._recent: list[dict[str, Any]] = []
         self._closed = False
 
@@ -35,7 +37,7 @@ class EventHub:
             return
         self._recent = [*self._recent[-(RECENT - 1) :], event]
         for queue in self._subscribers:
-            _put_dropping(queue, event)
+            queue.put(event)  # a slow reader loses its oldest events, never holds the session
 
     async def subscribe(
         self, replay: bool = False, keepalive: float | None = None
@@ -45,12 +47,12 @@ class EventHub:
         With ``keepalive``, None is yielded after that many quiet seconds, so a streaming
         response can write a comment and notice a client that went away.
         """
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        queue: DropOldestQueue[dict[str, Any]] = DropOldestQueue(SUBSCRIBER_QUEUE)
         if replay:
             for old in self._recent:
-                _put_dropping(queue, old)
+                queue.put(old)
         if self._closed:
-            _put_dropping(queue, None)
+            queue.close()
         self._subscribers.add(queue)
         try:
             while True:
@@ -72,15 +74,7 @@ class EventHub:
             return
         self._closed = True
         for queue in self._subscribers:
-            _put_dropping(queue, None)
-
-
-def _put_dropping(
-    queue: asyncio.Queue[dict[str, Any] | None], event: dict[str, Any] | None
-) -> None:
-    if queue.full():
-        queue.get_nowait()  # the oldest event goes: a slow reader must not hold the session
-    queue.put_nowait(event)
+            queue.close()
 
 
 def sse_message(event: dict[str, Any]) -> bytes:

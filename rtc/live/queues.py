@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -57,3 +59,44 @@ class SlotQueue(Generic[T]):
     def last_slot(self) -> int | None:
         """Highest slot holding an item."""
         return max(self._items) if self._items else None
+
+
+class DropOldestQueue(Generic[T]):
+    """A bounded async queue whose :meth:`put` never blocks: when full the oldest item goes."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[T | None] = deque(maxlen=capacity)
+        self._ready = asyncio.Event()
+        self.dropped = 0
+        """Items discarded because the consumer lagged."""
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: T) -> None:
+        """Append ``item``; drop the oldest item if the queue is full."""
+        if self.closed:
+            return
+        maxlen = self._items.maxlen
+        if maxlen is not None and len(self._items) == maxlen:
+            self.dropped += 1
+        self._items.append(item)
+        self._ready.set()
+
+    def close(self) -> None:
+        """End the queue: :meth:`get` returns None once the queued items are gone."""
+        if not self.closed:
+            self.closed = True
+            self._items.append(None)  # may displace the oldest item; the end matters more
+            self._ready.set()
+
+    async def get(self) -> T | None:
+        """The next item, or None when the queue was closed."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._items.popleft()
+        if item is None:
+            self._items.append(None)  # every later get() sees the end too
+        return item

@@ -27,6 +27,7 @@ from inference.tts import TextToSpeech
 from rtc.live.batcher import Batcher
 from rtc.live.clock import AUDIO_SAMPLES, MediaClock
 from rtc.live.pipeline import Event, Pipeline, PipelineOptions
+from rtc.live.queues import DropOldestQueue
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,8 @@ class SoundDeviceMic:
     def __init__(self, device: str) -> None:
         sd = _sounddevice()
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[np.ndarray] = asyncio.Queue(MIC_QUEUE_CHUNKS)
+        # The loop behind: the oldest sound is the least useful, so it goes first.
+        self._queue: DropOldestQueue[np.ndarray] = DropOldestQueue(MIC_QUEUE_CHUNKS)
         self._stream = sd.InputStream(
             device=_device(sd, device, "input"),
             samplerate=SAMPLE_RATE,
@@ -229,14 +231,15 @@ class SoundDeviceMic:
         self._loop.call_soon_threadsafe(self._put, data[:, 0].copy())
 
     def _put(self, chunk: np.ndarray) -> None:
-        if self._queue.full():  # the loop is behind: the oldest sound is the least useful
-            self._queue.get_nowait()
-        self._queue.put_nowait(chunk)
+        self._queue.put(chunk)
 
     async def chunks(self) -> AsyncIterator[np.ndarray]:
         """Chunks as they arrive."""
         while True:
-            yield await self._queue.get()
+            chunk = await self._queue.get()
+            if chunk is None:  # never closed while the device runs; for the type
+                return
+            yield chunk
 
     def close(self) -> None:
         """Stop the device."""

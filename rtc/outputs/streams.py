@@ -13,11 +13,9 @@ keep the session's pairing (browsers line tracks up by send time, see rtc/live/c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
-from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -27,6 +25,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from inference.mp4 import s16_audio_frame
+from rtc.live.queues import DropOldestQueue
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
@@ -53,47 +52,6 @@ def new_stream_name() -> str:
 
 class StreamFull(Exception):
     """The stream has as many viewers as it may have."""
-
-
-class DropOldestQueue(Generic[T]):
-    """A bounded async queue whose :meth:`put` never blocks: when full the oldest item goes."""
-
-    def __init__(self, capacity: int) -> None:
-        self._items: deque[T | None] = deque(maxlen=capacity)
-        self._ready = asyncio.Event()
-        self.dropped = 0
-        """Items discarded because the consumer lagged."""
-        self.closed = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, item: T) -> None:
-        """Append ``item``; drop the oldest item if the queue is full."""
-        if self.closed:
-            return
-        maxlen = self._items.maxlen
-        if maxlen is not None and len(self._items) == maxlen:
-            self.dropped += 1
-        self._items.append(item)
-        self._ready.set()
-
-    def close(self) -> None:
-        """End the queue: :meth:`get` returns None once the queued items are gone."""
-        if not self.closed:
-            self.closed = True
-            self._items.append(None)  # may displace the oldest item; the end matters more
-            self._ready.set()
-
-    async def get(self) -> T | None:
-        """The next item, or None when the queue was closed."""
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        item = self._items.popleft()
-        if item is None:
-            self._items.append(None)  # every later get() sees the end too
-        return item
 
 
 class _ViewerTrack(MediaStreamTrack, Generic[T]):
