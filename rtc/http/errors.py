@@ -156,13 +156,3 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
         if size > limit:
             raise ApiError(413, f"JSON body too large: the limit is {limit} bytes")
         parts.append(part)
-
-
-def optional_str(body: dict[str, object], key: str) -> str | None:
-    """``body[key]`` when it is a string, None when absent; ApiError(400) for another type."""
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ApiError(400, f"'{key}' must be a string")
-    return value

@@ -23,7 +23,8 @@ from inference.render import RenderStats, render_to_mp4
 from inference.services import Services
 from inference.threads import named_pool
 from inference.tts import TtsError
-from rtc.http.errors import ApiError, error_text, optional_str, read_json_object
+from rtc.http.bodies import GenerateBody, parse_body
+from rtc.http.errors import ApiError, error_text, read_json_object
 from rtc.http.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -151,18 +152,13 @@ class Generator:
                 "or multipart/form-data with an 'audio' file "
                 f"(got {request.headers.get('Content-Type', 'none')[:100]})",
             )
-        body = await read_json_object(request)
+        body = parse_body(GenerateBody, await read_json_object(request))
         try:
-            text = services.check_text(body.get("text"))
-            language = services.language(optional_str(body, "language"))
+            text = services.check_text(body.text)
+            language = services.language(body.language)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        return GenerateJob(
-            engine=optional_str(body, "engine"),
-            avatar=optional_str(body, "avatar"),
-            language=language,
-            text=text,
-        )
+        return GenerateJob(engine=body.engine, avatar=body.avatar, language=language, text=text)
 
     async def _parse_upload(self, request: web.Request) -> GenerateJob:
         """A multipart upload, every byte and part of it counted whatever the transfer

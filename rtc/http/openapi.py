@@ -15,9 +15,14 @@ from aiohttp import web
 
 from config import AppConfig
 from rtc.http.auth import STATE_CHANGING, guarded, viewer_path
-from rtc.outputs.streams import STREAM_NAME
+from rtc.http.bodies import (
+    Body,
+    GenerateBody,
+    OfferBody,
+    SayBody,
+    body_schema,
+)
 from rtc.outputs.whep import ALLOW_RESOURCE, ALLOW_VIEWER
-from rtc.webrtc.signalling import MAX_SDP_BYTES
 
 Schema = dict[str, Any]
 Operation = dict[str, Any]
@@ -98,14 +103,16 @@ TIMING = {
 }
 
 
+def _text_body(model: type[Body], config: AppConfig) -> Schema:
+    """A body model's schema with the running text limit (the model cannot know it)."""
+    schema = body_schema(model)
+    schema["properties"]["text"].update(minLength=1, maxLength=config.tts.max_text_chars)
+    return schema
+
+
 def _schemas(config: AppConfig) -> dict[str, Schema]:
-    """Component schemas; limits come from the running configuration."""
-    text = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": config.tts.max_text_chars,
-        "description": "what to say (not only spaces, no NUL characters)",
-    }
+    """Component schemas: the request bodies from their models (rtc/http/bodies.py), the
+    rest written here; limits come from the running configuration."""
     name = {"type": "string", "description": "a name the matching GET list answers"}
     language = {"type": "string", "description": "a code from GET /api/languages"}
     return {
@@ -116,11 +123,7 @@ def _schemas(config: AppConfig) -> dict[str, Schema]:
                 "error": {"type": "string", "description": "what went wrong and what to change"}
             },
         },
-        "GenerateText": {
-            "type": "object",
-            "required": ["text"],
-            "properties": {"text": text, "language": language, "engine": name, "avatar": name},
-        },
+        "GenerateText": _text_body(GenerateBody, config),
         "GenerateUpload": {
             "type": "object",
             "required": ["audio"],
@@ -137,28 +140,7 @@ def _schemas(config: AppConfig) -> dict[str, Schema]:
                 "avatar": name,
             },
         },
-        "Offer": {
-            "type": "object",
-            "required": ["sdp", "type"],
-            "properties": {
-                "sdp": {
-                    **SDP_TEXT,
-                    "maxLength": MAX_SDP_BYTES,
-                    "description": "the browser's SDP offer, with a video m-line",
-                },
-                "type": {"const": "offer"},
-                "engine": name,
-                "avatar": name,
-                "language": language,
-                "echo_mic": {"type": "boolean", "description": "send the caller's voice back"},
-                "stream": {
-                    "type": "string",
-                    "pattern": f"^{STREAM_NAME.pattern}$",
-                    "description": "name viewers use (WHEP, /obs/); default: a random "
-                    "name of its own (not the session id)",
-                },
-            },
-        },
+        "Offer": body_schema(OfferBody),
         "Answer": {
             "type": "object",
             "required": ["sdp", "type", "session_id"],
@@ -184,11 +166,7 @@ def _schemas(config: AppConfig) -> dict[str, Schema]:
                 },
             },
         },
-        "Say": {
-            "type": "object",
-            "required": ["text"],
-            "properties": {"text": text, "language": language},
-        },
+        "Say": _text_body(SayBody, config),
         "Queued": {
             "type": "object",
             "required": ["utterance"],

@@ -26,6 +26,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from inference.frames import SAMPLE_RATE
+from rtc.http.bodies import MAX_SDP_BYTES
 from rtc.http.errors import RETRY_AFTER, ApiError, error_text
 from rtc.http.pages import page
 from rtc.outputs.streams import Stream, StreamFull, Viewer
@@ -37,7 +38,7 @@ from rtc.webrtc.encoding import (
     start_encoding,
 )
 from rtc.webrtc.ice import parse_ice_server, rtc_configuration
-from rtc.webrtc.signalling import MAX_SDP_BYTES, REALTIME_KEY, Realtime
+from rtc.webrtc.signalling import REALTIME_KEY, Realtime
 
 log = logging.getLogger(__name__)
 

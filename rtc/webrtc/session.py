@@ -20,12 +20,14 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from pydantic import ValidationError
 
 from config import HttpConfig
 from inference.audio_io import MonoDownmix, frame_key
 from inference.avatar.store import Avatar
 from inference.frames import SAMPLE_RATE
 from inference.services import Services
+from rtc.http.bodies import SayBody, describe_errors
 from rtc.http.errors import MalformedJson, error_text, parse_json
 from rtc.live.batcher import Batcher
 from rtc.live.clock import MediaClock
@@ -161,6 +163,12 @@ class Session:
         self.touch()
         return self.pipeline.say(text, language or self.language)
 
+    def say_body(self, body: SayBody) -> Utterance:
+        """A ``say`` from HTTP or the data channel: the text checked, the language the
+        body's or else the session's. ValueError for bad input, QueueFull when full."""
+        text = self.services.check_text(body.text)
+        return self.say(text, self.services.language(body.language) if body.language else None)
+
     def interrupt(self) -> list[str]:
         """Stop speaking now."""
         self.touch()
@@ -209,13 +217,11 @@ class Session:
         try:
             kind = data.get("type")
             if kind == "say":
-                text = self.services.check_text(data.get("text"))
-                language = data.get("language")
-                if language is not None and not isinstance(language, str):
-                    raise ValueError("'language' must be a string")
-                # Without one, the session's language (as for HTTP say), not the server's.
-                code = self.services.language(language) if language else None
-                utterance = self.say(text, code)
+                try:
+                    body = SayBody.model_validate(data)
+                except ValidationError as e:
+                    raise ValueError(describe_errors(e)) from None
+                utterance = self.say_body(body)
                 reply = {"type": "queued", "utterance": utterance.id}
             elif kind == "interrupt":
                 reply = {"type": "interrupted", "utterances": self.interrupt()}

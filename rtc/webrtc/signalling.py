@@ -27,7 +27,8 @@ from aiohttp import web
 from inference.engines.base import EngineUnavailable
 from inference.mel import mel_basis
 from inference.services import Services
-from rtc.http.errors import RETRY_AFTER, ApiError, optional_str, read_json_object
+from rtc.http.bodies import MAX_SDP_BYTES, OfferBody, SayBody, parse_body
+from rtc.http.errors import RETRY_AFTER, ApiError, read_json_object
 from rtc.http.pages import page
 from rtc.live.batcher import BatcherPool
 from rtc.live.events import sse_message
@@ -44,7 +45,6 @@ PINNED = {"/api/generate_stream": "wav2lip-gan", "/api/generate_stream_nogan": "
 FALLBACK_ENGINE = "viseme"
 """Offered by the pages when a pinned engine cannot run (it needs no weights)."""
 SSE_KEEPALIVE = 15.0
-MAX_SDP_BYTES = 64 * 1024
 
 
 class Realtime:
@@ -70,15 +70,17 @@ class Realtime:
     async def offer(self, request: web.Request) -> web.StreamResponse:
         """POST /offer and the pinned stream endpoints: SDP offer in, answer out."""
         pinned = PINNED.get(request.path)
-        body = await read_json_object(request)
-        sdp, kind, echo = _offer_sdp(body)
-        name = optional_str(body, "engine")
+        body = parse_body(OfferBody, await read_json_object(request))
+        if len(body.sdp) > MAX_SDP_BYTES:
+            raise ApiError(413, f"'sdp' is larger than {MAX_SDP_BYTES} bytes")
+        sdp, kind, echo = body.sdp, body.type, body.echo_mic
+        name = body.engine
         if pinned is not None and name not in (None, pinned):
             raise ApiError(
                 400, f"{request.path} always uses {pinned}; POST /offer to choose another engine"
             )
         name = pinned or name
-        stream_name = optional_str(body, "stream")
+        stream_name = body.stream
         if stream_name is not None:
             try:
                 self.streams.check_name(stream_name)
@@ -93,8 +95,8 @@ class Realtime:
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         try:
-            avatar = self.services.avatars.get(optional_str(body, "avatar"))
-            language = self.services.language(optional_str(body, "language"))
+            avatar = self.services.avatars.get(body.avatar)
+            language = self.services.language(body.language)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         if len(self.sessions) + self._opening >= self.http.max_sessions:
@@ -187,12 +189,9 @@ class Realtime:
     async def say(self, request: web.Request) -> web.Response:
         """POST /api/sessions/{id}/say {text, language?}: queue an utterance (202)."""
         session = self._session(request)
-        body = await read_json_object(request)
+        body = parse_body(SayBody, await read_json_object(request))
         try:
-            text = self.services.check_text(body.get("text"))
-            language = optional_str(body, "language")
-            code = self.services.language(language) if language else session.language
-            utterance = session.say(text, code)
+            utterance = session.say_body(body)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         except QueueFull as e:
@@ -236,21 +235,6 @@ class Realtime:
             *(s.close("server shutting down") for s in sessions), return_exceptions=True
         )
         await asyncio.to_thread(self.batchers.close)
-
-
-def _offer_sdp(body: dict[str, object]) -> tuple[str, str, bool]:
-    """An offer body's ``sdp``, ``type`` and ``echo_mic``, checked; ApiError otherwise."""
-    sdp, kind = body.get("sdp"), body.get("type")
-    if not isinstance(sdp, str) or not sdp.strip():
-        raise ApiError(400, "'sdp' must be the offer's SDP text")
-    if len(sdp) > MAX_SDP_BYTES:
-        raise ApiError(413, f"'sdp' is larger than {MAX_SDP_BYTES} bytes")
-    if kind != "offer":
-        raise ApiError(400, "'type' must be \"offer\"")
-    echo = body.get("echo_mic", False)
-    if not isinstance(echo, bool):
-        raise ApiError(400, "'echo_mic' must be true or false")
-    return sdp, kind, echo
 
 
 REALTIME_KEY = web.AppKey("realtime", Realtime)
