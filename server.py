@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from config import AppConfig, AvatarConfig, EngineConfig, HttpConfig, TtsConfig
@@ -79,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(serve)
     http = HttpConfig()
     serve.add_argument("--host", default=http.host, help="address to listen on")
-    serve.add_argument("--port", type=int, default=3000, help="TCP port (default 3000)")
+    serve.add_argument("--port", type=int, default=http.port, help="TCP port (default 3000)")
     serve.add_argument("--engine", default=None, help="default engine for requests naming none")
     serve.add_argument(
         "--ice-server",
+        dest="ice_servers",
+        metavar="URL",
         action="append",
         default=[],
         help="STUN/TURN URL for WebRTC peers (repeatable; none by default)",
@@ -104,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--connect-timeout",
+        dest="connect_timeout_seconds",
+        metavar="SECONDS",
         type=float,
         default=http.connect_timeout_seconds,
         help="close a realtime session whose peer has not connected after "
@@ -117,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--recordings",
+        dest="recordings_dir",
+        metavar="DIR",
         type=Path,
         default=http.recordings_dir,
         help="folder for stream recordings (default ./recordings)",
@@ -165,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--cors-origin",
+        dest="cors_origins",
+        metavar="ORIGIN",
         action="append",
         default=[],
         help="allow this origin to call the API cross-site (repeatable; '*' any)",
@@ -215,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def http_config(args: argparse.Namespace) -> HttpConfig:
+    """The ``serve`` options as the HTTP section: each option's ``dest`` is the field's name,
+    so no option has a default of its own here (they come from HttpConfig in build_parser)."""
+    given = vars(args)
+    values = {f.name: given[f.name] for f in fields(HttpConfig) if f.name in given}
+    values["ice_servers"] = tuple(values.get("ice_servers", ()))
+    values["cors_origins"] = tuple(values.get("cors_origins", ()))
+    values["token"] = values.get("token") or None
+    values["viewer_token"] = values.get("viewer_token") or None
+    return HttpConfig(**values)
+
+
 def build_config(args: argparse.Namespace) -> AppConfig:
     """Frozen configuration from parsed arguments."""
     engines = EngineConfig(
@@ -223,39 +244,13 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         nogan_checkpoint=args.nogan,
         device=args.device,
         backend=args.backend,
-        default_engine=getattr(args, "engine", None),
+        default_engine=vars(args).get("engine"),  # not every subcommand has --engine
         silence_rms=args.silence_rms,
     )
     avatars = AvatarConfig(
         avatars_dir=args.avatars, cache_dir=args.cache, feather=not args.plain_paste
     )
-    http = HttpConfig(
-        host=getattr(args, "host", HttpConfig.host),
-        port=getattr(args, "port", 3000),
-        ice_servers=tuple(getattr(args, "ice_server", ())),
-        ice_loopback=getattr(args, "ice_loopback", False),
-        max_sessions=getattr(args, "max_sessions", HttpConfig.max_sessions),
-        connect_timeout_seconds=getattr(
-            args, "connect_timeout", HttpConfig.connect_timeout_seconds
-        ),
-        video_bitrate=getattr(args, "video_bitrate", HttpConfig.video_bitrate),
-        max_viewers_per_stream=getattr(
-            args, "max_viewers_per_stream", HttpConfig.max_viewers_per_stream
-        ),
-        recordings_dir=getattr(args, "recordings", HttpConfig.recordings_dir),
-        max_recording_seconds=getattr(
-            args, "max_recording_seconds", HttpConfig.max_recording_seconds
-        ),
-        max_recording_bytes=getattr(args, "max_recording_bytes", HttpConfig.max_recording_bytes),
-        max_queued_utterances=getattr(
-            args, "max_queued_utterances", HttpConfig.max_queued_utterances
-        ),
-        max_upload_bytes=getattr(args, "max_upload_bytes", HttpConfig.max_upload_bytes),
-        max_upload_seconds=getattr(args, "max_upload_seconds", HttpConfig.max_upload_seconds),
-        token=getattr(args, "token", None) or None,
-        viewer_token=getattr(args, "viewer_token", None) or None,
-        cors_origins=tuple(getattr(args, "cors_origin", ())),
-    )
+    http = http_config(args) if args.command == "serve" else HttpConfig()
     return AppConfig(
         engines=engines, tts=TtsConfig(max_text_chars=args.max_text), avatars=avatars, http=http
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +157,18 @@ def test_media_flags_reach_the_config(flag: str, value: str, field: str) -> None
     assert getattr(config.http, field) == int(value)
     default = build_config(parser.parse_args(["serve"]))
     assert getattr(default.http, field) == getattr(HttpConfig(), field)
+
+
+def test_every_serve_option_is_a_field_of_its_config_section() -> None:
+    """serve's options are named after HttpConfig's fields (argparse dest), so the section
+    is built from them in one place, with no default restated in server.py."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    serve = sub.choices["serve"]
+    shared = {a.dest for a in sub.choices["render"]._actions}  # engine and avatar options
+    http_fields = {f.name for f in dataclasses.fields(HttpConfig)}
+    own = {a.dest for a in serve._actions} - shared - {"help", "engine"}
+    assert own <= http_fields, own - http_fields
+    defaults = build_config(parser.parse_args(["serve"])).http
+    # The command line's defaults are the section's ($AVATAR_TOKEN aside, when set).
+    assert dataclasses.replace(defaults, token=None, viewer_token=None) == HttpConfig()
