@@ -333,88 +333,16 @@ def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(config: AppConfig, args: argparse.Namespace) -> int:
-    from inference.audio_io import decode_audio
-    from inference.avatar.store import AvatarStore
-    from inference.engines.wav2lip import locate_checkpoint, model_inputs
-    from inference.engines.wav2lip_calibrate import calibrate
-    from inference.frames import StreamState
-    from inference.lipsync import build_requests
-    from inference.mel import frame_count, melspectrogram
-    from inference.tts import create_tts
+    from inference.calibrate import calibrate_checkpoint
 
-    checkpoint = locate_checkpoint(args.variant, config.engines)
-    avatars = AvatarStore.load(
-        config.avatars.avatars_dir, config.avatars.cache_dir, config.avatars.default_avatar
-    )
-    avatar = avatars.get(args.avatar)
-    if args.text is not None:
-        pcm = create_tts().synthesize(args.text, args.language).pcm
-    else:
-        pcm = decode_audio(args.audio)
-    requests = build_requests(
-        pcm,
-        melspectrogram(pcm),
-        avatar,
-        range(frame_count(pcm.size)),
-        config.engines.silence_rms,
-        stream=StreamState(),
-    )
-    speaking = [r for r in requests if not r.silent]
-    if not speaking:
-        raise ValueError("the calibration audio is silent; give speech")
-    batches = [model_inputs(speaking[i : i + 8]) for i in range(0, len(speaking), 8)]
-    target = calibrate(checkpoint, batches)
-    log.info("int8 ranges from %d frames written to %s", len(speaking), target)
+    calibrate_checkpoint(config, args.variant, args.avatar, args.text, args.language, args.audio)
     return 0
 
 
 def cmd_present(config: AppConfig, args: argparse.Namespace) -> int:
-    import asyncio
+    from rtc.outputs.present import run_presenter
 
-    from inference.services import Services
-    from rtc.live.batcher import BatcherPool
-    from rtc.outputs.present import (
-        Presenter,
-        SoundDeviceMic,
-        SoundDeviceSpeaker,
-        VirtualCamera,
-        list_audio_devices,
-    )
-
-    if args.mic == "list" or args.speaker == "list":
-        kind = "input" if args.mic == "list" else "output"
-        sys.stdout.write(f"{kind} devices:\n{list_audio_devices(kind)}\n")
-        return 0
-    names = [args.engine] if args.engine else None
-    services = Services.load(config, names) if names else Services.load(config)
-    engine = services.engine(args.engine)
-    avatar = services.avatars.get(args.avatar)
-    pool = BatcherPool(max_batch=config.engines.max_batch, feather=config.avatars.feather)
-
-    async def run() -> None:
-        mic = SoundDeviceMic(args.mic)
-        speaker = SoundDeviceSpeaker(args.speaker) if args.speaker else None
-        camera = None
-        if args.vcam:
-            height, width = avatar.frames[0].image.shape[:2]
-            camera = VirtualCamera(width, height)
-        log.info(
-            "presenting %s with %s: mic=%s vcam=%s speaker=%s (Ctrl+C stops)",
-            avatar.name,
-            engine.name,
-            args.mic,
-            args.vcam,
-            args.speaker,
-        )
-        await Presenter(pool.get(engine), avatar, services.tts, mic, camera, speaker).run()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pool.close()
-    return 0
+    return run_presenter(config, args.mic, args.speaker, args.vcam, args.engine, args.avatar)
 
 
 def cmd_prepare(config: AppConfig, path: Path) -> int:

@@ -21,7 +21,8 @@ from inference.mel import frame_count, mel_start, melspectrogram, window_for_fra
 from inference.tts import Language, Speech, TextToSpeech, TtsError
 from rtc.live.batcher import Batcher
 from rtc.live.clock import ManualTime, MediaClock
-from rtc.live.pipeline import Pipeline, PipelineOptions
+from rtc.live.options import PipelineOptions
+from rtc.live.pipeline import Pipeline
 from tests.media import tone
 
 

@@ -10,10 +10,7 @@ events reach :meth:`Metrics.session_event` through the sessions' event listeners
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from inference.services import SerialEngine, Services
 from rtc.http.errors import Handler
+from rtc.http.metrics_runtime import runtime_metrics
 from rtc.live.clock import AUDIO_PERIOD, VIDEO_PERIOD
 
 if TYPE_CHECKING:
@@ -150,7 +148,7 @@ class LiveCollector(Collector):
         for kind, count in sorted(counts.items()):
             errors.add_metric([kind], count)
         yield errors
-        yield from _runtime()
+        yield from runtime_metrics()
         yield from self._engines()
         realtime = self._realtime
         if realtime is not None:
@@ -300,50 +298,6 @@ class LiveCollector(Collector):
             for key, family in families.items():
                 family.add_metric([engine], float(stats.get(key, 0)))
         yield from families.values()
-
-
-def _runtime() -> Iterator[Metric]:
-    """Asyncio tasks and threads of the process: both must return to their level after
-    sessions end (bench/soak.py's connect/disconnect storm reads them)."""
-    try:
-        tasks = len(asyncio.all_tasks())
-    except RuntimeError:  # scraped outside the event loop (a test calling collect())
-        tasks = 0
-    yield GaugeMetricFamily(
-        "avatar_asyncio_tasks", "Asyncio tasks of the server's loop", value=tasks
-    )
-    threads = GaugeMetricFamily(
-        "avatar_threads",
-        "Threads by name group (asyncio and render are bounded pools; batcher: one per engine)",
-        labels=["group"],
-    )
-    groups = Tally(_thread_group(t.name) for t in threading.enumerate())
-    for group, count in sorted(groups.items()):
-        threads.add_metric([group], count)
-    yield threads
-    # Threads Python does not know of: FFmpeg's filter-graph and codec workers, BLAS pools.
-    yield GaugeMetricFamily(
-        "avatar_os_threads",
-        "Every OS thread of the process (/proc/self/task), Python's and native ones (FFmpeg, BLAS)",
-        value=os_thread_count(),
-    )
-
-
-def os_thread_count() -> int:
-    """Threads of this process as the OS counts them (Python's own count where there is no
-    /proc)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
-
-
-def _thread_group(name: str) -> str:
-    """``asyncio_3`` -> ``asyncio``, ``batcher-viseme`` -> ``batcher``, ``Thread-7 (run)``
-    -> ``Thread``: a bounded label set."""
-    for separator in ("_", "-", " "):
-        name = name.split(separator, 1)[0]
-    return name or "unnamed"
 
 
 def _queue_depths(session: Session) -> Iterable[tuple[str, int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,12 +22,14 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
+from config import AppConfig
 from inference.avatar.store import Avatar
 from inference.frames import FPS, SAMPLE_RATE
 from inference.tts import TextToSpeech
-from rtc.live.batcher import Batcher
+from rtc.live.batcher import Batcher, BatcherPool
 from rtc.live.clock import AUDIO_SAMPLES, MediaClock
-from rtc.live.pipeline import Event, Pipeline, PipelineOptions
+from rtc.live.options import PipelineOptions
+from rtc.live.pipeline import Event, Pipeline
 from rtc.live.queues import DropOldestQueue
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
@@ -302,3 +305,51 @@ class VirtualCamera:
         """Release the device."""
         with contextlib.suppress(Exception):
             self._camera.close()
+
+
+def run_presenter(
+    config: AppConfig,
+    mic_device: str,
+    speaker_device: str | None,
+    vcam: bool,
+    engine_name: str | None,
+    avatar_name: str | None,
+) -> int:
+    """``server.py present``: run until Ctrl+C; the exit code. ``list`` as a device name
+    prints the devices of that kind instead."""
+    from inference.services import Services  # heavy (engines): only for the command
+
+    if mic_device == "list" or speaker_device == "list":
+        kind = "input" if mic_device == "list" else "output"
+        sys.stdout.write(f"{kind} devices:\n{list_audio_devices(kind)}\n")
+        return 0
+    names = [engine_name] if engine_name else None
+    services = Services.load(config, names) if names else Services.load(config)
+    engine = services.engine(engine_name)
+    avatar = services.avatars.get(avatar_name)
+    pool = BatcherPool(max_batch=config.engines.max_batch, feather=config.avatars.feather)
+
+    async def run() -> None:
+        mic = SoundDeviceMic(mic_device)
+        speaker = SoundDeviceSpeaker(speaker_device) if speaker_device else None
+        camera = None
+        if vcam:
+            height, width = avatar.frames[0].image.shape[:2]
+            camera = VirtualCamera(width, height)
+        log.info(
+            "presenting %s with %s: mic=%s vcam=%s speaker=%s (Ctrl+C stops)",
+            avatar.name,
+            engine.name,
+            mic_device,
+            vcam,
+            speaker_device,
+        )
+        await Presenter(pool.get(engine), avatar, services.tts, mic, camera, speaker).run()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pool.close()
+    return 0

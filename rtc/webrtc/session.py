@@ -32,7 +32,8 @@ from rtc.http.errors import MalformedJson, error_text, parse_json
 from rtc.live.batcher import Batcher
 from rtc.live.clock import MediaClock
 from rtc.live.events import EventHub
-from rtc.live.pipeline import Event, Pipeline, PipelineOptions
+from rtc.live.options import PipelineOptions
+from rtc.live.pipeline import Event, Pipeline
 from rtc.live.speech import QueueFull, Utterance
 from rtc.webrtc.encoding import (
     AudioEncoder,

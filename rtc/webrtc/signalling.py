@@ -32,7 +32,7 @@ from rtc.http.errors import RETRY_AFTER, ApiError, read_json_object
 from rtc.http.pages import page
 from rtc.live.batcher import BatcherPool
 from rtc.live.events import sse_message
-from rtc.live.pipeline import PipelineOptions
+from rtc.live.options import PipelineOptions
 from rtc.live.speech import QueueFull
 from rtc.outputs.streams import StreamRegistry, new_stream_name
 from rtc.webrtc.ice import use_loopback_ice
