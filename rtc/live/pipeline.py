@@ -36,6 +36,13 @@ from inference.mp4 import bgr_to_video_frame
 from inference.tts import TextToSpeech
 from rtc.live.batcher import Batcher
 from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES, MediaClock
+from rtc.live.event_kinds import (
+    ErrorEvent,
+    LiveEvent,
+    SpeakingEnded,
+    SpeakingStarted,
+    UtteranceQueued,
+)
 from rtc.live.idle import IdleSource
 from rtc.live.mic import MicScheduler
 from rtc.live.options import PipelineOptions, PipelineStats
@@ -81,7 +88,8 @@ class Pipeline:
         self.generation = 0
         self._next = clock.current_video_index() + 1
         self._clip: Clip | None = None
-        self._marks: dict[int, list[Event]] = {}
+        self._marks: dict[int, list[LiveEvent]] = {}
+        """Events waiting for the slot whose release they announce."""
         self._announced: set[str] = set()
         self.mic = MicScheduler(self.options.mic_backlog, self.options.silence_rms)
         self.idle = IdleSource(avatar)
@@ -133,13 +141,7 @@ class Pipeline:
         """Queue an utterance (text and language already validated); QueueFull when full."""
         utterance = self.speaker.say(text, language)
         self.stats.utterances += 1
-        self._emit(
-            {
-                "type": "utterance_queued",
-                "utterance": utterance.id,
-                "sentences": len(utterance.sentences),
-            }
-        )
+        self._emit(UtteranceQueued(utterance.id, len(utterance.sentences)).to_wire())
         return utterance
 
     def interrupt(self) -> list[str]:
@@ -157,23 +159,18 @@ class Pipeline:
         # Utterances scheduled to the end, whose speaking_ended waits for their last slot,
         # were cut short too: their end is announced here, or never (the marks go).
         cut = [
-            (e["utterance"], e.get("error"))
+            (e.utterance, e.error)
             for index in sorted(self._marks)
             for e in self._marks[index]
-            if e["type"] == "speaking_ended"
+            if isinstance(e, SpeakingEnded)
         ]
         self._marks.clear()
         self._next = slot + 1
         for uid, error in [*cut, *((u.id, u.error) for u in dropped)]:
-            ended: Event = {
-                "type": "speaking_ended",
-                "utterance": uid,
-                "interrupted": True,
-                "started": uid in self._announced,
-            }
-            if error is not None:
-                ended["error"] = error
-            self._emit(ended)
+            ended = SpeakingEnded(
+                uid, interrupted=True, started=uid in self._announced, error=error
+            )
+            self._emit(ended.to_wire())
             self._announced.discard(uid)
         self._schedule()
         return [uid for uid, _ in cut] + [u.id for u in dropped]
@@ -251,25 +248,14 @@ class Pipeline:
         if not utterance.started and clip.frames:
             utterance.started = True
             latency = self.clock.video_time(start) - utterance.requested
-            self._marks.setdefault(start, []).append(
-                {
-                    "type": "speaking_started",
-                    "utterance": utterance.id,
-                    "latency_ms": round(latency * 1000, 1),
-                }
-            )
+            started = SpeakingStarted(utterance.id, latency_ms=round(latency * 1000, 1))
+            self._marks.setdefault(start, []).append(started)
         self._clip = clip
 
     def _end_clip(self, clip: Clip) -> None:
         self._clip = None
         if clip.last:
-            ended: Event = {
-                "type": "speaking_ended",
-                "utterance": clip.utterance.id,
-                "interrupted": False,
-            }
-            if clip.utterance.error is not None:
-                ended["error"] = clip.utterance.error
+            ended = SpeakingEnded(clip.utterance.id, interrupted=False, error=clip.utterance.error)
             self._marks.setdefault(self._next, []).append(ended)
             self.speaker.finished(clip.utterance)
 
@@ -328,7 +314,7 @@ class Pipeline:
             message = f"lip-sync engine failed: {error}"
             if message not in self.stats.errors:
                 self.stats.errors.append(message)
-                self._emit({"type": "error", "message": message})
+                self._emit(ErrorEvent(message).to_wire())
             return
         frame = future.result()
         if frame is None:
@@ -361,13 +347,13 @@ class Pipeline:
     def _release_marks(self, slot: int) -> None:
         for index in sorted(i for i in self._marks if i <= slot):
             for event in self._marks.pop(index):
-                if event["type"] == "speaking_started":
-                    self._announced.add(event["utterance"])
-                    self.stats.first_frame_latency = event["latency_ms"] / 1000
-                elif event["type"] == "speaking_ended":
-                    self._announced.discard(event["utterance"])
-                self._emit(event)
+                if isinstance(event, SpeakingStarted):
+                    self._announced.add(event.utterance)
+                    self.stats.first_frame_latency = event.latency_ms / 1000
+                elif isinstance(event, SpeakingEnded):
+                    self._announced.discard(event.utterance)
+                self._emit(event.to_wire())
 
     def _speech_error(self, utterance: Utterance, message: str) -> None:
         self.stats.errors.append(message)
-        self._emit({"type": "error", "utterance": utterance.id, "message": message})
+        self._emit(ErrorEvent(message, utterance=utterance.id).to_wire())

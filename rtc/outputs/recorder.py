@@ -31,6 +31,7 @@ from inference.mp4 import Mp4Writer
 from inference.threads import set_os_thread_name
 from rtc.http.generate import DISK_FULL
 from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES
+from rtc.live.event_kinds import LiveEvent, RecordingError, RecordingStopped
 from rtc.outputs.streams import Stream
 
 log = logging.getLogger(__name__)
@@ -150,15 +151,10 @@ class Recorder:
 
     def _run(self) -> None:
         set_os_thread_name()
-        event: dict[str, Any]
+        event: LiveEvent
         try:
             self._write_all()
-            event = {
-                "type": "recording_stopped",
-                "recording": self.name,
-                "reason": self.stop_reason,
-                "frames": self.frames,
-            }
+            event = RecordingStopped(self.name, reason=self.stop_reason, frames=self.frames)
         except OSError as e:  # disk full, folder removed ...: stop, keep the session
             self.error = f"{type(e).__name__}: {e}"
             self.stop_reason = "error"
@@ -166,28 +162,18 @@ class Recorder:
                 "session=%s recording %s failed: %s", self.stream.session_id, self.name, self.error
             )
             cause = "disk" if e.errno in DISK_FULL else "io"
-            event = {
-                "type": "recording_error",
-                "recording": self.name,
-                "message": self.error,
-                "cause": cause,
-            }
+            event = RecordingError(self.name, message=self.error, cause=cause)
         except Exception as e:  # an encoder failure must not take the server down either
             self.error = f"{type(e).__name__}: {e}"
             self.stop_reason = "error"
             log.exception("session=%s recording %s failed", self.stream.session_id, self.name)
-            event = {
-                "type": "recording_error",
-                "recording": self.name,
-                "message": self.error,
-                "cause": "encoder",
-            }
+            event = RecordingError(self.name, message=self.error, cause="encoder")
         self._loop.call_soon_threadsafe(self._finished, event)
 
-    def _finished(self, event: dict[str, Any]) -> None:
+    def _finished(self, event: LiveEvent) -> None:
         self.stop(self.stop_reason or "stopped")  # detach after a failure in the thread
         self.done.set()
-        self._emit(event)
+        self._emit(event.to_wire())
 
     def _write_all(self) -> None:
         writer: VideoWriter | None = None

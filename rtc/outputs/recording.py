@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from rtc.http.errors import ApiError
+from rtc.live.event_kinds import RecordingStarted
 from rtc.outputs.recorder import Recorder, RecordingLimits, WriterFactory, mp4_writer
 from rtc.outputs.streams import Stream
 from rtc.webrtc.signalling import REALTIME_KEY, Realtime
@@ -97,7 +98,7 @@ class Recordings:
         self.active[stream.name] = recorder
         stream.on_end.append(lambda _: recorder.stop("the session ended"))
         recorder.start()
-        emit({"type": "recording_started", "recording": recorder.name})
+        emit(RecordingStarted(recorder.name).to_wire())
         return web.json_response(recorder.describe(), status=201)
 
     async def stop(self, request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from rtc.http.bodies import SayBody, describe_errors
 from rtc.http.errors import MalformedJson, error_text, parse_json
 from rtc.live.batcher import Batcher
 from rtc.live.clock import MediaClock
+from rtc.live.event_kinds import ErrorEvent, SessionClosed
 from rtc.live.events import EventHub
 from rtc.live.options import PipelineOptions
 from rtc.live.pipeline import Event, Pipeline
@@ -150,7 +151,7 @@ class Session:
             raise
         except Exception as e:
             log.exception("session=%s %s failed; closing the session", self.id, name)
-            self._emit({"type": "error", "message": f"{name} failed: {e}"})
+            self._emit(ErrorEvent(f"{name} failed: {e}").to_wire())
             asyncio.get_running_loop().call_soon(self._close_soon, f"{name} failed")
 
     # --- inputs ------------------------------------------------------------------------
@@ -336,7 +337,7 @@ class Session:
             return
         self._closing = True
         log.info("session=%s closing: %s", self.id, reason)
-        self._emit({"type": "session_closed", "reason": reason})
+        self._emit(SessionClosed(reason).to_wire())
         current = asyncio.current_task()
         doomed = [t for t in self._tasks if t is not current]
         for task in doomed:
