@@ -301,12 +301,7 @@ class LiveCollector(Collector):
 
 
 def _queue_depths(session: Session) -> Iterable[tuple[str, int]]:
-    pipeline = session.pipeline
-    yield "video", len(pipeline.video_queue)
-    yield "audio", len(pipeline.audio_queue)
-    yield "utterances", len(pipeline.speaker.utterances)
-    yield "sentences", len(pipeline.speaker.clips)
-    yield "batcher", pipeline.batcher.pending
+    return session.pipeline.depths().items()
 
 
 def av_offset(session: Session) -> float | None:

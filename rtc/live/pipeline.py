@@ -137,6 +137,18 @@ class Pipeline:
         """Whether an utterance is queued or playing."""
         return bool(self.speaker.utterances) or self._clip is not None
 
+    def depths(self) -> dict[str, int]:
+        """Items waiting in each of the session's queues (a snapshot for /metrics, so the
+        metrics need not know what the pipeline is made of)."""
+        utterances, sentences = self.speaker.depths()
+        return {
+            "video": len(self.video_queue),
+            "audio": len(self.audio_queue),
+            "utterances": utterances,
+            "sentences": sentences,
+            "batcher": self.batcher.pending,
+        }
+
     def say(self, text: str, language: str) -> Utterance:
         """Queue an utterance (text and language already validated); QueueFull when full."""
         utterance = self.speaker.say(text, language)
@@ -220,9 +232,10 @@ class Pipeline:
             return  # keep batches whole: wait until a full chunk fits
         while self._next <= horizon:
             if self._clip is None:
-                if not self.speaker.clips:
+                clip = self.speaker.take_clip()
+                if clip is None:
                     return
-                self._start_clip(self.speaker.clips.popleft(), slot, lead)
+                self._start_clip(clip, slot, lead)
             clip = self._clip
             assert clip is not None
             if not clip.frames:
@@ -238,7 +251,6 @@ class Pipeline:
             self._next = index + 1
 
     def _start_clip(self, clip: Clip, slot: int, lead: int) -> None:
-        self.speaker.clip_taken()
         # An empty clip (synthesis failed) only ends its utterance: no need to wait for the batcher.
         start = max(self._next, slot + lead) if clip.frames else self._next
         for index in range(self._next, start):  # the batcher needs that long: idle until then

@@ -143,9 +143,18 @@ class Speaker:
             self.utterances.remove(utterance)
         self._wake.set()
 
-    def clip_taken(self) -> None:
-        """The pipeline took a clip: there is room for the next sentence."""
+    def take_clip(self) -> Clip | None:
+        """The next synthesised clip, or None: the one way clips reach the pipeline. Taking
+        one makes room for the next sentence's synthesis."""
+        if not self.clips:
+            return None
+        clip = self.clips.popleft()
         self._wake.set()
+        return clip
+
+    def depths(self) -> tuple[int, int]:
+        """(utterances held, clips waiting), for the metrics' snapshot."""
+        return len(self.utterances), len(self.clips)
 
     async def _run(self) -> None:
         done: set[str] = set()

@@ -7,18 +7,22 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from config import HttpConfig
 from rtc.http.errors import ApiError
 from rtc.live.event_kinds import RecordingStarted
 from rtc.outputs.recorder import Recorder, RecordingLimits, WriterFactory, mp4_writer
-from rtc.outputs.streams import Stream
-from rtc.webrtc.signalling import REALTIME_KEY, Realtime
+from rtc.outputs.streams import Stream, StreamRegistry
+from rtc.webrtc.signalling import REALTIME_KEY
 
 log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
 
 RECORDING_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\.mp4")
 """Names the download endpoint accepts: no separators, so no path can leave the folder."""
@@ -45,9 +49,12 @@ def new_recording_name(stream: str) -> str:
 class Recordings:
     """The recording endpoints (see :func:`register_recordings`)."""
 
-    def __init__(self, realtime: Realtime) -> None:
-        self.realtime = realtime
-        http = realtime.http
+    def __init__(
+        self, streams: StreamRegistry, http: HttpConfig, emitter: Callable[[Stream], Emit]
+    ) -> None:
+        self.streams = streams
+        self._emitter = emitter
+        """Where a stream's recording events go (its session's events, and so /metrics)."""
         self.folder = Path(http.recordings_dir)
         self.limits = RecordingLimits(
             max_seconds=http.max_recording_seconds, max_bytes=http.max_recording_bytes
@@ -58,7 +65,7 @@ class Recordings:
 
     def _stream(self, request: web.Request) -> Stream:
         name = request.match_info["stream"]
-        stream = self.realtime.streams.get(name)
+        stream = self.streams.get(name)
         if stream is None:
             raise ApiError(404, f"no live stream called {name!r}")
         return stream
@@ -72,22 +79,11 @@ class Recordings:
                 409,
                 f"stream {stream.name} is already being recorded to {current.name}; stop it first",
             )
-        session = self.realtime.sessions.get(stream.session_id)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ApiError(507, f"cannot create the recordings folder {self.folder}: {e}") from None
-
-        def emit(event: dict[str, Any]) -> None:
-            # Through the session's emit, not straight to its event hub: its listeners are
-            # how /metrics counts errors (a closed session's hub ignores late events, but
-            # its listeners still hear them).
-            if session is not None:
-                session.emit(event)
-            else:
-                for listener in self.realtime.event_listeners:
-                    listener({**event, "session": stream.session_id})
-
+        emit = self._emitter(stream)
         recorder = Recorder(
             stream,
             self.folder / new_recording_name(stream.name),
@@ -167,7 +163,8 @@ class Recordings:
 
 def register_recordings(app: web.Application) -> Recordings:
     """Add the recording routes (after rtc.webrtc.signalling.register_realtime)."""
-    recordings = Recordings(app[REALTIME_KEY])
+    realtime = app[REALTIME_KEY]
+    recordings = Recordings(realtime.streams, realtime.http, realtime.emitter)
     app[RECORDINGS_KEY] = recordings
     router = app.router
     router.add_post("/api/streams/{stream}/recording/start", recordings.start)

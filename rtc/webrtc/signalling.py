@@ -34,7 +34,7 @@ from rtc.live.batcher import BatcherPool
 from rtc.live.events import sse_message
 from rtc.live.options import PipelineOptions
 from rtc.live.speech import QueueFull
-from rtc.outputs.streams import StreamRegistry, new_stream_name
+from rtc.outputs.streams import Stream, StreamRegistry, new_stream_name
 from rtc.webrtc.ice import use_loopback_ice
 from rtc.webrtc.session import OfferError, Session
 
@@ -149,6 +149,21 @@ class Realtime:
                 "stream": stream_name,
             }
         )
+
+    def emitter(self, stream: Stream) -> Callable[[dict[str, Any]], None]:
+        """Where events about ``stream`` (its recordings) go: its session's emit while the
+        session lives, so its listeners (/metrics' error counts) hear them; afterwards
+        straight to the listeners (a closed session's hub ignores late events)."""
+
+        def emit(event: dict[str, Any]) -> None:
+            session = self.sessions.get(stream.session_id)
+            if session is not None:
+                session.emit(event)
+            else:
+                for listener in self.event_listeners:
+                    listener({**event, "session": stream.session_id})
+
+        return emit
 
     def _unavailable(self, name: str, reason: str) -> web.Response:
         fallback = FALLBACK_ENGINE if FALLBACK_ENGINE in self.services.engines else None
