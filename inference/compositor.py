@@ -2,8 +2,8 @@
 
 Default: a feathered mask over the lower face, so the seam of the crop does not show (the
 common complaint about the original's plain paste). The plain paste stays available.
-Colour order: everything here is BGR; the single BGR->RGB conversion happens when frames
-leave the pipeline (``av.VideoFrame.from_ndarray(..., format="bgr24")``).
+Colour order: everything here is BGR; the one conversion happens when a frame leaves the
+pipeline, BGR -> I420 with OpenCV (``inference.mp4.bgr_to_video_frame``).
 """
 
 from __future__ import annotations

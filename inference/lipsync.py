@@ -65,19 +65,60 @@ def build_requests(
     stream: StreamState | None = None,
 ) -> list[LipSyncRequest]:
     """Requests for video frames ``frames`` of a clip whose audio is ``pcm``/``mel``."""
-    out = []
-    for i in frames:
-        t = (i + 0.5) / FPS + ANTICIPATION
-        out.append(
-            LipSyncRequest(
-                mel=window_for_frame(mel, i),
-                frame=avatar.frame_at(i),
-                silent=window_rms(pcm, i) < silence_rms,
-                phoneme=phonemes.at(t) if phonemes is not None else None,
-                stream=stream,
-            )
+    return [
+        frame_request(
+            window_for_frame(mel, i),
+            window_rms(pcm, i),
+            avatar,
+            i,
+            silence_rms,
+            phoneme_at(phonemes, i),
+            stream,
         )
-    return out
+        for i in frames
+    ]
+
+
+def phoneme_at(timeline: PhonemeTimeline | None, clip_frame: int) -> str | None:
+    """The phoneme frame ``clip_frame`` of a clip shows: looked up ANTICIPATION ahead of the
+    frame's centre, since lips lead the sound."""
+    if timeline is None:
+        return None
+    return timeline.at((clip_frame + 0.5) / FPS + ANTICIPATION)
+
+
+def frame_request(
+    window: np.ndarray,
+    level: float,
+    avatar: Avatar,
+    avatar_index: int,
+    silence_rms: float,
+    phoneme: str | None,
+    stream: StreamState | None,
+) -> LipSyncRequest:
+    """One frame's request, offline and live alike: its mel ``window``, the avatar's frame
+    ``avatar_index`` of the loop, silent when the window's RMS ``level`` is below
+    ``silence_rms``."""
+    return LipSyncRequest(
+        mel=window,
+        frame=avatar.frame_at(avatar_index),
+        silent=level < silence_rms,
+        phoneme=phoneme,
+        stream=stream,
+    )
+
+
+def infer_and_composite(
+    engine: LipSyncEngine, batch: Sequence[LipSyncRequest], feather: bool
+) -> list[np.ndarray]:
+    """One engine call over ``batch`` and the composited full frames, one per request;
+    RuntimeError when the engine breaks its contract (a patch per request)."""
+    patches = engine.infer(batch)
+    if len(patches) != len(batch):
+        raise RuntimeError(
+            f"engine {engine.name} returned {len(patches)} patches for {len(batch)} frames"
+        )
+    return [composite(r.frame, p, feather) for r, p in zip(batch, patches, strict=True)]
 
 
 def run_engine(
@@ -87,13 +128,7 @@ def run_engine(
     images: list[np.ndarray] = []
     size = max(1, engine.max_batch)
     for start in range(0, len(requests), size):
-        batch = requests[start : start + size]
-        patches = engine.infer(batch)
-        if len(patches) != len(batch):
-            raise RuntimeError(
-                f"engine {engine.name} returned {len(patches)} patches for {len(batch)} frames"
-            )
-        images.extend(composite(r.frame, p, feather) for r, p in zip(batch, patches, strict=True))
+        images.extend(infer_and_composite(engine, requests[start : start + size], feather))
     return images
 
 

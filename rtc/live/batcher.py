@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from inference.compositor import composite
 from inference.engines.base import LipSyncEngine
 from inference.frames import LipSyncRequest
+from inference.lipsync import infer_and_composite
 from inference.threads import set_os_thread_name
 
 log = logging.getLogger(__name__)
@@ -241,16 +241,13 @@ class Batcher:
     def _infer(self, batch: list[_Item]) -> None:
         t0 = time.perf_counter()
         try:
-            patches = self.engine.infer([item.request for item in batch])
-            if len(patches) != len(batch):
-                raise RuntimeError(
-                    f"engine {self.engine.name} returned {len(patches)} "
-                    f"patches for {len(batch)} frames"
-                )
-            results = []
-            for item, patch in zip(batch, patches, strict=True):
-                image = composite(item.request.frame, patch, self.feather)
-                results.append(item.finish(image) if item.finish is not None else image)
+            images = infer_and_composite(
+                self.engine, [item.request for item in batch], self.feather
+            )
+            results = [
+                item.finish(image) if item.finish is not None else image
+                for item, image in zip(batch, images, strict=True)
+            ]
         except Exception as e:  # reported to every session of the batch; the worker lives on
             log.exception("engine %s failed on a batch of %d", self.engine.name, len(batch))
             for item in batch:

@@ -29,8 +29,8 @@ import numpy as np
 
 from inference.audio_io import pcm_to_s16
 from inference.avatar.store import Avatar
-from inference.frames import FPS, LipSyncRequest, StreamState
-from inference.lipsync import ANTICIPATION
+from inference.frames import LipSyncRequest, StreamState
+from inference.lipsync import frame_request, phoneme_at
 from inference.live import FrameAudio
 from inference.mp4 import bgr_to_video_frame
 from inference.tts import TextToSpeech
@@ -243,8 +243,7 @@ class Pipeline:
                 continue
             fa = clip.frames.popleft()
             index = self._next
-            t = (fa.index + 0.5) / FPS + ANTICIPATION
-            phoneme = clip.timeline.at(t) if clip.timeline is not None else None
+            phoneme = phoneme_at(clip.timeline, fa.index)
             batch.append((index, self._request(fa, index, phoneme, clip.utterance.state)))
             self._place_audio(index, fa.audio)
             self.stats.speech_frames += 1
@@ -297,12 +296,8 @@ class Pipeline:
     def _request(
         self, fa: FrameAudio, index: int, phoneme: str | None, state: StreamState
     ) -> LipSyncRequest:
-        return LipSyncRequest(
-            mel=fa.mel,
-            frame=self.avatar.frame_at(index),
-            silent=fa.rms < self.options.silence_rms,
-            phoneme=phoneme,
-            stream=state,
+        return frame_request(
+            fa.mel, fa.rms, self.avatar, index, self.options.silence_rms, phoneme, state
         )
 
     def _submit(self, batch: list[tuple[int, LipSyncRequest]]) -> None:
