@@ -56,7 +56,7 @@ class AvatarConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    """HTTP server limits and network settings."""
+    """The HTTP server: where it listens, request limits, access control."""
 
     host: str = "127.0.0.1"
     """Address to listen on."""
@@ -72,20 +72,24 @@ class HttpConfig:
     """/api/generate renders running at once (the machine has few cores)."""
     max_waiting_renders: int = 8
     """/api/generate renders allowed to wait for a slot; beyond this 503 with Retry-After."""
+    token: str | None = None
+    """When set, control endpoints need 'Authorization: Bearer <token>' (see rtc/http/auth.py)."""
+    viewer_token: str | None = None
+    """When set, WHEP viewers (and so the OBS page) need it or ``token``; it controls nothing."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from other sites; none by default ('*' for any)."""
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    """Live sessions: how many, their peers' ICE, their timeouts, bitrate and queues."""
+
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN URLs handed to peers; none by default (no traffic leaves the machine)."""
     ice_loopback: bool = False
     """Gather 127.0.0.1 ICE candidates (local use and tests)."""
     max_sessions: int = 8
     """Concurrent realtime sessions; more get 503 with Retry-After."""
-    max_viewers_per_stream: int = 8
-    """WHEP/OBS viewers one live stream may have (each costs an encoder); more get 503."""
-    recordings_dir: Path = PROJECT_ROOT / "recordings"
-    """Where stream recordings (fragmented MP4) are written and served from."""
-    max_recording_seconds: float = 3600.0
-    """A recording stops by itself after this long (an event says why)."""
-    max_recording_bytes: int = 2 * 1024**3
-    """A recording stops by itself when its file reaches this size."""
     session_idle_seconds: float = 600.0
     """A realtime session with no activity for this long is closed."""
     connect_timeout_seconds: float = 15.0
@@ -96,12 +100,20 @@ class HttpConfig:
     see rtc/webrtc/encoding.py)."""
     max_queued_utterances: int = 16
     """Utterances one realtime session holds (queued or speaking); more 'say's get 429."""
-    token: str | None = None
-    """When set, control endpoints need 'Authorization: Bearer <token>' (see rtc/http/auth.py)."""
-    viewer_token: str | None = None
-    """When set, WHEP viewers (and so the OBS page) need it or ``token``; it controls nothing."""
-    cors_origins: tuple[str, ...] = ()
-    """Origins allowed to call the API from other sites; none by default ('*' for any)."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where a live stream goes besides its caller: WHEP viewers and recordings."""
+
+    max_viewers_per_stream: int = 8
+    """WHEP/OBS viewers one live stream may have (each costs an encoder); more get 503."""
+    recordings_dir: Path = PROJECT_ROOT / "recordings"
+    """Where stream recordings (fragmented MP4) are written and served from."""
+    max_recording_seconds: float = 3600.0
+    """A recording stops by itself after this long (an event says why)."""
+    max_recording_bytes: int = 2 * 1024**3
+    """A recording stops by itself when its file reaches this size."""
 
 
 @dataclass(frozen=True)
@@ -112,3 +124,5 @@ class AppConfig:
     tts: TtsConfig = field(default_factory=TtsConfig)
     avatars: AvatarConfig = field(default_factory=AvatarConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    outputs: OutputConfig = field(default_factory=OutputConfig)

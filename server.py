@@ -16,8 +16,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any, TypeVar
 
-from config import AppConfig, AvatarConfig, EngineConfig, HttpConfig, TtsConfig
+from config import (
+    AppConfig,
+    AvatarConfig,
+    EngineConfig,
+    HttpConfig,
+    OutputConfig,
+    RealtimeConfig,
+    TtsConfig,
+)
 
 log = logging.getLogger("server")
 
@@ -78,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP/WebRTC server (default)")
     _add_engine_options(serve)
-    http = HttpConfig()
+    http, live, outputs = HttpConfig(), RealtimeConfig(), OutputConfig()
     serve.add_argument("--host", default=http.host, help="address to listen on")
     serve.add_argument("--port", type=int, default=http.port, help="TCP port (default 3000)")
     serve.add_argument("--engine", default=None, help="default engine for requests naming none")
@@ -96,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="gather 127.0.0.1 ICE candidates (local use and tests)",
     )
     serve.add_argument(
-        "--max-sessions", type=int, default=http.max_sessions, help="concurrent realtime sessions"
+        "--max-sessions", type=int, default=live.max_sessions, help="concurrent realtime sessions"
     )
     serve.add_argument(
         "--video-bitrate",
         type=int,
-        default=http.video_bitrate,
+        default=live.video_bitrate,
         help="most bits per second of each realtime session's video "
         "(the receiver's estimate may lower it)",
     )
@@ -110,14 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="connect_timeout_seconds",
         metavar="SECONDS",
         type=float,
-        default=http.connect_timeout_seconds,
+        default=live.connect_timeout_seconds,
         help="close a realtime session whose peer has not connected after "
         "this many seconds (default 15)",
     )
     serve.add_argument(
         "--max-viewers-per-stream",
         type=int,
-        default=http.max_viewers_per_stream,
+        default=outputs.max_viewers_per_stream,
         help="WHEP/OBS viewers one live stream may have; more get 503",
     )
     serve.add_argument(
@@ -125,25 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
         dest="recordings_dir",
         metavar="DIR",
         type=Path,
-        default=http.recordings_dir,
+        default=outputs.recordings_dir,
         help="folder for stream recordings (default ./recordings)",
     )
     serve.add_argument(
         "--max-recording-seconds",
         type=float,
-        default=http.max_recording_seconds,
+        default=outputs.max_recording_seconds,
         help="a recording stops by itself after this long",
     )
     serve.add_argument(
         "--max-recording-bytes",
         type=int,
-        default=http.max_recording_bytes,
+        default=outputs.max_recording_bytes,
         help="a recording stops by itself when its file reaches this size",
     )
     serve.add_argument(
         "--max-queued-utterances",
         type=int,
-        default=http.max_queued_utterances,
+        default=live.max_queued_utterances,
         help="utterances one realtime session holds; more 'say's get 429",
     )
     serve.add_argument(
@@ -224,16 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def http_config(args: argparse.Namespace) -> HttpConfig:
-    """The ``serve`` options as the HTTP section: each option's ``dest`` is the field's name,
-    so no option has a default of its own here (they come from HttpConfig in build_parser)."""
+SectionT = TypeVar("SectionT", HttpConfig, RealtimeConfig, OutputConfig)
+
+
+def section(kind: type[SectionT], args: argparse.Namespace) -> SectionT:
+    """The ``serve`` options that belong to the config section ``kind``: each option's
+    ``dest`` is its field's name, so no default is restated here (build_parser takes them
+    from the sections)."""
     given = vars(args)
-    values = {f.name: given[f.name] for f in fields(HttpConfig) if f.name in given}
-    values["ice_servers"] = tuple(values.get("ice_servers", ()))
-    values["cors_origins"] = tuple(values.get("cors_origins", ()))
-    values["token"] = values.get("token") or None
-    values["viewer_token"] = values.get("viewer_token") or None
-    return HttpConfig(**values)
+    values: dict[str, Any] = {f.name: given[f.name] for f in fields(kind) if f.name in given}
+    for name, value in values.items():
+        if isinstance(value, list):  # repeatable options (append) become tuples
+            values[name] = tuple(value)
+    if kind is HttpConfig:
+        values["token"] = values.get("token") or None
+        values["viewer_token"] = values.get("viewer_token") or None
+    return kind(**values)
 
 
 def build_config(args: argparse.Namespace) -> AppConfig:
@@ -250,9 +265,17 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     avatars = AvatarConfig(
         avatars_dir=args.avatars, cache_dir=args.cache, feather=not args.plain_paste
     )
-    http = http_config(args) if args.command == "serve" else HttpConfig()
+    serving = args.command == "serve"
+    http = section(HttpConfig, args) if serving else HttpConfig()
+    live = section(RealtimeConfig, args) if serving else RealtimeConfig()
+    outputs = section(OutputConfig, args) if serving else OutputConfig()
     return AppConfig(
-        engines=engines, tts=TtsConfig(max_text_chars=args.max_text), avatars=avatars, http=http
+        engines=engines,
+        tts=TtsConfig(max_text_chars=args.max_text),
+        avatars=avatars,
+        http=http,
+        realtime=live,
+        outputs=outputs,
     )
 
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from config import AppConfig, HttpConfig
+from config import AppConfig, HttpConfig, OutputConfig, RealtimeConfig
 from inference.avatar.store import AvatarStore
 from inference.engines.base import create_engine
 from inference.frames import Box
@@ -42,11 +42,24 @@ MIC_RATE = 48_000
 
 
 def realtime_services(
-    app_config: AppConfig, avatars: AvatarStore, tts: TextToSpeech, **http: Any
+    app_config: AppConfig, avatars: AvatarStore, tts: TextToSpeech, **fields: Any
 ) -> Services:
     """Services with only the viseme engine (both Wav2Lip engines report a missing file),
-    serving on loopback ICE with ``http`` as the other HttpConfig fields."""
-    config = dataclasses.replace(app_config, http=HttpConfig(ice_loopback=True, **http))
+    serving on loopback ICE; ``fields`` go to the config section that has them."""
+    sections: dict[str, dict[str, Any]] = {
+        "http": {},
+        "realtime": {"ice_loopback": True},
+        "outputs": {},
+    }
+    kinds = {"http": HttpConfig, "realtime": RealtimeConfig, "outputs": OutputConfig}
+    for name, value in fields.items():
+        where = next(
+            k for k, kind in kinds.items() if name in {f.name for f in dataclasses.fields(kind)}
+        )
+        sections[where][name] = value
+    config = dataclasses.replace(
+        app_config, **{where: kinds[where](**values) for where, values in sections.items()}
+    )
     services = Services(config=config, tts=tts, avatars=avatars, languages=tts.languages())
     services.engines["viseme"] = SerialEngine(create_engine("viseme"))
     services.unavailable["wav2lip-gan"] = MISSING_CHECKPOINT.format(v="GAN")

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCPeerConnection
 
-from config import AppConfig, HttpConfig, TtsConfig
+from config import AppConfig, HttpConfig, RealtimeConfig, TtsConfig
 from inference.avatar.store import Avatar, AvatarStore
 from inference.engines.base import LipSyncEngine
 from inference.render import RenderStats
@@ -48,12 +48,14 @@ def _limited(services: Services, **http: Any) -> Services:
             max_upload_bytes=UPLOAD_LIMIT,
             max_upload_seconds=2.0,
             max_json_bytes=JSON_LIMIT,
-            ice_loopback=True,
         )
         | http
     )
     config = dataclasses.replace(
-        services.config, http=HttpConfig(**values), tts=TtsConfig(max_text_chars=TEXT_LIMIT)
+        services.config,
+        http=HttpConfig(**values),
+        realtime=RealtimeConfig(ice_loopback=True),
+        tts=TtsConfig(max_text_chars=TEXT_LIMIT),
     )
     return dataclasses.replace(services, config=config)
 

@@ -94,7 +94,7 @@ async def test_every_family_is_exposed(loaded_services: Services) -> None:
     for kind in ("engine", "tts", "disk", "recording", "http_500", "session"):
         assert value(samples, "avatar_errors_total", {"kind": kind}) == 0
     assert value(samples, "avatar_sessions") == 0
-    assert value(samples, "avatar_sessions_limit") == loaded_services.config.http.max_sessions
+    assert value(samples, "avatar_sessions_limit") == loaded_services.config.realtime.max_sessions
 
 
 async def test_generate_moves_its_counters_and_the_engine_histograms(

@@ -106,7 +106,7 @@ async def test_recording_of_speech_is_in_sync_and_downloadable(
                     assert resp.status in (400, 404), bad
         finally:
             await client.close()
-    path = services.config.http.recordings_dir / "downloaded.mp4"
+    path = services.config.outputs.recordings_dir / "downloaded.mp4"
     path.write_bytes(data)
     tv, activity, ta, rms = decode(path, box)
     assert len(tv) == stopped["frames"] and len(tv) > 50
@@ -188,7 +188,7 @@ async def test_disk_full_and_limits_stop_the_recording_not_the_session(services:
             assert status == 201
             limited = await wait_stopped(http, f"{url}/api/streams/{stream}/recording")
             assert limited["stop_reason"] == "max_seconds" and limited["frames"] == 10
-            path = recording_path(services.config.http.recordings_dir, str(limited["recording"]))
+            path = recording_path(services.config.outputs.recordings_dir, str(limited["recording"]))
             with av.open(str(path)) as container:
                 assert sum(1 for _ in container.decode(video=0)) == 10
         finally:

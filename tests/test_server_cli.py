@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from config import PROJECT_ROOT, HttpConfig
+from config import PROJECT_ROOT, AppConfig, HttpConfig, OutputConfig, RealtimeConfig
 from inference.frames import SAMPLE_RATE
 from inference.tts import TextToSpeech
 from server import build_config, build_parser
@@ -139,36 +139,41 @@ def test_bad_usage_exits_2(dirs: dict[str, Path], args: tuple[str, ...]) -> None
 def test_connect_timeout_flag_reaches_the_config() -> None:
     parser = build_parser()
     config = build_config(parser.parse_args(["serve", "--connect-timeout", "2.5"]))
-    assert config.http.connect_timeout_seconds == 2.5
+    assert config.realtime.connect_timeout_seconds == 2.5
     default = build_config(parser.parse_args(["serve"]))
-    assert default.http.connect_timeout_seconds == HttpConfig().connect_timeout_seconds == 15.0
+    assert default.realtime.connect_timeout_seconds == 15.0
+    assert RealtimeConfig().connect_timeout_seconds == 15.0
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "field"),
+    ("flag", "value", "where", "field"),
     [
-        ("--max-recording-bytes", "1048576", "max_recording_bytes"),
-        ("--video-bitrate", "600000", "video_bitrate"),
+        ("--max-recording-bytes", "1048576", "outputs", "max_recording_bytes"),
+        ("--video-bitrate", "600000", "realtime", "video_bitrate"),
     ],
 )
-def test_media_flags_reach_the_config(flag: str, value: str, field: str) -> None:
+def test_media_flags_reach_the_config(flag: str, value: str, where: str, field: str) -> None:
     parser = build_parser()
     config = build_config(parser.parse_args(["serve", flag, value]))
-    assert getattr(config.http, field) == int(value)
+    assert getattr(getattr(config, where), field) == int(value)
     default = build_config(parser.parse_args(["serve"]))
-    assert getattr(default.http, field) == getattr(HttpConfig(), field)
+    assert getattr(getattr(default, where), field) == getattr(getattr(AppConfig(), where), field)
 
 
 def test_every_serve_option_is_a_field_of_its_config_section() -> None:
-    """serve's options are named after HttpConfig's fields (argparse dest), so the section
-    is built from them in one place, with no default restated in server.py."""
+    """serve's options are named after the fields of the config sections (argparse dest), so
+    each section is built from them in one place, with no default restated in server.py."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     serve = sub.choices["serve"]
     shared = {a.dest for a in sub.choices["render"]._actions}  # engine and avatar options
-    http_fields = {f.name for f in dataclasses.fields(HttpConfig)}
+    sections = (HttpConfig, RealtimeConfig, OutputConfig)
+    section_fields = [{f.name for f in dataclasses.fields(kind)} for kind in sections]
+    assert not set.intersection(*section_fields)  # a field belongs to one section
+    every: set[str] = set().union(*section_fields)
     own = {a.dest for a in serve._actions} - shared - {"help", "engine"}
-    assert own <= http_fields, own - http_fields
-    defaults = build_config(parser.parse_args(["serve"])).http
-    # The command line's defaults are the section's ($AVATAR_TOKEN aside, when set).
-    assert dataclasses.replace(defaults, token=None, viewer_token=None) == HttpConfig()
+    assert own <= every, own - every
+    built = build_config(parser.parse_args(["serve"]))
+    # The command line's defaults are the sections' ($AVATAR_TOKEN aside, when set).
+    assert dataclasses.replace(built.http, token=None, viewer_token=None) == HttpConfig()
+    assert built.realtime == RealtimeConfig() and built.outputs == OutputConfig()

@@ -180,7 +180,7 @@ class LiveCollector(Collector):
         yield GaugeMetricFamily(
             "avatar_sessions_limit",
             "Most realtime sessions allowed",
-            value=realtime.http.max_sessions,
+            value=realtime.live.max_sessions,
         )
         labels = ["session", "engine"]
         fps = GaugeMetricFamily(

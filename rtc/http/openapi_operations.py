@@ -170,7 +170,7 @@ def operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
                 "404": NO_SESSION,
                 "413": error_response(f"body over {http.max_json_bytes} bytes"),
                 "429": {
-                    "description": f"{http.max_queued_utterances} utterances "
+                    "description": f"{config.realtime.max_queued_utterances} utterances "
                     "already queued (Retry-After)",
                     "headers": RETRY,
                     **json_body(ref("Error")),
@@ -222,7 +222,7 @@ def operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
 
 def whep_operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
     """WHEP playback of live streams (rtc/outputs/whep.py) and the OBS page."""
-    viewers = config.http.max_viewers_per_stream
+    viewers = config.outputs.max_viewers_per_stream
     no_stream = error_response("no live stream of that name")
     return {
         ("OPTIONS", "/whep/{stream}"): {

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from config import HttpConfig
+from config import OutputConfig
 from rtc.http.errors import ApiError
 from rtc.live.event_kinds import RecordingStarted
 from rtc.outputs.recorder import Recorder, RecordingLimits, WriterFactory, mp4_writer
@@ -50,14 +50,14 @@ class Recordings:
     """The recording endpoints (see :func:`register_recordings`)."""
 
     def __init__(
-        self, streams: StreamRegistry, http: HttpConfig, emitter: Callable[[Stream], Emit]
+        self, streams: StreamRegistry, outputs: OutputConfig, emitter: Callable[[Stream], Emit]
     ) -> None:
         self.streams = streams
         self._emitter = emitter
         """Where a stream's recording events go (its session's events, and so /metrics)."""
-        self.folder = Path(http.recordings_dir)
+        self.folder = Path(outputs.recordings_dir)
         self.limits = RecordingLimits(
-            max_seconds=http.max_recording_seconds, max_bytes=http.max_recording_bytes
+            max_seconds=outputs.max_recording_seconds, max_bytes=outputs.max_recording_bytes
         )
         self.active: dict[str, Recorder] = {}  # by stream name
         self.writer_factory: WriterFactory = mp4_writer
@@ -164,7 +164,7 @@ class Recordings:
 def register_recordings(app: web.Application) -> Recordings:
     """Add the recording routes (after rtc.webrtc.signalling.register_realtime)."""
     realtime = app[REALTIME_KEY]
-    recordings = Recordings(realtime.streams, realtime.http, realtime.emitter)
+    recordings = Recordings(realtime.streams, realtime.outputs, realtime.emitter)
     app[RECORDINGS_KEY] = recordings
     router = app.router
     router.add_post("/api/streams/{stream}/recording/start", recordings.start)

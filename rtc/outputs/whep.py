@@ -25,7 +25,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from config import HttpConfig
+from config import RealtimeConfig
 from inference.frames import SAMPLE_RATE
 from rtc.http.bodies import MAX_SDP_BYTES
 from rtc.http.errors import RETRY_AFTER, ApiError, error_text
@@ -74,9 +74,9 @@ def ice_server_links(urls: tuple[str, ...]) -> list[str]:
 class Whep:
     """WHEP viewers of the realtime sessions' streams: their peers and how they end."""
 
-    def __init__(self, streams: StreamRegistry, http: HttpConfig) -> None:
+    def __init__(self, streams: StreamRegistry, live: RealtimeConfig) -> None:
         self.streams = streams
-        self.http = http
+        self.live = live
         self.peers: dict[str, RTCPeerConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tracks: dict[str, tuple[EncodedVideoTrack, EncodedAudioTrack]] = {}
@@ -129,7 +129,7 @@ class Whep:
             viewer = stream.add_viewer(self._viewer_ended)
         except StreamFull as e:
             raise ApiError(503, str(e), {"Retry-After": RETRY_AFTER}) from None
-        pc = RTCPeerConnection(rtc_configuration(self.http.ice_servers))
+        pc = RTCPeerConnection(rtc_configuration(self.live.ice_servers))
         self.peers[viewer.id] = pc
         try:
             answer = await self._answer(pc, viewer, sdp)
@@ -145,7 +145,7 @@ class Whep:
         # body=, not text=: aiohttp would add "; charset=utf-8", and WHEP players compare
         # the type literally (RFC 9725 says application/sdp).
         response = web.Response(status=201, body=answer.encode(), headers=headers)
-        for link in ice_server_links(self.http.ice_servers):
+        for link in ice_server_links(self.live.ice_servers):
             response.headers.add("Link", link)
         log.info(
             "session=%s WHEP viewer %s of stream %s", stream.session_id, viewer.id, stream.name
@@ -161,13 +161,13 @@ class Whep:
         took the answer and never did ICE would hold a viewer slot until aioice gives up
         (about 64 s), and a few of them would lock everyone else out of the stream."""
         # Cancelled when the peer connects or the viewer ends (on_state, _viewer_ended).
-        await asyncio.sleep(self.http.connect_timeout_seconds)
+        await asyncio.sleep(self.live.connect_timeout_seconds)
         self._deadlines.pop(viewer.id, None)
         log.warning(
             "WHEP viewer %s of stream %s did not connect within %.0f s; ending it",
             viewer.id,
             viewer.stream,
-            self.http.connect_timeout_seconds,
+            self.live.connect_timeout_seconds,
         )
         self._remove(viewer)
 
@@ -197,7 +197,7 @@ class Whep:
         except Exception as e:  # aiortc raises many types for unusable SDP
             raise ApiError(400, f"invalid SDP offer: {error_text(e)}") from None
         try:
-            start_encoding(pc, encoded_video, self.http.video_bitrate)
+            start_encoding(pc, encoded_video, self.live.video_bitrate)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
         return str(pc.localDescription.sdp)
@@ -262,7 +262,7 @@ class Whep:
 def register_whep(app: web.Application) -> Whep:
     """Add the WHEP, stream and OBS routes (after rtc.webrtc.signalling.register_realtime)."""
     realtime = app[REALTIME_KEY]
-    whep = Whep(realtime.streams, realtime.http)
+    whep = Whep(realtime.streams, realtime.live)
     router = app.router
     router.add_route("OPTIONS", "/whep/{stream}", whep.options)
     router.add_post("/whep/{stream}", whep.post)

@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError
 from pydantic import ValidationError
 
-from config import HttpConfig
+from config import RealtimeConfig
 from inference.audio_io import MonoDownmix, frame_key
 from inference.avatar.store import Avatar
 from inference.frames import SAMPLE_RATE
@@ -69,7 +69,7 @@ class Session:
         engine: str,
         avatar: Avatar,
         language: str,
-        http: HttpConfig,
+        live: RealtimeConfig,
         options: PipelineOptions,
         on_closed: Callable[[Session], None],
     ) -> None:
@@ -90,13 +90,13 @@ class Session:
         self.audio = AvatarAudioTrack(self.clock, self.pipeline.audio_queue)
         self.encoded_video = EncodedVideoTrack(self.video)
         """What the peer connection sends: ``video``'s frames, encoded by the session."""
-        self._video_bitrate = http.video_bitrate
+        self._video_bitrate = live.video_bitrate
         self.encoded_audio = EncodedAudioTrack(self.audio, AudioEncoder(SAMPLE_RATE))
-        self.pc = RTCPeerConnection(rtc_configuration(http.ice_servers))
+        self.pc = RTCPeerConnection(rtc_configuration(live.ice_servers))
         self.channel: RTCDataChannel | None = None
         self.closed = asyncio.Event()
-        self._idle_seconds = http.session_idle_seconds
-        self._connect_timeout = http.connect_timeout_seconds
+        self._idle_seconds = live.session_idle_seconds
+        self._connect_timeout = live.connect_timeout_seconds
         self._connected = asyncio.Event()
         """Set once the peer connection has reached "connected" (it may drop later)."""
         self._on_closed = on_closed

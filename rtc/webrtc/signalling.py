@@ -54,11 +54,13 @@ class Realtime:
         self.services = services
         config = services.config
         self.http = config.http
+        self.live = config.realtime
+        self.outputs = config.outputs
         self.batchers = BatcherPool(
             max_batch=config.engines.max_batch, feather=config.avatars.feather
         )
         self.sessions: dict[str, Session] = {}
-        self.streams = StreamRegistry(self.http.max_viewers_per_stream)
+        self.streams = StreamRegistry(self.outputs.max_viewers_per_stream)
         self._stream_of: dict[str, str] = {}  # session id -> stream name
         self._opening = 0  # offers being negotiated count against the limit too
         self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -99,16 +101,16 @@ class Realtime:
             language = self.services.language(body.language)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        if len(self.sessions) + self._opening >= self.http.max_sessions:
+        if len(self.sessions) + self._opening >= self.live.max_sessions:
             raise ApiError(
                 503,
-                f"all {self.http.max_sessions} realtime sessions are in use; try again later",
+                f"all {self.live.max_sessions} realtime sessions are in use; try again later",
                 {"Retry-After": RETRY_AFTER},
             )
         options = PipelineOptions(
             echo_mic=echo,
             silence_rms=self.services.config.engines.silence_rms,
-            max_utterances=self.http.max_queued_utterances,
+            max_utterances=self.live.max_queued_utterances,
         )
         session = Session(
             self.services,
@@ -116,7 +118,7 @@ class Realtime:
             engine=engine.name,
             avatar=avatar,
             language=language,
-            http=self.http,
+            live=self.live,
             options=options,
             on_closed=self._forget,
         )
@@ -257,7 +259,7 @@ REALTIME_KEY = web.AppKey("realtime", Realtime)
 
 def register_realtime(app: web.Application, services: Services) -> Realtime:
     """Add the realtime routes to ``app``; close its sessions when the app shuts down."""
-    if services.config.http.ice_loopback:
+    if services.config.realtime.ice_loopback:
         use_loopback_ice()
     realtime = Realtime(services)
     app[REALTIME_KEY] = realtime
