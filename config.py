@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
@@ -126,3 +128,20 @@ class AppConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
     outputs: OutputConfig = field(default_factory=OutputConfig)
+
+
+SectionT = TypeVar("SectionT", HttpConfig, RealtimeConfig, OutputConfig)
+
+
+def section(kind: type[SectionT], options: Mapping[str, Any]) -> SectionT:
+    """The section ``kind`` from command-line ``options`` named after its fields (server.py's
+    ``serve`` options use the field names as argparse ``dest``, so no default is restated
+    there); options of other sections are ignored."""
+    values: dict[str, Any] = {f.name: options[f.name] for f in fields(kind) if f.name in options}
+    for name, value in values.items():
+        if isinstance(value, list):  # repeatable options (append) become tuples
+            values[name] = tuple(value)
+    for name in ("token", "viewer_token"):
+        if name in values:
+            values[name] = values[name] or None  # an empty $AVATAR_TOKEN means none
+    return kind(**values)

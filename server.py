@@ -14,9 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
 
 from config import (
     AppConfig,
@@ -26,6 +24,7 @@ from config import (
     OutputConfig,
     RealtimeConfig,
     TtsConfig,
+    section,
 )
 
 log = logging.getLogger("server")
@@ -233,24 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SectionT = TypeVar("SectionT", HttpConfig, RealtimeConfig, OutputConfig)
-
-
-def section(kind: type[SectionT], args: argparse.Namespace) -> SectionT:
-    """The ``serve`` options that belong to the config section ``kind``: each option's
-    ``dest`` is its field's name, so no default is restated here (build_parser takes them
-    from the sections)."""
-    given = vars(args)
-    values: dict[str, Any] = {f.name: given[f.name] for f in fields(kind) if f.name in given}
-    for name, value in values.items():
-        if isinstance(value, list):  # repeatable options (append) become tuples
-            values[name] = tuple(value)
-    if kind is HttpConfig:
-        values["token"] = values.get("token") or None
-        values["viewer_token"] = values.get("viewer_token") or None
-    return kind(**values)
-
-
 def build_config(args: argparse.Namespace) -> AppConfig:
     """Frozen configuration from parsed arguments."""
     engines = EngineConfig(
@@ -266,9 +247,9 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         avatars_dir=args.avatars, cache_dir=args.cache, feather=not args.plain_paste
     )
     serving = args.command == "serve"
-    http = section(HttpConfig, args) if serving else HttpConfig()
-    live = section(RealtimeConfig, args) if serving else RealtimeConfig()
-    outputs = section(OutputConfig, args) if serving else OutputConfig()
+    http = section(HttpConfig, vars(args)) if serving else HttpConfig()
+    live = section(RealtimeConfig, vars(args)) if serving else RealtimeConfig()
+    outputs = section(OutputConfig, vars(args)) if serving else OutputConfig()
     return AppConfig(
         engines=engines,
         tts=TtsConfig(max_text_chars=args.max_text),

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from config import AppConfig
 from inference.engines.base import LipSyncEngine
 from inference.frames import LipSyncRequest
 from inference.lipsync import infer_and_composite
@@ -293,6 +294,12 @@ class BatcherPool:
         self._batchers: dict[str, Batcher] = {}
         self._options = {"max_batch": max_batch, "max_wait": max_wait, "feather": feather}
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_config(cls, config: AppConfig) -> BatcherPool:
+        """The pool a server (or the presenter) runs with: the one place its options are
+        read from the configuration."""
+        return cls(max_batch=config.engines.max_batch, feather=config.avatars.feather)
 
     def get(self, engine: LipSyncEngine) -> Batcher:
         """The batcher of ``engine`` (by name)."""

@@ -327,7 +327,7 @@ def run_presenter(
     services = Services.load(config, names) if names else Services.load(config)
     engine = services.engine(engine_name)
     avatar = services.avatars.get(avatar_name)
-    pool = BatcherPool(max_batch=config.engines.max_batch, feather=config.avatars.feather)
+    pool = BatcherPool.for_config(config)
 
     async def run() -> None:
         mic = SoundDeviceMic(mic_device)

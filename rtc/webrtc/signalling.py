@@ -56,9 +56,7 @@ class Realtime:
         self.http = config.http
         self.live = config.realtime
         self.outputs = config.outputs
-        self.batchers = BatcherPool(
-            max_batch=config.engines.max_batch, feather=config.avatars.feather
-        )
+        self.batchers = BatcherPool.for_config(config)
         self.sessions: dict[str, Session] = {}
         self.streams = StreamRegistry(self.outputs.max_viewers_per_stream)
         self._stream_of: dict[str, str] = {}  # session id -> stream name
