@@ -6,16 +6,13 @@ Chromium is Debian's (/usr/bin/chromium), driven by Playwright; nothing is downl
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.server_process import server_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -77,56 +74,8 @@ def require_browser() -> None:
     pytest.importorskip("playwright.async_api")
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running_server(cache_dir: Path, *extra: str) -> Iterator[str]:
     """Start ``python server.py serve`` on loopback; yield its base URL; stop it."""
-    port = free_port()
-    log = (cache_dir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "server.py"),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--cache",
-            str(cache_dir),
-            "--ice-loopback",
-            *extra,
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "server did not start: " + (cache_dir / "server.log").read_text()[-2000:]
-                )
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with server_process(cache_dir / "server.log", cache_dir, None, *extra, start_seconds=90) as s:
+        yield s.base

@@ -55,10 +55,16 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def server_process(
-    log_path: Path, avatar_cache: Path, checkpoints: Path, *extra: str
+    log_path: Path,
+    avatar_cache: Path,
+    checkpoints: Path | None,
+    *extra: str,
+    start_seconds: float = START_SECONDS,
 ) -> Iterator[ServerProcess]:
-    """Start the server with loopback ICE and ``extra`` flags; stop it afterwards."""
+    """Start the server with loopback ICE and ``extra`` flags (``checkpoints``: the Wav2Lip
+    weights' folder, None for the default one); stop it afterwards."""
     port = free_port()
+    weights = [] if checkpoints is None else ["--checkpoints", str(checkpoints)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
@@ -71,8 +77,7 @@ def server_process(
                 str(port),
                 "--cache",
                 str(avatar_cache),
-                "--checkpoints",
-                str(checkpoints),
+                *weights,
                 "--ice-loopback",
                 *extra,
             ],
@@ -82,7 +87,7 @@ def server_process(
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        deadline = time.monotonic() + START_SECONDS
+        deadline = time.monotonic() + start_seconds
         while True:
             assert server.alive(), server.log()[-3000:]
             try:
@@ -90,7 +95,7 @@ def server_process(
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, f"the server did not start in {START_SECONDS} s"
+            assert time.monotonic() < deadline, f"the server did not start in {start_seconds} s"
             time.sleep(0.1)
         yield server
     finally:
