@@ -44,25 +44,7 @@ def encode_audio(
 ) -> Path:
     """Write float mono ``pcm`` at ``rate`` into ``path`` with ``codec`` (PyAV converts the
     sample format and frame size the codec needs). ``channels=2`` duplicates the signal."""
-    layout = "stereo" if channels == 2 else "mono"
-    with av.open(str(path), mode="w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=rate, layout=layout)
-        assert isinstance(stream, AudioStream)
-        s16 = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
-        step = 1024
-        for start in range(0, s16.size, step):
-            block = s16[start : start + step]
-            # Packed s16: interleaved channels in one plane.
-            planes = np.repeat(block, channels).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(planes, format="s16", layout=layout)
-            frame.sample_rate = rate
-            frame.pts = start
-            frame.time_base = Fraction(1, rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return encode_channels(path, channels, codec, container_format, "s16", rate, pcm=pcm)
 
 
 CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1", 16: "hexadecagonal"}
@@ -90,7 +72,7 @@ def encode_channels(
     path: Path,
     channels: int,
     codec: str,
-    container_format: str,
+    container_format: str | None,
     sample_format: str = "s16",
     rate: int = 8000,
     seconds: float = 0.5,
