@@ -263,10 +263,10 @@ def build_config(args: argparse.Namespace) -> AppConfig:
 def cmd_serve(config: AppConfig) -> int:
     from aiohttp import web
 
-    from inference.services import Services
     from inference.threads import default_workers, named_pool
     from rtc.http.access_log import RedactingAccessLogger
     from rtc.http.app import build_app
+    from rtc.services import Services
 
     services = Services.load(config)
     app = build_app(services)
@@ -293,7 +293,7 @@ def cmd_serve(config: AppConfig) -> int:
 def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
     from inference.audio_io import decode_audio
     from inference.render import render_to_mp4
-    from inference.services import Services
+    from rtc.services import Services
 
     names = [args.engine] if args.engine else None
     services = Services.load(config, names) if names else Services.load(config)

@@ -14,8 +14,8 @@ import pytest
 from config import PROJECT_ROOT, AppConfig, AvatarConfig, EngineConfig
 from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine, create_engine
-from inference.services import Services
 from inference.tts import TextToSpeech, create_tts
+from rtc.services import Services
 from rtc.webrtc.ice import use_loopback_ice
 from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, require_browser, running_server
 

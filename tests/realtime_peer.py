@@ -26,11 +26,12 @@ from aiortc.mediastreams import MediaStreamError
 from config import AppConfig, HttpConfig, OutputConfig, RealtimeConfig
 from inference.avatar.store import AvatarStore
 from inference.engines.base import create_engine
+from inference.engines.serial import SerialEngine
 from inference.frames import Box
-from inference.services import SerialEngine, Services
 from inference.tts import TextToSpeech
 from rtc.http.app import build_app
 from rtc.outputs.whep import preferred_video_codecs
+from rtc.services import Services
 from rtc.webrtc.ice import rtc_configuration
 
 MISSING_CHECKPOINT = (

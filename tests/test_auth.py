@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from config import AppConfig, AvatarConfig, EngineConfig, HttpConfig
-from inference.services import Services
 from rtc.http.access_log import RedactingAccessLogger
 from rtc.http.app import build_app
+from rtc.services import Services
 
 TOKEN = "s3cret-token"
 

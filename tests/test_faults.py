@@ -33,11 +33,12 @@ from config import PROJECT_ROOT, AppConfig
 from inference.avatar.prepare import prepare
 from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine
+from inference.engines.serial import SerialEngine
 from inference.frames import FacePatch, LipSyncRequest
-from inference.services import SerialEngine, Services
 from inference.tts import Language, Speech, TextToSpeech, TtsError
 from rtc.http.app import build_app
 from rtc.http.metrics import METRICS_KEY
+from rtc.services import Services
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import TestClient as PeerClient
 from tests.realtime_peer import abandoned_offer, realtime_services, running_server

@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from inference.engines.base import LipSyncEngine
 from inference.frames import SAMPLE_RATE, FacePatch, LipSyncRequest
 from inference.mel import frame_count
-from inference.services import Services
 from inference.tts import TextToSpeech
 from rtc.http.app import build_app
+from rtc.services import Services
 from tests.media import decode_mp4, encode_audio, tone
 
 TIMING_HEADERS = ("X-Timing-TTS", "X-Timing-Lipsync", "X-Timing-Encode", "X-Timing-Total")

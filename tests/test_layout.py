@@ -106,3 +106,11 @@ def test_no_module_is_over_400_lines() -> None:
         if (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert not long, long
+
+
+def test_rtc_top_level_is_the_rooms_and_the_wiring() -> None:
+    rtc = PROJECT_ROOT / "rtc"
+    modules = sorted(p.name for p in rtc.glob("*.py"))
+    rooms = sorted(p.name for p in rtc.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert modules == ["__init__.py", "services.py"]
+    assert rooms == ["http", "live", "outputs", "webrtc"]

@@ -26,10 +26,10 @@ from config import AppConfig, HttpConfig, RealtimeConfig, TtsConfig
 from inference.avatar.store import Avatar, AvatarStore
 from inference.engines.base import LipSyncEngine
 from inference.render import RenderStats
-from inference.services import Services
 from inference.tts import TextToSpeech
 from rtc.http.app import build_app
 from rtc.http.generate import GenerateJob, Generator
+from rtc.services import Services
 from rtc.webrtc.ice import rtc_configuration
 from tests.media import encode_audio, tone
 from tests.realtime_peer import TestClient as PeerClient

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import AppConfig
 from inference.avatar.store import AvatarStore
-from inference.services import Services
 from inference.tts import TextToSpeech
 from rtc.http.app import build_app
+from rtc.services import Services
 from rtc.webrtc.ice import use_loopback_ice
 from tests.realtime_peer import TestClient as PeerClient
 from tests.realtime_peer import realtime_services, running_server

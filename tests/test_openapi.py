@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from schemathesis.core.result import Ok
 
 from config import HttpConfig
-from inference.services import Services
 from rtc.http.app import build_app
 from rtc.http.openapi import build_spec, route_paths, undocumented
+from rtc.services import Services
 
 
 def _with_http(services: Services, **http: Any) -> Services:

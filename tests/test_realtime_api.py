@@ -18,8 +18,8 @@ from aiortc import RTCPeerConnection
 
 from config import AppConfig
 from inference.avatar.store import AvatarStore
-from inference.services import Services
 from inference.tts import TextToSpeech
+from rtc.services import Services
 from rtc.webrtc.ice import rtc_configuration
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import TestClient, realtime_services, running_server

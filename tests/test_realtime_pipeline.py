@@ -313,6 +313,19 @@ async def test_interrupt_after_the_last_frame_was_scheduled_still_ends_it_once(r
     assert ended[0]["interrupted"] is True
 
 
+async def test_the_speaker_hands_an_utterance_over_with_its_last_clip(rig: Rig) -> None:
+    # Control flows one way: once the pipeline has taken an utterance's last sentence, the
+    # speaker no longer holds it, and an interrupt still ends it exactly once.
+    await rig.step()
+    utterance = rig.pipeline.say("Это одно длинное предложение без точки посередине", "ru")
+    await until(lambda: rig.pipeline.stats.speech_frames > 0)
+    assert utterance not in rig.pipeline.speaker.utterances
+    assert rig.pipeline.speaking  # its frames are still being scheduled
+    assert rig.pipeline.interrupt() == [utterance.id]
+    ended = [e for e in rig.events if e["type"] == "speaking_ended"]
+    assert [e["utterance"] for e in ended] == [utterance.id] and ended[0]["interrupted"]
+
+
 @pytest.mark.parametrize("echo", [True, False])
 async def test_microphone_drives_the_mouth_with_look_ahead(
     avatar_store: AvatarStore, espeak_tts: TextToSpeech, echo: bool

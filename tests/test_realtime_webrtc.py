@@ -25,8 +25,8 @@ from aiortc.rtp import (
 
 from config import AppConfig
 from inference.avatar.store import AvatarStore
-from inference.services import Services
 from inference.tts import TextToSpeech
+from rtc.services import Services
 from rtc.webrtc.encoding import negotiated_video_codec
 from rtc.webrtc.session import Session
 from rtc.webrtc.signalling import REALTIME_KEY

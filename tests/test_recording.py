@@ -20,10 +20,10 @@ from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.frames import Box
 from inference.mp4 import Mp4Writer
-from inference.services import Services
 from inference.tts import TextToSpeech
 from rtc.outputs.recorder import RecordingLimits, mp4_writer
 from rtc.outputs.recording import RECORDINGS_KEY, recording_path
+from rtc.services import Services
 from tests.realtime_peer import (
     TestClient,
     cross_correlation_lag,

@@ -1,4 +1,5 @@
-"""The engine seam: a base class, a registry and a factory.
+"""The engine seam: a base class, a registry and a factory
+(:class:`inference.registry.Registry`, the same shape as the TTS backends').
 
 An engine turns a batch of :class:`~inference.frames.LipSyncRequest` (a 16-step mel window plus
 the avatar frame it applies to) into one :class:`~inference.frames.FacePatch` per request.
@@ -8,12 +9,12 @@ thread, so they never touch asyncio. Adding an engine = one module + one ``regis
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from inference.frames import FacePatch, LipSyncRequest
+from inference.registry import Registry
 
 
 class EngineUnavailable(RuntimeError):
@@ -49,32 +50,28 @@ class LipSyncEngine(ABC):
 
 EngineFactory = Callable[..., LipSyncEngine]
 
-_REGISTRY: dict[str, EngineFactory] = {}
 # Engines living in optional modules are imported lazily so torch is only loaded when needed.
-_LAZY: dict[str, str] = {
-    "viseme": "inference.engines.viseme",
-    "wav2lip-gan": "inference.engines.wav2lip",
-    "wav2lip-nogan": "inference.engines.wav2lip",
-}
+ENGINES: Registry[LipSyncEngine] = Registry(
+    "engine",
+    {
+        "viseme": "inference.engines.viseme",
+        "wav2lip-gan": "inference.engines.wav2lip",
+        "wav2lip-nogan": "inference.engines.wav2lip",
+    },
+)
 
 
 def register_engine(name: str, factory: EngineFactory) -> None:
     """Make ``factory(**options)`` the way to build engine ``name``."""
-    _REGISTRY[name] = factory
+    ENGINES.register(name, factory)
 
 
 def available_engines() -> list[str]:
     """Names of every known engine (whether or not it can run here)."""
-    return sorted(set(_REGISTRY) | set(_LAZY))
+    return ENGINES.names()
 
 
 def create_engine(name: str, **options: object) -> LipSyncEngine:
     """Build engine ``name``; raises ValueError for an unknown name, EngineUnavailable if it
     cannot run here."""
-    if name not in _REGISTRY and name in _LAZY:
-        importlib.import_module(_LAZY[name])
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        known = ", ".join(available_engines())
-        raise ValueError(f"unknown engine {name!r}; known engines: {known}")
-    return factory(**options)
+    return ENGINES.create(name, **options)

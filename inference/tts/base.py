@@ -3,12 +3,11 @@
 A TTS turns text in one language into pipeline audio (float32 mono at 16 kHz) plus the phoneme
 and word timings it knows, so the viseme engine can move the mouth without listening. Adding a
 TTS (a remote service, say) = one module defining a :class:`TextToSpeech` subclass + one
-``_LAZY`` line here (or a ``register_tts`` call).
+line in ``BACKENDS`` here (or a ``register_tts`` call).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from abc import ABC, abstractmethod
@@ -19,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from inference.frames import SAMPLE_RATE, PhonemeMark, WordMark
+from inference.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -118,33 +118,24 @@ class TextToSpeech(ABC):
 
 TtsFactory = Callable[..., TextToSpeech]
 
-_REGISTRY: dict[str, TtsFactory] = {}
 # Backends are imported on first use, so a remote service's client library is only needed by
 # those who pick it.
-_LAZY: dict[str, str] = {
-    "espeak": "inference.tts.espeak",
-}
+BACKENDS: Registry[TextToSpeech] = Registry("TTS", {"espeak": "inference.tts.espeak"})
 
 
 def register_tts(name: str, factory: TtsFactory) -> None:
     """Make ``factory(**options)`` the way to build TTS ``name``."""
-    _REGISTRY[name] = factory
+    BACKENDS.register(name, factory)
 
 
 def available_tts() -> list[str]:
     """Names of every known TTS backend."""
-    return sorted(set(_REGISTRY) | set(_LAZY))
+    return BACKENDS.names()
 
 
 def create_tts(name: str = "espeak", **options: object) -> TextToSpeech:
     """Build TTS backend ``name`` with ``options``; ValueError for an unknown name."""
-    if name not in _REGISTRY and name in _LAZY:
-        importlib.import_module(_LAZY[name])
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        known = ", ".join(available_tts())
-        raise ValueError(f"unknown TTS {name!r}; known: {known}")
-    return factory(**options)
+    return BACKENDS.create(name, **options)
 
 
 # --- sentence splitting --------------------------------------------------------------------

@@ -7,7 +7,6 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from inference.services import Services
 from rtc.http.auth import cors_middleware, origin_middleware, token_middleware
 from rtc.http.errors import error_middleware
 from rtc.http.generate import Generator
@@ -17,6 +16,7 @@ from rtc.http.openapi import openapi_handler
 from rtc.http.pages import page, static_file
 from rtc.outputs.recording import register_recordings
 from rtc.outputs.whep import register_whep
+from rtc.services import Services
 from rtc.webrtc.signalling import register_realtime
 
 log = logging.getLogger(__name__)

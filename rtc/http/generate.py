@@ -20,12 +20,12 @@ from inference.engines.base import EngineUnavailable, LipSyncEngine
 from inference.frames import PhonemeMark
 from inference.isolated_decode import decode_untrusted
 from inference.render import RenderStats, render_to_mp4
-from inference.services import Services
 from inference.threads import named_pool
 from inference.tts import TtsError
 from rtc.http.bodies import GenerateBody, parse_body
 from rtc.http.errors import ApiError, error_text, read_json_object
 from rtc.http.metrics import Metrics
+from rtc.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,11 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from inference.services import SerialEngine, Services
+from inference.engines.serial import SerialEngine
 from rtc.http.errors import Handler
 from rtc.http.metrics_runtime import runtime_metrics
 from rtc.live.clock import AUDIO_PERIOD, VIDEO_PERIOD
+from rtc.services import Services
 
 if TYPE_CHECKING:
     from rtc.webrtc.session import Session

@@ -268,7 +268,6 @@ class Pipeline:
         if clip.last:
             ended = SpeakingEnded(clip.utterance.id, interrupted=False, error=clip.utterance.error)
             self._marks.setdefault(self._next, []).append(ended)
-            self.speaker.finished(clip.utterance)
 
     def _schedule_mic(
         self, slot: int, lead: int, horizon: int, batch: list[tuple[int, LipSyncRequest]]

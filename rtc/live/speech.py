@@ -44,7 +44,6 @@ class Utterance:
     state: StreamState = field(default_factory=StreamState)
     """Engine smoothing state shared by the utterance's sentences."""
     started: bool = False
-    ended: bool = False
     error: str | None = None
     """Why synthesis failed (its speaking_ended event carries it); None while all is well."""
 
@@ -90,7 +89,8 @@ class Speaker:
         self.max_clips = max_clips
         self.generation = 0
         self.utterances: deque[Utterance] = deque()
-        """Queued and speaking utterances, oldest first (bounded by max_utterances)."""
+        """Utterances not yet handed to the pipeline in full, oldest first (bounded by
+        max_utterances)."""
         self.clips: deque[Clip] = deque()
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()
@@ -136,19 +136,16 @@ class Speaker:
         self._wake.set()  # a synthesis waiting for room must notice the new generation
         return dropped
 
-    def finished(self, utterance: Utterance) -> None:
-        """The pipeline scheduled the utterance's last frame."""
-        utterance.ended = True
-        if utterance in self.utterances:
-            self.utterances.remove(utterance)
-        self._wake.set()
-
     def take_clip(self) -> Clip | None:
         """The next synthesised clip, or None: the one way clips reach the pipeline. Taking
-        one makes room for the next sentence's synthesis."""
+        one makes room for the next sentence's synthesis; taking an utterance's last clip
+        hands the utterance over (the pipeline ends it, or reports it when interrupted), so
+        nothing flows back from the pipeline to the speaker."""
         if not self.clips:
             return None
         clip = self.clips.popleft()
+        if clip.last and clip.utterance in self.utterances:
+            self.utterances.remove(clip.utterance)
         self._wake.set()
         return clip
 

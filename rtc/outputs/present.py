@@ -317,7 +317,7 @@ def run_presenter(
 ) -> int:
     """``server.py present``: run until Ctrl+C; the exit code. ``list`` as a device name
     prints the devices of that kind instead."""
-    from inference.services import Services  # heavy (engines): only for the command
+    from rtc.services import Services  # heavy (engines): only for the command
 
     if mic_device == "list" or speaker_device == "list":
         kind = "input" if mic_device == "list" else "output"

@@ -26,7 +26,6 @@ from config import RealtimeConfig
 from inference.audio_io import MonoDownmix, frame_key
 from inference.avatar.store import Avatar
 from inference.frames import SAMPLE_RATE
-from inference.services import Services
 from rtc.http.bodies import SayBody, describe_errors
 from rtc.http.errors import MalformedJson, error_text, parse_json
 from rtc.live.batcher import Batcher
@@ -36,6 +35,7 @@ from rtc.live.events import EventHub
 from rtc.live.options import PipelineOptions
 from rtc.live.pipeline import Event, Pipeline
 from rtc.live.speech import QueueFull, Utterance
+from rtc.services import Services
 from rtc.webrtc.encoding import (
     AudioEncoder,
     EncodedAudioTrack,
@@ -44,6 +44,7 @@ from rtc.webrtc.encoding import (
     start_encoding,
 )
 from rtc.webrtc.ice import rtc_configuration
+from rtc.webrtc.replies import ErrorReply, Interrupted, Pong, Queued, Reply, Stats
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
@@ -215,37 +216,34 @@ class Session:
 
     def _handle_message(self, channel: RTCDataChannel, message: object) -> None:
         data = _safe_json(message)
-        reply: Event
         try:
-            kind = data.get("type")
-            if kind == "say":
-                try:
-                    body = SayBody.model_validate(data)
-                except ValidationError as e:
-                    raise ValueError(describe_errors(e)) from None
-                utterance = self.say_body(body)
-                reply = {"type": "queued", "utterance": utterance.id}
-            elif kind == "interrupt":
-                reply = {"type": "interrupted", "utterances": self.interrupt()}
-            elif kind == "ping":
-                t = data.get("t")
-                reply = {
-                    "type": "pong",
-                    "t": t if _echoable(t) else None,
-                    "server_time": self.clock.now(),
-                }
-            elif kind == "stats":
-                reply = {"type": "stats", **self.describe()}
-            else:
-                raise ValueError(
-                    f"unknown message type {kind!r}; messages are JSON objects "
-                    "with type say, interrupt, ping or stats"
-                )
+            reply = self._reply_to(data)
         except (ValueError, QueueFull) as e:
-            reply = {"type": "error", "message": str(e)}
+            reply = ErrorReply(str(e))
+        wire = reply.to_wire()
         if "id" in data and _echoable(data["id"]):  # lets a client match replies to requests
-            reply["id"] = data["id"]
-        _send(channel, reply)
+            wire["id"] = data["id"]
+        _send(channel, wire)
+
+    def _reply_to(self, data: dict[str, Any]) -> Reply:
+        kind = data.get("type")
+        if kind == "say":
+            try:
+                body = SayBody.model_validate(data)
+            except ValidationError as e:
+                raise ValueError(describe_errors(e)) from None
+            return Queued(self.say_body(body).id)
+        if kind == "interrupt":
+            return Interrupted(self.interrupt())
+        if kind == "ping":
+            t = data.get("t")
+            return Pong(t if _echoable(t) else None, server_time=self.clock.now())
+        if kind == "stats":
+            return Stats(self.describe())
+        raise ValueError(
+            f"unknown message type {kind!r}; messages are JSON objects "
+            "with type say, interrupt, ping or stats"
+        )
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState

@@ -26,7 +26,6 @@ from aiohttp import web
 
 from inference.engines.base import EngineUnavailable
 from inference.mel import mel_basis
-from inference.services import Services
 from rtc.http.bodies import MAX_SDP_BYTES, OfferBody, SayBody, parse_body
 from rtc.http.errors import RETRY_AFTER, ApiError, read_json_object
 from rtc.http.pages import page
@@ -35,6 +34,7 @@ from rtc.live.events import sse_message
 from rtc.live.options import PipelineOptions
 from rtc.live.speech import QueueFull
 from rtc.outputs.streams import Stream, StreamRegistry, new_stream_name
+from rtc.services import Services
 from rtc.webrtc.ice import use_loopback_ice
 from rtc.webrtc.session import OfferError, Session
 

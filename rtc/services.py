@@ -1,15 +1,14 @@
-"""The models and data the server loads once at start-up and shares with every request.
+"""The application's parts, loaded once at start-up and shared by every room: the TTS, the
+avatars and every engine that can run here (each wrapped in a :class:`SerialEngine`), with
+the checks of what a request may ask of them (text, language, engine).
 
-Engines are wrapped so calls into one engine are serialised (some backends keep one infer
-request and are not re-entrant); different engines run in parallel.
+It lives in ``rtc`` because it is the server's wiring of ``inference``'s parts from the
+configuration; ``inference`` itself knows no server.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
-import threading
-import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,107 +16,13 @@ from dataclasses import dataclass, field
 from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.engines.base import EngineUnavailable, LipSyncEngine, create_engine
-from inference.frames import FacePatch, LipSyncRequest
+from inference.engines.serial import SerialEngine
 from inference.tts import Language, TextToSpeech, create_tts
 
 log = logging.getLogger(__name__)
 
 SHIPPED_ENGINES = ("wav2lip-gan", "wav2lip-nogan", "viseme")
 """Engines the server tries to load at start-up, in order of preference."""
-
-
-BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-"""Upper bounds of the batch-size histogram (frames per ``infer`` call)."""
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-"""Upper bounds (seconds) of the ``infer`` duration histogram."""
-
-
-class Buckets:
-    """A fixed-bucket histogram that engines keep without depending on a metrics library.
-
-    The HTTP layer reads it at scrape time (rtc/http/metrics.py); counts only ever grow.
-    """
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        """Count ``value`` in the first bucket whose bound is >= it."""
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """``(le, count)`` pairs as Prometheus wants them, ``+Inf`` last."""
-        out: list[tuple[str, int]] = []
-        running = 0
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            running += count
-            out.append((bound, running))
-        return out
-
-
-@dataclass
-class InferStats:
-    """What one engine did: batch sizes, time per call and failures (all cumulative)."""
-
-    batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_BUCKETS))
-    seconds: Buckets = field(default_factory=lambda: Buckets(LATENCY_BUCKETS))
-    failures: int = 0
-
-    def snapshot(self) -> InferStats:
-        """A copy that a reader can use while the engine keeps counting."""
-        copy = InferStats(failures=self.failures)
-        for mine, theirs in ((copy.batch_sizes, self.batch_sizes), (copy.seconds, self.seconds)):
-            mine.counts, mine.total = list(theirs.counts), theirs.total
-        return copy
-
-
-class SerialEngine(LipSyncEngine):
-    """Wraps an engine so only one thread runs ``infer`` on it at a time, and counts calls."""
-
-    def __init__(self, inner: LipSyncEngine) -> None:
-        self.inner = inner
-        self.name = inner.name  # type: ignore[misc]  # mirrors the wrapped engine's name
-        self.device = inner.device
-        self.backend = inner.backend
-        self.max_batch = inner.max_batch
-        self._lock = threading.Lock()
-        # Separate from _lock so a metrics scrape never waits for a running batch.
-        self._stats_lock = threading.Lock()
-        self._stats = InferStats()
-
-    @property
-    def stats(self) -> InferStats:
-        """A consistent copy of the counters (batch sizes, seconds per call, failures)."""
-        with self._stats_lock:
-            return self._stats.snapshot()
-
-    def infer(self, requests: Sequence[LipSyncRequest]) -> list[FacePatch]:
-        """Run the wrapped engine under this engine's lock."""
-        with self._lock:
-            t0 = time.perf_counter()
-            try:
-                patches = self.inner.infer(requests)
-            except Exception:
-                with self._stats_lock:
-                    self._stats.failures += 1
-                raise
-            elapsed = time.perf_counter() - t0
-        with self._stats_lock:
-            self._stats.batch_sizes.observe(len(requests))
-            self._stats.seconds.observe(elapsed)
-        return patches
-
-    def warmup(self) -> None:
-        """Warm the wrapped engine up."""
-        with self._lock:
-            self.inner.warmup()
-
-    def describe(self) -> dict[str, object]:
-        """The wrapped engine's description."""
-        return self.inner.describe()
 
 
 def _speakable(ch: str) -> bool:
