@@ -98,8 +98,14 @@ class RealtimeConfig:
     """A realtime session whose peer has not connected (ICE and DTLS) this long after its
     offer was answered is closed, freeing its slot (aioice alone gives up after ~64 s)."""
     video_bitrate: int = 1_000_000
-    """Bits per second of each realtime session's video at most (receiver estimates lower it:
-    see rtc/webrtc/encoding.py)."""
+    """Bits per second of each stream's video at most (its receivers' lowest estimate lowers
+    it: see rtc/webrtc/fanout.py)."""
+    min_video_bitrate: int = 150_000
+    """The shared encoder never goes below this; a viewer estimating less is reported in
+    /api/streams and /metrics, not followed (one bad link must not blur everyone's picture)."""
+    keyframe_gap: float = 0.5
+    """Seconds between two keyframes forced for a stream's joiners and lossy viewers at least
+    (their requests are coalesced)."""
     max_queued_utterances: int = 16
     """Utterances one realtime session holds (queued or speaking); more 'say's get 429."""
 
@@ -108,8 +114,10 @@ class RealtimeConfig:
 class OutputConfig:
     """Where a live stream goes besides its caller: WHEP viewers and recordings."""
 
-    max_viewers_per_stream: int = 8
-    """WHEP/OBS viewers one live stream may have (each costs an encoder); more get 503."""
+    max_viewers_per_stream: int = 32
+    """WHEP/OBS viewers one live stream may have; more get 503. Viewers share the stream's
+    encoder; each costs its RTP packing and encryption on the event loop
+    (docs/benchmarks.md, fan-out)."""
     recordings_dir: Path = PROJECT_ROOT / "recordings"
     """Where stream recordings (fragmented MP4) are written and served from."""
     max_recording_seconds: float = 3600.0

@@ -110,9 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-bitrate",
         type=int,
         default=live.video_bitrate,
-        help="most bits per second of each realtime session's video "
-        "(the receiver's estimate may lower it)",
+        help="most bits per second of each stream's video (receivers' estimates lower it)",
     )
+    serve.add_argument("--min-video-bitrate", type=int, default=live.min_video_bitrate,
+                       help="shared encoder's floor; viewers below it are reported")  # fmt: skip
+    serve.add_argument("--keyframe-gap", type=float, metavar="SECONDS", default=live.keyframe_gap,
+                       help="least seconds between forced keyframes of a stream")  # fmt: skip
     serve.add_argument(
         "--connect-timeout",
         dest="connect_timeout_seconds",

@@ -85,6 +85,42 @@ def clone_video_frame(frame: av.VideoFrame) -> av.VideoFrame:
     return copy
 
 
+FRAGMENTED = "+frag_keyframe+empty_moov+default_base_moof"
+"""movflags of a fragmented MP4 (moof/mdat every keyframe): a crash loses one fragment."""
+
+
+class _AacTrack:
+    """16 kHz mono audio encoded to AAC into one container (both writers' audio)."""
+
+    def __init__(self, container: av.container.OutputContainer) -> None:
+        self._container = container
+        self._stream = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        self._stream.bit_rate = 64_000
+        self._samples = 0
+        self._pending = np.zeros(0, np.int16)
+
+    def write(self, pcm: np.ndarray) -> None:
+        """Append float32 mono 16 kHz samples."""
+        self._pending = np.concatenate((self._pending, pcm_to_s16(pcm)))
+        while self._pending.size >= AAC_FRAME:
+            self._encode(self._pending[:AAC_FRAME])
+            self._pending = self._pending[AAC_FRAME:]
+
+    def _encode(self, samples: np.ndarray) -> None:
+        frame = s16_audio_frame(samples, self._samples)
+        self._samples += samples.size
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def flush(self) -> None:
+        """Encode what is pending and drain the encoder."""
+        if self._pending.size:
+            self._encode(self._pending)
+            self._pending = np.zeros(0, np.int16)
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+
+
 class Mp4Writer:
     """Write BGR frames and 16 kHz mono audio into an MP4 file.
 
@@ -105,18 +141,15 @@ class Mp4Writer:
     ) -> None:
         if width % 2 or height % 2:
             raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
-        flags = "+frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart"
+        flags = FRAGMENTED if fragmented else "+faststart"
         self._container = av.open(str(path), mode="w", format="mp4", options={"movflags": flags})
         self._video = self._container.add_stream("libx264", rate=fps)
         self._video.width = width
         self._video.height = height
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"preset": preset, "crf": str(crf), "g": str(fps * 2)}
-        self._audio = self._container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        self._audio.bit_rate = 64_000
+        self._audio = _AacTrack(self._container)
         self._frames = 0
-        self._samples = 0
-        self._pending = np.zeros(0, np.int16)
         self._closed = False
 
     def write_video(self, bgr: np.ndarray) -> None:
@@ -136,16 +169,7 @@ class Mp4Writer:
 
     def write_audio(self, pcm: np.ndarray) -> None:
         """Append float32 mono 16 kHz samples."""
-        self._pending = np.concatenate((self._pending, pcm_to_s16(pcm)))
-        while self._pending.size >= AAC_FRAME:
-            self._encode_audio(self._pending[:AAC_FRAME])
-            self._pending = self._pending[AAC_FRAME:]
-
-    def _encode_audio(self, samples: np.ndarray) -> None:
-        frame = s16_audio_frame(samples, self._samples)
-        self._samples += samples.size
-        for packet in self._audio.encode(frame):
-            self._container.mux(packet)
+        self._audio.write(pcm)
 
     def close(self) -> None:
         """Flush both encoders and finish the file. Safe to call twice."""
@@ -153,12 +177,8 @@ class Mp4Writer:
             return
         self._closed = True
         try:
-            if self._pending.size:
-                self._encode_audio(self._pending)
-                self._pending = np.zeros(0, np.int16)
+            self._audio.flush()
             for packet in self._video.encode(None):
-                self._container.mux(packet)
-            for packet in self._audio.encode(None):
                 self._container.mux(packet)
         finally:
             self._container.close()
@@ -173,3 +193,50 @@ class Mp4Writer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class PacketMp4Writer:
+    """Fragmented MP4 from video packets encoded elsewhere (a live stream's H.264, Annex B
+    with parameter sets in every keyframe) and 16 kHz mono audio encoded to AAC here.
+
+    No video encoder runs here: the packets are muxed as they are, the parameter sets taken
+    from the first one (PyAV's extract_extradata), which must therefore be a keyframe. Frame
+    ``index`` is in 1/25 s; a gap in the indices is a picture held on screen, not a shift.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: int = FPS) -> None:
+        self._container = av.open(
+            str(path), mode="w", format="mp4", options={"movflags": FRAGMENTED}
+        )
+        self._video = self._container.add_mux_stream("h264", rate=fps, width=width, height=height)
+        self._video.time_base = Fraction(1, fps)
+        self._audio = _AacTrack(self._container)
+        self._fps = fps
+        self._started = False
+        self._closed = False
+
+    def write_packet(self, data: bytes, index: int, keyframe: bool) -> None:
+        """Mux one encoded frame at frame ``index`` (the first written must be a keyframe)."""
+        if not self._started and not keyframe:
+            raise ValueError("a recording starts at a keyframe")
+        self._started = True
+        packet = av.Packet(data)
+        packet.pts = packet.dts = index
+        packet.time_base = Fraction(1, self._fps)
+        packet.is_keyframe = keyframe
+        packet.stream = self._video
+        self._container.mux(packet)
+
+    def write_audio(self, pcm: np.ndarray) -> None:
+        """Append float32 mono 16 kHz samples."""
+        self._audio.write(pcm)
+
+    def close(self) -> None:
+        """Finish the file. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._audio.flush()
+        finally:
+            self._container.close()

@@ -1,5 +1,6 @@
-"""The session's own encoders (rtc/webrtc/encoding.py): what they emit decodes back to the input,
-carries the input's own timestamps, and honours keyframe requests."""
+"""The stream's encoders (rtc/webrtc/encoding.py): what they emit decodes back to the input,
+carries the input's own timestamps, and honours keyframe requests and receiver estimates
+routed from an RTP sender."""
 
 from __future__ import annotations
 
@@ -15,19 +16,17 @@ from aiortc import RTCPeerConnection
 from config import PROJECT_ROOT
 from inference.frames import SAMPLE_RATE
 from inference.mp4 import bgr_to_video_frame
-from rtc.live.clock import MediaClock
-from rtc.live.queues import SlotQueue
 from rtc.webrtc.encoding import (
     H264,
     MIN_BITRATE,
     VP8,
     AudioEncoder,
-    EncodedVideoTrack,
     VideoEncoder,
+    answered_video_codec,
     follow_receiver_feedback,
-    start_encoding,
 )
-from rtc.webrtc.tracks import VIDEO_TIME_BASE, AvatarVideoTrack
+from rtc.webrtc.fanout import FanoutSettings, Receiver, VideoGroup
+from rtc.webrtc.tracks import VIDEO_TIME_BASE
 
 DECODERS = {H264: "h264", VP8: "libvpx"}
 
@@ -153,33 +152,33 @@ class FakeSender:
         self.requests += 1
 
 
-async def test_keyframe_requests_reach_the_encoded_track() -> None:
-    clock = MediaClock()
-    first = face_frames(1)[0]
-    source = AvatarVideoTrack(clock, SlotQueue(4), first)
-    track = EncodedVideoTrack(source)
-    with pytest.raises(RuntimeError, match="before its codec was negotiated"):
-        await track.recv()
-    track.encoder = VideoEncoder(H264, bitrate=500_000)
+def group_receiver(group: VideoGroup) -> Receiver:
+    """A receiver of ``group``'s packets, as a viewer's would be."""
+    receiver = Receiver("r", "video", 8, group.request_keyframe, codec=group.mime_type)
+    group.receivers.append(receiver)
+    return receiver
+
+
+def test_keyframe_requests_reach_the_shared_encoder() -> None:
+    group = VideoGroup(H264, FanoutSettings(keyframe_gap=0.0))
+    receiver = group_receiver(group)
     sender = FakeSender()
-    follow_receiver_feedback(sender, track)  # type: ignore[arg-type]
-    assert 5 in h264_nal_types(bytes(await track.recv()))  # the first packet is a keyframe
-    assert 5 not in h264_nal_types(bytes(await track.recv()))
+    follow_receiver_feedback(sender, receiver)  # type: ignore[arg-type]
+    frames = face_frames(3)
+    assert group.encoder.encode(frames[0], group.next_frame_options()).is_keyframe  # the first
+    assert not group.encoder.encode(frames[1], group.next_frame_options()).is_keyframe
     sender._send_keyframe()  # what aiortc calls on an RTCP PLI/FIR
-    assert sender.requests == 1 and track.keyframes_requested == 1
-    assert 5 in h264_nal_types(bytes(await track.recv()))
-    track.stop()
-    assert source.readyState == "ended"
+    assert sender.requests == 1 and receiver.keyframe_requests == 1
+    packet = group.encoder.encode(frames[2], group.next_frame_options())
+    assert packet.is_keyframe and 5 in h264_nal_types(bytes(packet))
 
 
-async def test_start_encoding_needs_a_negotiated_codec() -> None:
+async def test_answered_codec_needs_a_negotiated_codec() -> None:
     """Without an answer that chose H.264 or VP8 there is nothing to encode with."""
     pc = RTCPeerConnection()
-    track = EncodedVideoTrack(AvatarVideoTrack(MediaClock(), SlotQueue(4), face_frames(1)[0]))
     try:
         with pytest.raises(ValueError, match="no common video codec"):
-            start_encoding(pc, track, 500_000)
-        assert track.encoder is None
+            answered_video_codec(pc)
     finally:
         await pc.close()
 
@@ -200,19 +199,18 @@ def test_the_receiver_estimate_lowers_the_rate_within_bounds() -> None:
     assert encoder.bitrate == MIN_BITRATE
 
 
-async def test_remb_reaches_the_encoder_through_the_sender() -> None:
-    track = EncodedVideoTrack(AvatarVideoTrack(MediaClock(), SlotQueue(4), face_frames(1)[0]))
-    track.encoder = VideoEncoder(H264, bitrate=1_000_000)
+def test_remb_reaches_the_shared_encoder_through_the_sender() -> None:
+    group = VideoGroup(H264, FanoutSettings(video_bitrate=1_000_000))
+    receiver = group_receiver(group)
     sender = FakeSender()
-    follow_receiver_feedback(sender, track)  # type: ignore[arg-type]
-    await track.recv()  # aiortc makes its packing encoder after the first frame
+    follow_receiver_feedback(sender, receiver)  # type: ignore[arg-type]
+    group.next_frame_options()  # aiortc makes its packing encoder after the first frame
     sender._RTCRtpSender__encoder = SimpleNamespace(target_bitrate=1_000_000)  # its default
-    await track.recv()
-    assert track.encoder.bitrate == 1_000_000
+    group.next_frame_options()
+    assert group.encoder.bitrate == 1_000_000
     sender._RTCRtpSender__encoder.target_bitrate = 400_000  # a REMB arrived
-    await track.recv()
-    assert track.encoder.bitrate == 400_000
+    group.next_frame_options()
+    assert group.encoder.bitrate == 400_000
     sender._RTCRtpSender__encoder.target_bitrate = 1_500_000  # the link recovered
-    await track.recv()
-    assert track.encoder.bitrate == 1_000_000
-    track.stop()
+    group.next_frame_options()
+    assert group.encoder.bitrate == 1_000_000

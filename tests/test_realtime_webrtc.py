@@ -228,22 +228,24 @@ async def test_real_rtp_sender_routes_pli_and_remb_to_the_encoder(services: Serv
             await client.connect()
             await client.wait_for_frames(5)
             session = session_of(app, client)
-            track = session.encoded_video
+            track = session.video_out
             (sender,) = [s for s in session.pc.getSenders() if s.track is track]
             assert isinstance(sender, RTCRtpSender)
+            receiver = track.receiver
+            assert receiver is not None and receiver.codec is not None
+            group = session.media.groups[receiver.codec]
             ssrc = sender._ssrc
-            before = track.keyframes_requested
+            before = receiver.keyframe_requests
             for fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=fmt, ssrc=1, media_ssrc=ssrc))
-            assert track.keyframes_requested == before + 2
-            assert track.estimate() is None  # no REMB yet: the ceiling stands
+            assert receiver.keyframe_requests == before + 2
+            assert receiver.estimate() is None  # no REMB yet: the ceiling stands
             remb = RtcpPsfbPacket(
                 fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])
             )
             await sender._handle_rtcp_packet(remb)
-            assert track.estimate() == 300_000
-            encoder = track.encoder
-            assert encoder is not None
+            assert receiver.estimate() == 300_000
+            encoder = group.encoder
             frames = len(client.received.video_times)
             await client.wait_for_frames(frames + 3)  # the next encodes follow the estimate
             assert encoder.bitrate == 300_000

@@ -24,6 +24,8 @@ from inference.tts import TextToSpeech
 from rtc.outputs.recorder import RecordingLimits, mp4_writer
 from rtc.outputs.recording import RECORDINGS_KEY, recording_path
 from rtc.services import Services
+from rtc.webrtc.encoding import H264
+from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
     TestClient,
     cross_correlation_lag,
@@ -124,7 +126,7 @@ class FullDisk:
     def __init__(self, path: Path, width: int, height: int) -> None:
         self.frames = 0
 
-    def write_i420(self, yuv: np.ndarray) -> None:
+    def write_packet(self, data: bytes, index: int, keyframe: bool) -> None:
         self.frames += 1
         if self.frames > 5:
             raise OSError(28, "No space left on device")
@@ -198,14 +200,15 @@ async def test_disk_full_and_limits_stop_the_recording_not_the_session(services:
 class Capture:
     """A writer that keeps what the recorder hands it."""
 
-    frames: ClassVar[list[np.ndarray]] = []
+    packets: ClassVar[list[tuple[bytes, int, bool]]] = []
+    size: ClassVar[tuple[int, int]] = (0, 0)
 
     def __init__(self, path: Path, width: int, height: int) -> None:
-        self.size = (width, height)
-        Capture.frames = []
+        Capture.size = (width, height)
+        Capture.packets = []
 
-    def write_i420(self, yuv: np.ndarray) -> None:
-        Capture.frames.append(yuv)
+    def write_packet(self, data: bytes, index: int, keyframe: bool) -> None:
+        Capture.packets.append((data, index, keyframe))
 
     def write_audio(self, pcm: np.ndarray) -> None:
         pass
@@ -214,28 +217,43 @@ class Capture:
         pass
 
 
-async def test_recorder_writes_the_released_i420_planes_unconverted(services: Services) -> None:
-    """The released frames are I420 and so is the file: the recorder hands the planes on
-    as they are (it converted I420 -> BGR -> I420 before, twice the work and rounding)."""
+async def test_recorder_muxes_the_streams_own_packets(services: Services) -> None:
+    """No second encode: the file's video is the stream's shared H.264 encoder's packets,
+    byte for byte what another receiver of that codec gets, starting at a keyframe."""
     async with running_server(services) as (url, app), aiohttp.ClientSession() as http:
-        client = TestClient(url)
+        client = TestClient(url, video_codec=H264)
         try:
             answer = await client.connect()
             stream = answer["stream"]
             await client.wait_for_frames(3)
+            media = app[REALTIME_KEY].streams.get(stream).media
+            spy = media.video_receiver(H264, "spy")
+            seen: list[bytes] = []
+
+            async def watch() -> None:
+                while (packet := await spy.get()) is not None:
+                    seen.append(bytes(packet))
+
+            watcher = asyncio.create_task(watch())
             recordings = app[RECORDINGS_KEY]
             recordings.writer_factory = Capture
-            recordings.limits = RecordingLimits(max_seconds=0.2)
+            recordings.limits = RecordingLimits(max_seconds=0.4)
             status, _ = await api(http, "POST", f"{url}/api/streams/{stream}/recording/start")
             assert status == 201
+            assert list(media.groups) == [H264]  # the session's codec: one encoder for all
             await wait_stopped(http, f"{url}/api/streams/{stream}/recording")
+            media.remove(spy)
+            await asyncio.wait_for(watcher, 5)
         finally:
             await client.close()
     avatar = services.avatars.get(None).frames[0].image
-    height, width = avatar.shape[:2]
-    assert len(Capture.frames) == 5
-    for yuv in Capture.frames:
-        assert yuv.dtype == np.uint8 and yuv.shape == (height * 3 // 2, width)
+    assert Capture.size == (avatar.shape[1], avatar.shape[0])
+    assert len(Capture.packets) >= 8 and Capture.packets[0][1:] == (0, True)
+    written = [data for data, _, _ in Capture.packets]
+    start = seen.index(written[0])
+    assert seen[start : start + len(written)] == written
+    indices = [index for _, index, _ in Capture.packets]
+    assert indices == sorted(set(indices))  # each slot once, in order (a skipped one is a gap)
 
 
 def test_mp4_writer_takes_i420_as_is(tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
-"""Recording a live stream to fragmented MP4, encoded off the event loop.
+"""Recording a live stream to fragmented MP4, written off the event loop.
 
-The recorder listens to the stream's released frames (rtc.outputs.streams) and hands copies to a
-writer thread through a bounded queue. Everything is placed by its media clock slot: video
-slot ``s`` is frame ``s - s0`` of the file and audio slot ``k`` starts at sample
-``(k - 2*s0) * 320``, so the file keeps exactly the session's audio/video pairing. Gaps (a
-skipped slot, an item dropped because the writer fell behind) are filled with the previous
-picture or with silence, so a gap never shifts what follows.
+The recorder is one more receiver of the stream's shared H.264 encoder (rtc/webrtc/fanout.py):
+the file's video is the very packets the viewers get, muxed without a second encode. Its
+audio is the released samples, encoded to AAC here (every player takes AAC in MP4; it costs
+about 1 % of a core). Items reach a writer thread through a bounded queue and are placed by
+their media clock slot: video slot ``s`` is frame ``s - s0`` of the file and audio slot ``k``
+starts at sample ``(k - 2*s0) * 320``, so the file keeps exactly the session's audio/video
+pairing. A video gap (a skipped slot) holds the previous picture; an audio gap is silence,
+so a gap never shifts what follows. If the writer falls behind, video is dropped up to the
+next keyframe (never a partial GOP, which would smear until then).
 
 A full disk or any OSError stops the recording with an error event; the session goes on.
 The event goes out like the session's own events, so the metrics' error hook counts it too.
@@ -24,15 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import av
 import numpy as np
 
-from inference.mp4 import Mp4Writer
+from inference.mp4 import PacketMp4Writer
 from inference.threads import set_os_thread_name
 from rtc.http.generate import DISK_FULL
 from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES
 from rtc.live.event_kinds import LiveEvent, RecordingError, RecordingStopped
 from rtc.outputs.streams import Stream
+from rtc.webrtc.encoding import H264
+from rtc.webrtc.fanout import Receiver
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,9 @@ QUEUE_ITEMS = 150
 
 
 class VideoWriter(Protocol):
-    """What the recorder needs of Mp4Writer (tests inject failing ones)."""
+    """What the recorder needs of PacketMp4Writer (tests inject failing ones)."""
 
-    def write_i420(self, yuv: np.ndarray) -> None: ...
+    def write_packet(self, data: bytes, index: int, keyframe: bool) -> None: ...
     def write_audio(self, pcm: np.ndarray) -> None: ...
     def close(self) -> None: ...
 
@@ -53,7 +57,12 @@ WriterFactory = Callable[[Path, int, int], VideoWriter]
 
 def mp4_writer(path: Path, width: int, height: int) -> VideoWriter:
     """The default writer: fragmented MP4, so a crash loses at most the last fragment."""
-    return Mp4Writer(path, width, height, fragmented=True)
+    return PacketMp4Writer(path, width, height)
+
+
+EncodedFrame = tuple[bytes, bool]
+"""A video packet's bytes and whether it is a keyframe."""
+Item = tuple[str, int, "np.ndarray | EncodedFrame"]
 
 
 @dataclass
@@ -80,7 +89,7 @@ class Recorder:
         self.limits = limits
         self._emit = emit
         self._factory = writer_factory
-        self._queue: queue.Queue[tuple[str, int, np.ndarray] | None] = queue.Queue(QUEUE_ITEMS)
+        self._queue: queue.Queue[Item | None] = queue.Queue(QUEUE_ITEMS)
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name=f"recorder-{path.stem}", daemon=True)
         self.dropped = 0
@@ -90,6 +99,10 @@ class Recorder:
         self.started = time.time()
         self._stopping = False
         self.done = asyncio.Event()
+        self._video: Receiver | None = None
+        self._pull: asyncio.Task[None] | None = None
+        self._video_gap = False
+        """A video packet was dropped: skip to the next keyframe."""
 
     @property
     def name(self) -> str:
@@ -97,21 +110,33 @@ class Recorder:
         return self.path.name
 
     def start(self) -> None:
-        """Attach to the stream and start the writer thread."""
-        self.stream.video_listeners.append(self._on_video)
+        """Attach to the stream (its H.264 packets, its audio) and start the writer thread."""
+        self._video = self.stream.media.video_receiver(H264, f"recording-{self.path.stem}")
+        self._pull = self._loop.create_task(self._pull_video(self._video))
         self.stream.audio_listeners.append(self._on_audio)
         self._thread.start()
         log.info("session=%s recording %s started", self.stream.session_id, self.name)
 
-    def _put(self, item: tuple[str, int, np.ndarray]) -> None:
+    def _put(self, item: Item) -> bool:
         try:
             self._queue.put_nowait(item)
         except queue.Full:  # the writer is behind: the gap is filled later, time kept
             self.dropped += 1
+            return False
+        return True
 
-    def _on_video(self, slot: int, frame: av.VideoFrame) -> None:
-        # A copy on the loop (~0.1 ms): the frame object is re-stamped and reused later.
-        self._put(("video", slot, frame.to_ndarray(format="yuv420p")))
+    async def _pull_video(self, receiver: Receiver) -> None:
+        while (packet := await receiver.get()) is not None:
+            if packet.pts is None or packet.time_base is None:
+                continue
+            slot = round(packet.pts * packet.time_base * 25)
+            keyframe = bool(packet.is_keyframe)
+            if self._video_gap and not keyframe:
+                self.dropped += 1
+                continue
+            self._video_gap = not self._put(("video", slot, (bytes(packet), keyframe)))
+            if self._video_gap:
+                receiver.request_keyframe()
 
     def _on_audio(self, slot: int, samples: np.ndarray) -> None:
         self._put(("audio", slot, samples))
@@ -122,8 +147,8 @@ class Recorder:
             return
         self._stopping = True
         self.stop_reason = self.stop_reason or reason
-        if self._on_video in self.stream.video_listeners:
-            self.stream.video_listeners.remove(self._on_video)
+        if self._video is not None:
+            self.stream.media.remove(self._video)  # ends _pull_video
         if self._on_audio in self.stream.audio_listeners:
             self.stream.audio_listeners.remove(self._on_audio)
         # When the queue is full the writer notices _stopping once it has drained it.
@@ -178,7 +203,6 @@ class Recorder:
     def _write_all(self) -> None:
         writer: VideoWriter | None = None
         s0: int | None = None  # video slot of the file's first frame
-        last_yuv: np.ndarray | None = None
         audio_next = 0  # next audio slot (relative to 2*s0) the file expects
         pending_audio: list[tuple[int, np.ndarray]] = []
         max_frames = int(self.limits.max_seconds * 25)
@@ -189,26 +213,25 @@ class Recorder:
                     return
                 kind, slot, data = item
                 if kind == "audio":
+                    assert isinstance(data, np.ndarray)
                     pending_audio.append((slot, data))
                     if s0 is None:
                         continue
                 else:
-                    # The released frames are I420 already, and so is the file: no round
-                    # trip through BGR (two conversions per frame, and their rounding).
+                    assert isinstance(data, tuple)
+                    payload, keyframe = data
                     if writer is None:
+                        if not keyframe:
+                            continue  # the file starts at the first keyframe
                         s0 = slot
-                        width, height = data.shape[1], data.shape[0] * 2 // 3
-                        writer = self._factory(self.path, width, height)
+                        writer = self._factory(self.path, *self.stream.frame_size)
                     assert s0 is not None
                     target = slot - s0
                     if target < self.frames:
                         continue  # out of order or duplicate: its slot is written
-                    while self.frames < target and last_yuv is not None:  # gap: repeat
-                        writer.write_i420(last_yuv)
-                        self.frames += 1
-                    writer.write_i420(data)
-                    self.frames += 1
-                    last_yuv = data
+                    # A gap in the indices holds the previous picture on screen.
+                    writer.write_packet(payload, target, keyframe)
+                    self.frames = target + 1
                 assert writer is not None and s0 is not None
                 audio_next = self._write_audio(writer, pending_audio, s0, audio_next)
                 pending_audio.clear()

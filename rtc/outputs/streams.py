@@ -1,14 +1,13 @@
-"""Named live streams: one session's released frames fanned out to any number of viewers.
+"""Named live streams: one session's encoded media fanned out to any number of viewers.
 
-A realtime session is a stream (named after the session unless the offer names it). Viewers
-(WHEP players, the OBS page) get the very frames the session's own tracks release, so the
-model runs once however many watch. The session's tracks call the stream's ``publish_*``
-listeners at the moment its media clock releases a frame; each viewer track holds its own
-small bounded queue and the oldest item is dropped when a viewer falls behind, so a slow
-viewer loses frames and never slows the session or the other viewers.
+A realtime session is a stream (a random name unless the offer names one). Viewers (WHEP
+players, the OBS page) and recordings receive the very packets the session's own peer gets,
+from the stream's one encoder per codec (rtc/webrtc/fanout.py), so neither the model nor the
+encoder runs again however many watch. Each viewer has its own small bounded queue: a slow
+viewer skips to the next keyframe and never slows the session or the other viewers.
 
-Because a viewer's frame leaves when the session releases it, audio and video of a viewer
-keep the session's pairing (browsers line tracks up by send time, see rtc/live/clock.py).
+Because every receiver's packets carry the session's own timestamps, audio and video of a
+viewer keep the session's pairing (browsers line tracks up by send time, see rtc/live/clock.py).
 """
 
 from __future__ import annotations
@@ -17,29 +16,17 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from typing import Generic, TypeVar
 
-import av
 import numpy as np
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 
-from inference.mp4 import s16_audio_frame
-from rtc.live.queues import DropOldestQueue
-from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
+from rtc.webrtc.fanout import MediaFanout, PacketTrack, Receiver
+from rtc.webrtc.tracks import AvatarAudioTrack
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-VIEWER_QUEUE_FRAMES = 6
-"""Video frames (240 ms) a viewer may lag before its oldest ones are dropped."""
-VIEWER_AUDIO_FRAMES = 25
-"""20 ms audio frames (500 ms) a viewer may lag before its oldest ones are dropped. Dropped
-audio leaves a gap in the timestamps (rtc/webrtc/encoding.py keeps each frame's pts), which the
-player conceals; the bound is larger than the video's because gaps in sound are heard."""
 STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""Stream names (matched whole: ``re.match`` with ``$`` would take a final newline)."""
+"""Stream names appear in URLs (/whep/{stream}, /obs/{stream}): URL-safe, matched whole
+(``re.match`` with ``$`` would take a final newline)."""
 
 
 def new_stream_name() -> str:
@@ -47,132 +34,83 @@ def new_stream_name() -> str:
     return "s-" + secrets.token_urlsafe(9)
 
 
-"""Stream names appear in URLs (/whep/{stream}, /obs/{stream}): keep them URL-safe."""
-
-
 class StreamFull(Exception):
     """The stream has as many viewers as it may have."""
 
 
-class _ViewerTrack(MediaStreamTrack, Generic[T]):
-    """What both viewer tracks share: a drop-oldest queue fed by the session's releases."""
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.queue: DropOldestQueue[tuple[int, T]] = DropOldestQueue(capacity)
-        self.active = False
-        """Set by the first recv(): items are queued only once the sender pulls, so a
-        viewer still connecting does not receive a burst of stale frames."""
-        self.sent = 0
-        self.first_slot: int | None = None
-        """Session clock slot of the first item sent (maps receiver pts to the clock)."""
-
-    def offer(self, slot: int, item: T) -> None:
-        """Listener of the session's track: what it released for clock ``slot``."""
-        if self.active:
-            self.queue.put((slot, item))
-
-    async def _next(self) -> tuple[int, T]:
-        """The next released item; MediaStreamError once the stream or viewer ended."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        self.active = True
-        entry = await self.queue.get()
-        if entry is None:
-            self.stop()
-            raise MediaStreamError
-        if self.first_slot is None:
-            self.first_slot = entry[0]
-        self.sent += 1
-        return entry
-
-
-class ViewerVideoTrack(_ViewerTrack[av.VideoFrame]):
-    """Video of one viewer: frames exactly as (and when) the session released them."""
-
-    kind = "video"
-
-    def __init__(self, capacity: int = VIEWER_QUEUE_FRAMES) -> None:
-        super().__init__(capacity)
-
-    async def recv(self) -> av.VideoFrame:
-        """The next released frame; MediaStreamError once the stream or viewer ended."""
-        _, frame = await self._next()
-        return frame  # shared: the viewer's encoder copies it (rtc.webrtc.encoding.VideoEncoder)
-
-
-class ViewerAudioTrack(_ViewerTrack[np.ndarray]):
-    """Audio of one viewer: each 20 ms of s16 mono samples the session released, as a new
-    AudioFrame."""
-
-    kind = "audio"
-
-    def __init__(self, capacity: int = VIEWER_AUDIO_FRAMES) -> None:
-        super().__init__(capacity)
-
-    async def recv(self) -> av.AudioFrame:
-        """The next released audio frame; MediaStreamError once the stream or viewer ended."""
-        slot, samples = await self._next()
-        # A frame per viewer: each viewer's encoder reads it on its own.
-        return s16_audio_frame(samples, slot * samples.size)
-
-
 class Viewer:
-    """One watcher of a stream: its two tracks and how to end its connection."""
+    """One watcher of a stream: its two packet tracks (attached to the stream's fan-out once
+    its answer fixed the codec) and how to end its connection."""
 
-    def __init__(self, stream: str, on_end: Callable[[Viewer], None]) -> None:
+    def __init__(self, stream: Stream, on_end: Callable[[Viewer], None]) -> None:
         self.id = secrets.token_urlsafe(9)
-        self.stream = stream
-        self.video = ViewerVideoTrack()
-        self.audio = ViewerAudioTrack()
+        self.stream = stream.name
+        self.media = stream.media
+        self.video = PacketTrack("video")
+        self.audio = PacketTrack("audio")
         self._on_end = on_end
         self.ended = False
 
+    def attach(self, mime_type: str) -> Receiver:
+        """Receive the stream's ``mime_type`` video and its audio; the video receiver (for
+        the sender's keyframe requests and estimates)."""
+        video = self.media.video_receiver(mime_type, self.id)
+        self.video.attach(video, self.media.remove)
+        self.audio.attach(self.media.audio_receiver(self.id), self.media.remove)
+        return video
+
     def end(self) -> None:
-        """Stop the tracks and tell the owner (idempotent)."""
+        """Stop the tracks (their receivers leave the fan-out) and tell the owner
+        (idempotent)."""
         if self.ended:
             return
         self.ended = True
-        self.video.queue.close()
-        self.audio.queue.close()
+        for track in (self.video, self.audio):
+            track.stop()
+            if track.receiver is not None:
+                self.media.remove(track.receiver)
         self._on_end(self)
 
     def describe(self) -> dict[str, object]:
         """Counters for the API."""
-        return {
-            "viewer_id": self.id,
-            "video_sent": self.video.sent,
-            "audio_sent": self.audio.sent,
-            "video_dropped": self.video.queue.dropped,
-            "audio_dropped": self.audio.queue.dropped,
-        }
+        out: dict[str, object] = {"viewer_id": self.id}
+        for kind, track in (("video", self.video), ("audio", self.audio)):
+            receiver = track.receiver
+            out[f"{kind}_sent"] = receiver.sent if receiver is not None else 0
+            out[f"{kind}_dropped"] = receiver.dropped if receiver is not None else 0
+        video = self.video.receiver
+        out["codec"] = video.codec if video is not None else None
+        out["keyframe_requests"] = video.keyframe_requests if video is not None else 0
+        out["below_floor"] = video.below_floor if video is not None else False
+        return out
 
 
 class Stream:
     """A session's released frames and the viewers they are copied to."""
 
-    def __init__(self, name: str, session_id: str, max_viewers: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        session_id: str,
+        max_viewers: int,
+        media: MediaFanout,
+        frame_size: tuple[int, int],
+    ) -> None:
         self.name = name
         self.session_id = session_id
         self.max_viewers = max_viewers
+        self.media = media
+        """The session's encoders and their receivers (its own peer, viewers, recordings)."""
+        self.frame_size = frame_size
+        """(width, height) of its pictures (a recording's MP4 header needs them)."""
         self.viewers: dict[str, Viewer] = {}
-        self.video_listeners: list[Callable[[int, av.VideoFrame], None]] = []
-        """Other consumers of released frames (recordings); called like viewers are."""
         self.audio_listeners: list[Callable[[int, np.ndarray], None]] = []
+        """Consumers of the released audio samples (recordings encode AAC from them)."""
         self.on_end: list[Callable[[Stream], None]] = []
         """Called once when the session ends (recordings stop there)."""
 
-    def publish_video(self, slot: int, frame: av.VideoFrame) -> None:
-        """Called by the session's video track as it releases ``frame`` for ``slot``."""
-        for viewer in self.viewers.values():
-            viewer.video.offer(slot, frame)
-        for listener in self.video_listeners:
-            listener(slot, frame)
-
     def publish_audio(self, slot: int, samples: np.ndarray) -> None:
         """Called by the session's audio track as it releases audio ``slot``."""
-        for viewer in self.viewers.values():
-            viewer.audio.offer(slot, samples)
         for listener in self.audio_listeners:
             listener(slot, samples)
 
@@ -183,7 +121,7 @@ class Stream:
                 f"stream {self.name} already has {self.max_viewers} viewers "
                 "(max_viewers_per_stream)"
             )
-        viewer = Viewer(self.name, on_end)
+        viewer = Viewer(self, on_end)
         self.viewers[viewer.id] = viewer
         log.info(
             "session=%s viewer %s joined stream %s (%d watching)",
@@ -217,6 +155,7 @@ class Stream:
             "session_id": self.session_id,
             "viewers": [v.describe() for v in self.viewers.values()],
             "max_viewers": self.max_viewers,
+            "encoders": self.media.describe()["encoders"],
         }
 
 
@@ -239,13 +178,17 @@ class StreamRegistry:
             raise ValueError(f"stream {name!r} is already live; choose another name")
 
     def open(
-        self, name: str, session_id: str, video: AvatarVideoTrack, audio: AvatarAudioTrack
+        self,
+        name: str,
+        session_id: str,
+        media: MediaFanout,
+        audio: AvatarAudioTrack,
+        frame_size: tuple[int, int],
     ) -> Stream:
-        """Register a stream and attach it to the session's tracks' release listeners."""
+        """Register a stream of ``media``; its audio listeners hear ``audio``'s releases."""
         self.check_name(name)
-        stream = Stream(name, session_id, self.max_viewers)
+        stream = Stream(name, session_id, self.max_viewers, media, frame_size)
         self.streams[name] = stream
-        video.release_listeners.append(stream.publish_video)
         audio.release_listeners.append(stream.publish_audio)
         return stream
 
@@ -256,11 +199,4 @@ class StreamRegistry:
             stream.end()
 
 
-__all__ = [
-    "Stream",
-    "StreamFull",
-    "StreamRegistry",
-    "Viewer",
-    "ViewerAudioTrack",
-    "ViewerVideoTrack",
-]
+__all__ = ["Stream", "StreamFull", "StreamRegistry", "Viewer"]

@@ -9,8 +9,9 @@
     GET     /api/streams                live streams and their viewers
     GET     /obs/{stream}               full-window viewer page for OBS Browser Sources
 
-A viewer gets the session's released frames through rtc.outputs.streams (no extra model run); each
-viewer is its own peer connection and encodes separately. Answers prefer VP8, which every
+A viewer gets the packets of the stream's shared encoder (rtc/webrtc/fanout.py: no extra model
+run, no extra encode); each viewer is its own peer connection, which only packetizes and
+encrypts. Answers prefer VP8, which every
 browser decodes (OBS's Linux browser has no H.264). The bearer token, when configured, is
 checked by rtc.http.auth for every /whep/ request except OPTIONS.
 """
@@ -26,18 +27,11 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from config import RealtimeConfig
-from inference.frames import SAMPLE_RATE
 from rtc.http.bodies import MAX_SDP_BYTES
 from rtc.http.errors import RETRY_AFTER, ApiError, error_text
 from rtc.http.pages import page
 from rtc.outputs.streams import Stream, StreamFull, StreamRegistry, Viewer
-from rtc.webrtc.encoding import (
-    AudioEncoder,
-    EncodedAudioTrack,
-    EncodedVideoTrack,
-    follow_receiver_feedback,
-    start_encoding,
-)
+from rtc.webrtc.encoding import answered_video_codec, follow_receiver_feedback
 from rtc.webrtc.ice import parse_ice_server, rtc_configuration
 from rtc.webrtc.signalling import REALTIME_KEY
 
@@ -79,8 +73,6 @@ class Whep:
         self.live = live
         self.peers: dict[str, RTCPeerConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._tracks: dict[str, tuple[EncodedVideoTrack, EncodedAudioTrack]] = {}
-        """Viewer id -> its encoded tracks, stopped (their encoders freed) when it ends."""
         self._deadlines: dict[str, asyncio.Task[None]] = {}
         """Viewer id -> its :meth:`_connect_deadline`, until its peer connects or it ends."""
 
@@ -174,15 +166,9 @@ class Whep:
     async def _answer(self, pc: RTCPeerConnection, viewer: Viewer, sdp: str) -> str:
         # Transceivers added before the offer is applied are matched to its m-lines by kind,
         # so their codec preferences (VP8 first) decide the answer's codecs.
-        # Encoded here like the session's own tracks (rtc/webrtc/encoding.py): cheaper than aiortc's
-        # encoders, and the audio keeps the released slots' times.
-        encoded_video = EncodedVideoTrack(viewer.video)
-        video = pc.addTransceiver(encoded_video, direction="sendonly")
+        video = pc.addTransceiver(viewer.video, direction="sendonly")
         video.setCodecPreferences(preferred_video_codecs())
-        follow_receiver_feedback(video.sender, encoded_video)
-        encoded_audio = EncodedAudioTrack(viewer.audio, AudioEncoder(SAMPLE_RATE))
-        pc.addTransceiver(encoded_audio, direction="sendonly")
-        self._tracks[viewer.id] = (encoded_video, encoded_audio)
+        pc.addTransceiver(viewer.audio, direction="sendonly")
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -197,9 +183,11 @@ class Whep:
         except Exception as e:  # aiortc raises many types for unusable SDP
             raise ApiError(400, f"invalid SDP offer: {error_text(e)}") from None
         try:
-            start_encoding(pc, encoded_video, self.live.video_bitrate)
+            codec = answered_video_codec(pc)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
+        # The stream's packets of that codec: its encoder is shared with every receiver.
+        follow_receiver_feedback(video.sender, viewer.attach(codec))
         return str(pc.localDescription.sdp)
 
     def _cancel_deadline(self, viewer_id: str) -> None:
@@ -217,8 +205,6 @@ class Whep:
     def _viewer_ended(self, viewer: Viewer) -> None:
         pc = self.peers.pop(viewer.id, None)
         self._cancel_deadline(viewer.id)
-        for track in self._tracks.pop(viewer.id, ()):
-            track.stop()  # frees its encoder now (see AudioEncoder.close)
         if pc is not None:
             task = asyncio.get_running_loop().create_task(
                 pc.close(), name=f"whep-close-{viewer.id}"

@@ -1,10 +1,11 @@
-"""The session encodes its own media; aiortc only packetizes it.
+"""The stream encodes its own media (once, for every receiver: rtc/webrtc/fanout.py); aiortc
+only packetizes it.
 
 aiortc's built-in encoders are tuned for a camera on a congested link: its VP8 runs libvpx
 with a temporal denoiser and CBR padding (about 5 ms a 512x512 frame here) and its H.264 runs
 libx264's default preset. An avatar is a still face with a moving mouth: the denoiser has no
 noise to remove and padding only adds packets for the event loop to encrypt and send. Here
-each session encodes with settings made for that (libx264 ``ultrafast``/``zerolatency``, or
+each stream encodes with settings made for that (libx264 ``ultrafast``/``zerolatency``, or
 libvpx without the denoiser) in a worker thread, and hands aiortc ``av.Packet``s, which its
 sender packs without encoding again (the path aiortc provides for pre-encoded media).
 
@@ -16,18 +17,19 @@ carries its own slot's time, and a skipped slot is a gap the receiver conceals.
 What aiortc's sender learns from the receiver still reaches the encoder: keyframe requests
 (PLI/FIR from a receiver that lost packets) and the receiver's bandwidth estimate (REMB),
 which lowers the bitrate below the configured ceiling (``--video-bitrate``) on a congested
-link and lets it rise back to it; see :func:`follow_receiver_feedback`.
+link and lets it rise back to it; see :func:`follow_receiver_feedback` (and the fan-out for
+how many receivers' requests and estimates are combined).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Protocol
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
@@ -48,15 +50,27 @@ RATE_STEP = 0.1
 keyframe follows); smaller changes are ignored, as aiortc's own encoders do."""
 
 
+class FeedbackTarget(Protocol):
+    """What receiver feedback reaches: a keyframe request, a bandwidth estimate to read."""
+
+    estimate: Callable[[], int | None]
+
+    def request_keyframe(self) -> None: ...
+
+
 class VideoEncoder:
     """One stream's encoder: yuv420p frames in, one ``av.Packet`` per frame out."""
 
-    def __init__(self, mime_type: str, bitrate: int, fps: int = 25) -> None:
+    def __init__(
+        self, mime_type: str, bitrate: int, fps: int = 25, floor: int = MIN_BITRATE
+    ) -> None:
         if mime_type not in ENCODED_CODECS:
             raise ValueError(f"no encoder for {mime_type}; expected one of {ENCODED_CODECS}")
         self.mime_type = mime_type
         self.ceiling = bitrate
-        """The configured rate; the receiver's estimate only ever lowers it."""
+        """The configured rate; the receivers' estimates only ever lower it."""
+        self.floor = min(floor, bitrate)
+        """The rate it never goes below, whatever a receiver estimates."""
         self.bitrate = bitrate
         self.fps = fps
         self._codec: av.VideoCodecContext | None = None
@@ -105,8 +119,8 @@ class VideoEncoder:
         self._codec = None
 
     def follow_estimate(self, estimate: int) -> None:
-        """Adopt the receiver's bandwidth estimate (bits/s), within [MIN_BITRATE, ceiling]."""
-        target = max(MIN_BITRATE, min(self.ceiling, estimate))
+        """Adopt a receiver's bandwidth estimate (bits/s), within [floor, ceiling]."""
+        target = max(self.floor, min(self.ceiling, estimate))
         if abs(target - self.bitrate) > RATE_STEP * self.bitrate:
             log.info(
                 "video bitrate %d -> %d bit/s (receiver estimate %d)",
@@ -131,8 +145,10 @@ class VideoEncoder:
         own.pict_type = (
             av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
         )
-        data = b"".join(bytes(p) for p in codec.encode(own))
-        return _stamped(data, pts, time_base)
+        out = codec.encode(own)
+        packet = _stamped(b"".join(bytes(p) for p in out), pts, time_base)
+        packet.is_keyframe = any(p.is_keyframe for p in out)
+        return packet
 
 
 class AudioEncoder:
@@ -166,33 +182,6 @@ class AudioEncoder:
         self._codec = None
 
 
-class EncodedAudioTrack(MediaStreamTrack):
-    """Wraps a track of 20 ms audio frames; ``recv()`` returns them as Opus packets."""
-
-    kind = "audio"
-
-    def __init__(self, source: MediaStreamTrack, encoder: AudioEncoder) -> None:
-        super().__init__()
-        self.source = source
-        self.encoder = encoder
-
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self.source.recv()
-        if not isinstance(frame, av.AudioFrame):
-            raise TypeError(f"{type(self.source).__name__} gave {type(frame).__name__}")
-        # Inline (about 0.3 ms): the hop to a worker thread and back cost the loop more (with
-        # aiortc's encoders, ThreadPoolExecutor.submit alone was 12% of the loop's GIL time
-        # at 4 sessions, most of it for audio's 50 frames a second per session).
-        return self.encoder.encode(frame)
-
-    def stop(self) -> None:
-        super().stop()
-        self.source.stop()
-        self.encoder.close()
-
-
 def _stamped(data: bytes, pts: int | None, time_base: Fraction | None) -> av.Packet:
     """A packet of ``data`` at the frame's own time (the tracks stamp every frame)."""
     if pts is None or time_base is None:
@@ -203,63 +192,20 @@ def _stamped(data: bytes, pts: int | None, time_base: Fraction | None) -> av.Pac
     return packet
 
 
-class EncodedVideoTrack(MediaStreamTrack):
-    """Wraps a track of raw frames; ``recv()`` returns its frames encoded by this session."""
-
-    kind = "video"
-
-    def __init__(self, source: MediaStreamTrack, encoder: VideoEncoder | None = None) -> None:
-        super().__init__()
-        self.source = source
-        self.encoder = encoder
-        """Set once the answer fixed the codec (before the first recv)."""
-        self.keyframes_requested = 0
-        self._want_keyframe = False
-        self.estimate: Callable[[], int | None] = lambda: None
-        """The receiver's latest bandwidth estimate, if any (set by follow_receiver_feedback)."""
-
-    def request_keyframe(self) -> None:
-        """Make the next packet a keyframe (a receiver asked for one)."""
-        self._want_keyframe = True
-        self.keyframes_requested += 1
-
-    async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.encoder is None:
-            raise RuntimeError("EncodedVideoTrack.recv before its codec was negotiated")
-        frame = await self.source.recv()
-        if not isinstance(frame, av.VideoFrame):
-            raise TypeError(f"{type(self.source).__name__} gave {type(frame).__name__}")
-        keyframe, self._want_keyframe = self._want_keyframe, False
-        estimate = self.estimate()
-        if estimate is not None:
-            self.encoder.follow_estimate(estimate)
-        loop = asyncio.get_running_loop()
-        # In a worker thread like aiortc's own encoders: libx264/libvpx release the GIL.
-        packet: av.Packet = await loop.run_in_executor(None, self.encoder.encode, frame, keyframe)
-        return packet
-
-    def stop(self) -> None:
-        super().stop()
-        self.source.stop()
-        if self.encoder is not None:
-            self.encoder.close()
-
-
-def follow_receiver_feedback(sender: RTCRtpSender, track: EncodedVideoTrack) -> None:
-    """Route what ``sender`` hears from the receiver to ``track``'s encoder.
+def follow_receiver_feedback(sender: RTCRtpSender, receiver: FeedbackTarget) -> None:
+    """Route what ``sender`` hears from its receiver to ``receiver`` (its fan-out queue).
 
     aiortc applies it only to frames it encodes itself; for the packets it packs it would be
     lost: a viewer that lost a packet would stay frozen until the next periodic keyframe, and
-    a congested link would keep getting the full rate. Both hooks are aiortc 1.x internals,
-    looked up defensively: ``_send_keyframe`` is the sender's one entry point for PLI/FIR,
-    and REMB sets ``target_bitrate`` on the sender's (here packing-only) encoder object.
+    a congested link would keep getting the full rate. Both hooks are aiortc 1.x internals
+    (pinned ``<2``; tests/test_encoding.py checks them on a real sender): ``_send_keyframe``
+    is the sender's one entry point for PLI/FIR, and REMB sets ``target_bitrate`` on the
+    sender's (here packing-only) encoder object.
     """
     original = sender._send_keyframe
 
     def send_keyframe() -> None:
-        track.request_keyframe()
+        receiver.request_keyframe()
         original()
 
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
@@ -277,7 +223,7 @@ def follow_receiver_feedback(sender: RTCRtpSender, track: EncodedVideoTrack) -> 
         changed = changed or rate != default[0]
         return rate if changed else None
 
-    track.estimate = estimate
+    receiver.estimate = estimate
 
 
 def negotiated_video_codec(pc: RTCPeerConnection) -> str | None:
@@ -291,14 +237,11 @@ def negotiated_video_codec(pc: RTCPeerConnection) -> str | None:
     return None
 
 
-def start_encoding(pc: RTCPeerConnection, track: EncodedVideoTrack, bitrate: int) -> str:
-    """Give ``track`` the encoder of the codec ``pc``'s local answer chose; its mime type.
-
-    Raises ValueError when the answer chose none the server encodes (aiortc itself sends
-    only H.264 and VP8, so this means the offer had no usable video codec).
-    """
+def answered_video_codec(pc: RTCPeerConnection) -> str:
+    """The mime type ``pc``'s local answer sends video with; ValueError when it is none the
+    server encodes (aiortc itself sends only H.264 and VP8, so this means the offer had no
+    usable video codec)."""
     codec = negotiated_video_codec(pc)
     if codec not in ENCODED_CODECS:
         raise ValueError(f"no common video codec: the server sends {ENCODED_CODECS}")
-    track.encoder = VideoEncoder(codec, bitrate)
     return codec

@@ -25,7 +25,6 @@ from pydantic import ValidationError
 from config import RealtimeConfig
 from inference.audio_io import MonoDownmix, frame_key
 from inference.avatar.store import Avatar
-from inference.frames import SAMPLE_RATE
 from rtc.http.bodies import SayBody, describe_errors
 from rtc.http.errors import MalformedJson, error_text, parse_json
 from rtc.live.batcher import Batcher
@@ -36,13 +35,8 @@ from rtc.live.options import PipelineOptions
 from rtc.live.pipeline import Event, Pipeline
 from rtc.live.speech import QueueFull, Utterance
 from rtc.services import Services
-from rtc.webrtc.encoding import (
-    AudioEncoder,
-    EncodedAudioTrack,
-    EncodedVideoTrack,
-    follow_receiver_feedback,
-    start_encoding,
-)
+from rtc.webrtc.encoding import answered_video_codec, follow_receiver_feedback
+from rtc.webrtc.fanout import FanoutSettings, MediaFanout, PacketTrack
 from rtc.webrtc.ice import rtc_configuration
 from rtc.webrtc.replies import ErrorReply, Interrupted, Pong, Queued, Reply, Stats
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
@@ -89,10 +83,12 @@ class Session:
             self.clock, self.pipeline.video_queue, self.pipeline.first_frame
         )
         self.audio = AvatarAudioTrack(self.clock, self.pipeline.audio_queue)
-        self.encoded_video = EncodedVideoTrack(self.video)
-        """What the peer connection sends: ``video``'s frames, encoded by the session."""
-        self._video_bitrate = live.video_bitrate
-        self.encoded_audio = EncodedAudioTrack(self.audio, AudioEncoder(SAMPLE_RATE))
+        settings = FanoutSettings(live.video_bitrate, live.min_video_bitrate, live.keyframe_gap)
+        self.media = MediaFanout(self.video, self.audio, settings, name=self.id)
+        """The stream's encoders: the released frames encoded once for every receiver."""
+        self.video_out = PacketTrack("video")
+        """What the peer connection sends: the fan-out's packets of the answered codec."""
+        self.audio_out = PacketTrack("audio")
         self.pc = RTCPeerConnection(rtc_configuration(live.ice_servers))
         self.channel: RTCDataChannel | None = None
         self.closed = asyncio.Event()
@@ -125,16 +121,22 @@ class Session:
         kinds = [t.kind for t in pc.getTransceivers()]
         if "video" not in kinds:
             raise OfferError("the offer has no video m-line; add a recvonly video transceiver")
-        follow_receiver_feedback(pc.addTrack(self.encoded_video), self.encoded_video)
+        video_sender = pc.addTrack(self.video_out)
         if "audio" in kinds:
-            pc.addTrack(self.encoded_audio)
+            pc.addTrack(self.audio_out)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         try:
-            start_encoding(pc, self.encoded_video, self._video_bitrate)
+            codec = answered_video_codec(pc)
         except ValueError as e:
             raise OfferError(str(e)) from None
+        video = self.media.video_receiver(codec, "session")
+        self.video_out.attach(video, self.media.remove)
+        follow_receiver_feedback(video_sender, video)
+        if "audio" in kinds:
+            self.audio_out.attach(self.media.audio_receiver("session"), self.media.remove)
         self.pipeline.start()
+        self.media.start()
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(self._connect_deadline(), "connect-deadline")
         log.info("session=%s started: engine=%s avatar=%s", self.id, self.engine, self.avatar.name)
@@ -342,8 +344,9 @@ class Session:
             task.cancel()
         await asyncio.gather(*doomed, return_exceptions=True)
         await self.pipeline.close()
-        self.encoded_video.stop()  # stops self.video too
-        self.encoded_audio.stop()  # stops self.audio too
+        await self.media.close()  # frees the encoders now (see AudioEncoder.close)
+        for track in (self.video_out, self.audio_out, self.video, self.audio):
+            track.stop()
         try:
             await self.pc.close()
         except Exception:  # a half-negotiated peer may fail to close; nothing is left to free

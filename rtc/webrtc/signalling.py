@@ -137,7 +137,10 @@ class Realtime:
         # session id is the handle that controls the session.
         if stream_name is None or stream_name in self.streams.streams:  # taken meanwhile
             stream_name = new_stream_name()
-        self.streams.open(stream_name, session.id, session.video, session.audio)
+        first = session.pipeline.first_frame
+        self.streams.open(
+            stream_name, session.id, session.media, session.audio, (first.width, first.height)
+        )
         self._stream_of[session.id] = stream_name
         return web.json_response(
             {
