@@ -165,6 +165,9 @@ async def test_realtime_sessions_show_up_and_go_away(
                     assert labels in idle["avatar_session_queue_depth"], queue
                 stream = {"stream": str(client.stream)}  # the default stream name
                 assert frozenset(stream.items()) in idle["avatar_stream_viewers"]
+                assert value(idle, "avatar_stream_encoders", stream) == 1  # the session's own
+                own = stream | {"receiver": "session", "track": "video"}
+                assert frozenset(own.items()) in idle["avatar_stream_packets_dropped_total"]
                 offset = value(idle, "avatar_session_av_offset_seconds", key)
                 assert abs(offset) <= 0.2  # one clock releases both tracks
                 status, _ = await client.post("/say", {"text": "Привет! Как дела?"})

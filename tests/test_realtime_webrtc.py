@@ -90,7 +90,7 @@ async def test_say_streams_25_fps_continuous_audio_in_sync(
             await client.close()
     received = client.received  # complete: the client's recorders have stopped
     tv, ta = viewer_timelines(
-        received, session.video.stats.first_slot or 0, session.audio.stats.first_slot or 0
+        received, session.first_sent_slot("video") or 0, session.first_sent_slot("audio") or 0
     )
     # Text -> first lip-synced frame on this machine.
     assert started["latency_ms"] < 300
@@ -161,7 +161,7 @@ async def test_microphone_speech_moves_the_mouth(
             await client.close()
     received = client.received  # complete: the client's recorders have stopped
     tv, ta = viewer_timelines(
-        received, session.video.stats.first_slot or 0, session.audio.stats.first_slot or 0
+        received, session.first_sent_slot("video") or 0, session.first_sent_slot("audio") or 0
     )
     assert stats.mic_frames > 0 and microphone.speech_started is not None
     activity = mouth_activity(received)

@@ -326,3 +326,38 @@ async def test_viewer_that_never_connects_frees_its_slot(
                 await player.close()
         finally:
             await controller.close()
+
+
+async def test_viewers_share_the_sessions_encoder(
+    app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
+    """Three real WHEP players and the session's own peer: one VP8 encoder for all four, and
+    every player decodes what it gets."""
+    services = realtime_services(app_config, avatar_store, espeak_tts)
+    async with running_server(services) as (url, app), aiohttp.ClientSession() as http:
+        controller = TestClient(url, video_codec="video/VP8")
+        players = [WhepPlayer() for _ in range(3)]
+        try:
+            stream = (await controller.connect())["stream"]
+            for player in players:
+                async with http.post(
+                    f"{url}/whep/{stream}", data=await player.offer(), headers={"Content-Type": SDP}
+                ) as resp:
+                    assert resp.status == 201
+                    await player.answer(await resp.text())
+            for player in players:
+                await player.wait_for_frames(15)
+            media = app[REALTIME_KEY].streams.get(stream).media
+            assert list(media.groups) == ["video/VP8"]
+            assert len(media.groups["video/VP8"].receivers) == 4
+            async with http.get(f"{url}/api/streams") as resp:
+                (listed,) = (await resp.json())["streams"]
+            (encoder,) = listed["encoders"]
+            assert encoder["codec"] == "video/VP8" and encoder["receivers"] == 4
+            assert all(v["codec"] == "video/VP8" and v["video_sent"] > 0 for v in listed["viewers"])
+            # The joiners' keyframe requests were coalesced: never more forced than asked.
+            assert encoder["forced_keyframes"] <= encoder["keyframe_requests"]
+        finally:
+            for player in players:
+                await player.close()
+            await controller.close()

@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 from inference.engines.serial import SerialEngine
 from rtc.http.errors import Handler
 from rtc.http.metrics_runtime import runtime_metrics
+from rtc.http.metrics_streams import stream_families
 from rtc.live.clock import AUDIO_PERIOD, VIDEO_PERIOD
 from rtc.services import Services
 
@@ -241,14 +242,7 @@ class LiveCollector(Collector):
                 offset.add_metric(key, estimate)
         self._last_sent = {s.id: (now, s.video.stats.sent) for s in sessions}
         yield from (fps, sent, skipped, missing, late, depth, offset)
-        viewers = GaugeMetricFamily(
-            "avatar_stream_viewers",
-            "WHEP/OBS viewers of a live stream (limit: max_viewers_per_stream)",
-            labels=["stream"],
-        )
-        for name, stream in realtime.streams.streams.items():
-            viewers.add_metric([name], len(stream.viewers))
-        yield viewers
+        yield from stream_families(realtime.streams)
 
     def _fps(self, session: Session, now: float) -> float:
         previous = self._last_sent.get(session.id)

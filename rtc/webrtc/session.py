@@ -302,6 +302,12 @@ class Session:
         if self.channel is not None and self.pc.connectionState not in ("closed", "failed"):
             _send(self.channel, event)
 
+    def first_sent_slot(self, kind: str) -> int | None:
+        """Clock slot of the first ``kind`` packet the caller's peer sent (maps its RTP
+        times, counted from that packet, back to the session clock)."""
+        receiver = (self.video_out if kind == "video" else self.audio_out).receiver
+        return receiver.first_slot if receiver is not None else None
+
     def describe(self) -> dict[str, Any]:
         """State and counters, for the API and the page's stats."""
         stats = self.pipeline.stats
@@ -312,8 +318,10 @@ class Session:
             "connection": self.pc.connectionState,
             "speaking": self.pipeline.speaking,
             "echo_mic": self.options.echo_mic,
-            "video": vars(self.video.stats).copy(),
-            "audio": vars(self.audio.stats).copy(),
+            # first_slot: of the first packet the caller's peer sent (the tracks release
+            # from the answer on; the peer's RTP times count from its first packet).
+            "video": vars(self.video.stats) | {"first_slot": self.first_sent_slot("video")},
+            "audio": vars(self.audio.stats) | {"first_slot": self.first_sent_slot("audio")},
             "pipeline": {k: v for k, v in vars(stats).items() if k != "errors"}
             | {"errors": stats.errors[-5:]},
             "batcher": {
