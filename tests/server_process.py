@@ -60,9 +60,11 @@ def server_process(
     checkpoints: Path | None,
     *extra: str,
     start_seconds: float = START_SECONDS,
+    loopback_ice: bool = True,
 ) -> Iterator[ServerProcess]:
-    """Start the server with loopback ICE and ``extra`` flags (``checkpoints``: the Wav2Lip
-    weights' folder, None for the default one); stop it afterwards."""
+    """Start the server with loopback ICE (unless ``loopback_ice`` is False: inside a test's
+    own network namespace) and ``extra`` flags (``checkpoints``: the Wav2Lip weights'
+    folder, None for the default one); stop it afterwards."""
     port = free_port()
     weights = [] if checkpoints is None else ["--checkpoints", str(checkpoints)]
     with log_path.open("wb") as log_file:
@@ -78,7 +80,7 @@ def server_process(
                 "--cache",
                 str(avatar_cache),
                 *weights,
-                "--ice-loopback",
+                *(["--ice-loopback"] if loopback_ice else []),
                 *extra,
             ],
             stdout=log_file,

@@ -14,6 +14,7 @@ from rtc.http.limits import json_limit_middleware
 from rtc.http.metrics import Metrics, install_metrics, metrics_middleware
 from rtc.http.openapi import openapi_handler
 from rtc.http.pages import page, static_file
+from rtc.outputs.publications import register_publications
 from rtc.outputs.recording import register_recordings
 from rtc.outputs.whep import register_whep
 from rtc.services import Services
@@ -89,6 +90,7 @@ def build_app(services: Services) -> web.Application:
     realtime = register_realtime(app, services)  # realtime routes; closes sessions on shutdown
     register_whep(app)  # WHEP viewers of live streams, /api/streams, /obs/{stream}
     register_recordings(app)  # /api/streams/{stream}/recording/*, /api/recordings
+    register_publications(app)  # /api/streams/{stream}/publish, /api/publications
     install_metrics(app, metrics, services, realtime)  # GET /metrics
     app.router.add_get("/static/{filename:.+}", static_file)
     return app

@@ -78,6 +78,35 @@ class OfferBody(Body):
         return sdp
 
 
+class PublishBody(Body):
+    """``POST /api/streams/{stream}/publish``: where to publish the stream (Janus VideoRoom)."""
+
+    kind: Literal["janus"] = Field(description="the media server: only Janus so far")
+    url: str = Field(
+        description="Janus's HTTP API, e.g. http://127.0.0.1:8088/janus",
+        json_schema_extra={"pattern": "^https?://", "maxLength": 2048},
+    )
+    room: int = Field(ge=1, le=2**53, description="the VideoRoom's number")
+    display: str = Field(default="avatar", max_length=128, description="the publisher's name")
+    secret: str | None = Field(
+        default=None, max_length=256, description="the room's secret (for create_room)"
+    )
+    pin: str | None = Field(default=None, max_length=256, description="the room's PIN")
+    create_room: bool = Field(default=False, description="create the room if it is missing")
+    admin_key: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Janus's VideoRoom admin_key, where its config requires one to create rooms",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")) or len(url) > 2048:
+            raise ValueError("'url' must be Janus's http(s) API URL, e.g. http://HOST:8088/janus")
+        return url
+
+
 def parse_body(model: type[Model], data: object) -> Model:
     """``data`` (a parsed JSON object) as ``model``; ApiError(400) saying what to change."""
     try:

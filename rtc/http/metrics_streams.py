@@ -38,7 +38,23 @@ def stream_families(streams: StreamRegistry) -> Iterator[Metric]:
         "receivers estimating less bandwidth than --min-video-bitrate (not followed)",
         labels=["stream"],
     )
+    publications = GaugeMetricFamily(
+        "avatar_publications",
+        "publications of a stream into Janus, by state (connecting, live, retrying, failed)",
+        labels=["stream", "state"],
+    )
+    retries = CounterMetricFamily(
+        "avatar_publication_retries",
+        "times a publication lost Janus (down, restarted, room gone, ICE) and reconnected",
+        labels=["stream", "publication"],
+    )
     for name, stream in streams.streams.items():
+        states: dict[str, int] = {}
+        for publication in stream.publications.values():
+            states[publication.state] = states.get(publication.state, 0) + 1
+            retries.add_metric([name, publication.id], publication.retries)
+        for state, count in sorted(states.items()):
+            publications.add_metric([name, state], count)
         viewers.add_metric([name], len(stream.viewers))
         media = stream.media
         encoders.add_metric([name], len(media.groups))
@@ -48,4 +64,4 @@ def stream_families(streams: StreamRegistry) -> Iterator[Metric]:
         for receiver in receivers:
             dropped.add_metric([name, receiver.name, receiver.kind], receiver.dropped)
         below.add_metric([name], sum(1 for r in receivers if r.below_floor))
-    yield from (viewers, encoders, forced, dropped, below)
+    yield from (viewers, encoders, forced, dropped, below, publications, retries)

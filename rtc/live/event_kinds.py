@@ -109,6 +109,18 @@ class RecordingError(LiveEvent):
     cause: str
 
 
+@dataclass(frozen=True)
+class PublicationState(LiveEvent):
+    kind: ClassVar[str] = "publication_state"
+    when: ClassVar[str] = (
+        "a publication of the session's stream into Janus changed state (`connecting`, "
+        "`live`, `retrying`, `failed`, `stopped`; `reason` says why)"
+    )
+    publication: str
+    state: str
+    reason: str | None = None
+
+
 EVENT_KINDS: tuple[type[LiveEvent], ...] = (
     UtteranceQueued,
     SpeakingStarted,
@@ -118,6 +130,7 @@ EVENT_KINDS: tuple[type[LiveEvent], ...] = (
     RecordingStarted,
     RecordingStopped,
     RecordingError,
+    PublicationState,
 )
 """Every kind, in the order the docs list them."""
 

@@ -16,6 +16,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -32,6 +33,14 @@ STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def new_stream_name() -> str:
     """A random stream name (12 URL-safe characters, so it fits STREAM_NAME)."""
     return "s-" + secrets.token_urlsafe(9)
+
+
+class PublicationView(Protocol):
+    """What the stream (and /metrics) read of a publication."""
+
+    id: str
+    state: str
+    retries: int
 
 
 class StreamFull(Exception):
@@ -108,6 +117,8 @@ class Stream:
         """Consumers of the released audio samples (recordings encode AAC from them)."""
         self.on_end: list[Callable[[Stream], None]] = []
         """Called once when the session ends (recordings stop there)."""
+        self.publications: dict[str, PublicationView] = {}
+        """Its publications into media servers (rtc/outputs/publish.py), by id."""
 
     def publish_audio(self, slot: int, samples: np.ndarray) -> None:
         """Called by the session's audio track as it releases audio ``slot``."""

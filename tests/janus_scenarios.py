@@ -1,0 +1,378 @@
+"""Scenarios against a real Janus, run inside a network namespace (tests/test_janus.py).
+
+    unshare -n python -m tests.janus_scenarios SCENARIO OUT.json
+
+Janus (libnice) never gathers candidates on a loopback interface, so these run where the
+test made everything itself: a fresh network namespace with ``lo`` up and a veth pair,
+``198.18.0.1/24`` on ``v0`` (a benchmarking range, reachable from nowhere). Janus
+(deploy/janus/test), the avatar server and the aiortc clients all run inside it; Janus's
+and the server's HTTP APIs stay on 127.0.0.1. Each scenario writes what it measured as JSON;
+the pytest side asserts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from config import PROJECT_ROOT
+from rtc.outputs.janus import JanusSession
+from rtc.webrtc.ice import rtc_configuration
+from tests.realtime_peer import Received, TestClient, audio_envelope, mouth_activity
+from tests.server_process import server_process
+
+JANUS_CONFIG = PROJECT_ROOT / "deploy" / "janus" / "test"
+JANUS_URL = "http://127.0.0.1:8088/janus"
+ADDRESS = "198.18.0.1"
+TEXT = "Папа купил большую карту мира. Мама мыла раму, а мы смотрели на море."
+
+
+def make_network() -> None:
+    """lo up and the veth pair with 198.18.0.1 (we are root in a fresh namespace)."""
+    for command in (
+        "ip link set lo up",
+        "ip link add v0 type veth peer name v1",
+        f"ip addr add {ADDRESS}/24 dev v0",
+        "ip link set v0 up",
+        "ip link set v1 up",
+    ):
+        subprocess.run(command.split(), check=True)
+
+
+@contextlib.contextmanager
+def janus(log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Janus with the test configuration, answering ``info`` before this yields."""
+    process = start_janus(log)
+    try:
+        yield process
+    finally:
+        stop_janus(process)
+
+
+def start_janus(log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            ["janus", "-C", str(JANUS_CONFIG / "janus.jcfg"), "-F", str(JANUS_CONFIG), "-o"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=JANUS_CONFIG,
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            import urllib.request
+
+            body = json.dumps({"janus": "info", "transaction": "t"}).encode()
+            with urllib.request.urlopen(JANUS_URL, body, timeout=1) as resp:
+                if json.loads(resp.read()).get("janus") == "server_info":
+                    return process
+        assert process.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.1)
+    raise AssertionError("Janus did not start: " + log.read_text()[-2000:])
+
+
+def stop_janus(process: subprocess.Popen[bytes], kill: bool = False) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class Subscriber:
+    """An aiortc viewer of one room feed, through Janus's own API."""
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.janus = JanusSession(http, JANUS_URL)
+        self.pc = RTCPeerConnection(rtc_configuration([]))
+        self.received = Received()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def watch(self, room: int, feed: int) -> None:
+        await self.janus.create()
+        handle = await self.janus.attach("janus.plugin.videoroom")
+        join = {"request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feed}]}
+        _, offer = await self.janus.message(handle, join)
+        assert offer is not None and offer["type"] == "offer", offer
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._tasks.append(asyncio.create_task(self._record(track)))
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        answer = {"type": "answer", "sdp": self.pc.localDescription.sdp}
+        await self.janus.message(handle, {"request": "start"}, jsep=answer)
+        await self.janus.trickle_completed(handle)
+
+    async def _record(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                if isinstance(frame, av.VideoFrame):
+                    image = frame.to_ndarray(format="yuv420p")[: frame.height]
+                    h, w = image.shape
+                    self.received.video_times.append(now)
+                    self.received.mouth.append(image[h // 2 :, w // 4 : 3 * w // 4].copy())
+                elif isinstance(frame, av.AudioFrame):
+                    data = frame.to_ndarray().astype(np.float32) / 32768.0
+                    self.received.audio_times.append(now)
+                    self.received.audio.append(data.reshape(-1, len(frame.layout.channels)).mean(1))
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.janus.destroy()
+
+
+async def publishers(http: aiohttp.ClientSession, room: int) -> list[dict[str, Any]]:
+    """The room's publishers, as Janus lists them."""
+    session = JanusSession(http, JANUS_URL)
+    await session.create()
+    try:
+        handle = await session.attach("janus.plugin.videoroom")
+        data = await session.request(handle, {"request": "listparticipants", "room": room})
+        return [p for p in data.get("participants", []) if p.get("publisher")]
+    finally:
+        await session.destroy()
+
+
+async def destroy_room(http: aiohttp.ClientSession, room: int, secret: str | None) -> None:
+    session = JanusSession(http, JANUS_URL)
+    await session.create()
+    try:
+        handle = await session.attach("janus.plugin.videoroom")
+        body: dict[str, Any] = {"request": "destroy", "room": room}
+        if secret is not None:
+            body["secret"] = secret
+        await session.request(handle, body)
+    finally:
+        await session.destroy()
+
+
+async def api(
+    http: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    async with http.request(method, url, json=body) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def wait_state(
+    http: aiohttp.ClientSession, url: str, states: tuple[str, ...], seconds: float
+) -> tuple[str, float]:
+    """Poll a publication until its state is one of ``states``; (state, seconds waited)."""
+    began = time.monotonic()
+    state = ""
+    while time.monotonic() - began < seconds:
+        _, body = await api(http, "GET", url)
+        state = body.get("state", "")
+        if state in states:
+            break
+        await asyncio.sleep(0.1)
+    return state, time.monotonic() - began
+
+
+async def metric(http: aiohttp.ClientSession, base: str, name: str) -> float:
+    async with http.get(base + "/metrics") as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.split()[-1])
+    return float("nan")
+
+
+def fps_of(times: list[float], since: float, until: float) -> float:
+    inside = [t for t in times if since <= t < until]
+    return len(inside) / max(1e-6, until - since)
+
+
+async def scenario_publish(tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with (
+        janus(tmp / "janus.log") as janus_process,
+        server_process(tmp / "server.log", tmp / "cache", None, loopback_ice=False) as server,
+    ):
+        base = server.base
+        async with aiohttp.ClientSession() as http:
+            controller = TestClient(base)
+            await controller.connect(avatar="astronaut", language="ru")
+            await controller.wait_for_frames(10)
+            threads0 = await metric(http, base, "avatar_os_threads")
+            target = {"kind": "janus", "url": JANUS_URL, "room": 1234, "display": "avatar"}
+            status, body = await api(
+                http, "POST", f"{base}/api/streams/{controller.stream}/publish", target
+            )
+            out["post_status"], out["post_body"] = status, body
+            if status != 201:
+                return out
+            location = f"{base}/api/publications/{body['id']}"
+            out["live_after"] = (await wait_state(http, location, ("live",), 15))[1]
+            (publisher,) = await publishers(http, 1234)
+            out["feed_listed"] = publisher["id"] == (await api(http, "GET", location))[1]["feed"]
+            subscriber = Subscriber(http)
+            await subscriber.watch(1234, publisher["id"])
+            await asyncio.sleep(1.5)
+            status, _ = await controller.post("/say", {"text": TEXT})
+            t0 = time.monotonic()
+            await asyncio.sleep(6.0)
+            received = subscriber.received
+            out["subscriber_fps"] = fps_of(received.video_times, t0, t0 + 5.5)
+            out["subscriber_audio_frames"] = len(received.audio)
+            activity = mouth_activity(received)
+            envelope = audio_envelope(received)
+            out["mouth_moved"] = float(activity.max() / (np.median(activity[:5]) + 1))
+            out["voice"] = float(envelope.max())
+            # Mouth and voice together: the correlation of activity with the envelope, both
+            # resampled on the arrival clock.
+            grid = np.arange(t0, t0 + 6.0, 0.04)
+            mouth = np.interp(grid, received.video_times, activity)
+            voice = np.interp(grid, received.audio_times, envelope)
+            out["mouth_voice_corr"] = float(np.corrcoef(mouth, voice)[0, 1])
+            await subscriber.close()
+            # Janus dies mid-stream and comes back.
+            frames_before = len(controller.received.video_times)
+            killed = time.monotonic()
+            stop_janus(janus_process, kill=True)
+            out["state_after_kill"], out["retrying_after"] = await wait_state(
+                http, location, ("retrying",), 15
+            )
+            await asyncio.sleep(2.0)
+            janus_process = start_janus(tmp / "janus.log")
+            back = time.monotonic()
+            state, out["live_again_after"] = await wait_state(http, location, ("live",), 20)
+            out["state_after_restart"] = state
+            await asyncio.sleep(1.0)
+            times = controller.received.video_times
+            during = [t for t in times if t >= killed - 0.5]
+            out["session_max_gap"] = float(np.max(np.diff(during))) if len(during) > 1 else 99.0
+            out["session_frames_during_outage"] = len(times) - frames_before
+            out["outage_seconds"] = time.monotonic() - killed
+            _, out["after_restart"] = await api(http, "GET", location)
+            out["janus_back_to_live"] = out["live_again_after"]
+            del back
+            # DELETE leaves the room and frees what the publication held.
+            status, _ = await api(http, "DELETE", location)
+            out["delete_status"] = status
+            out["publishers_after_delete"] = len(await publishers(http, 1234))
+            out["get_after_delete"] = (await api(http, "GET", location))[0]
+            _, streams = await api(http, "GET", base + "/api/streams")
+            out["receivers_after_delete"] = streams["streams"][0]["encoders"][0]["receivers"]
+            # Publish and delete again: what a publication holds comes back each time.
+            held = []
+            for _ in range(3):
+                status, body = await api(
+                    http, "POST", f"{base}/api/streams/{controller.stream}/publish", target
+                )
+                assert status == 201, body
+                url = f"{base}/api/publications/{body['id']}"
+                await wait_state(http, url, ("live",), 15)
+                await api(http, "DELETE", url)
+                await asyncio.sleep(1.0)
+                held.append(
+                    {
+                        name: await metric(http, base, name)
+                        for name in (
+                            "avatar_os_threads",
+                            "process_open_fds",
+                            "avatar_asyncio_tasks",
+                        )
+                    }
+                )
+            out["held_after_cycles"] = held
+            out["threads_before"] = threads0
+            await controller.close()
+        stop_janus(janus_process)
+    return out
+
+
+async def scenario_bad_input(tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with (
+        janus(tmp / "janus.log"),
+        server_process(tmp / "server.log", tmp / "cache", None, loopback_ice=False) as server,
+    ):
+        base = server.base
+        async with aiohttp.ClientSession() as http:
+            controller = TestClient(base)
+            await controller.connect()
+            publish = f"{base}/api/streams/{controller.stream}/publish"
+            cases: dict[str, dict[str, Any]] = {
+                "unreachable": {"url": "http://127.0.0.1:9/janus", "room": 1234},
+                "not_janus": {"url": base + "/api/engines", "room": 1234},
+                "no_room": {"url": JANUS_URL, "room": 987654},
+                "create_pinned": {
+                    "url": JANUS_URL,
+                    "room": 4321,
+                    "pin": "1111",
+                    "create_room": True,
+                },
+                "wrong_pin": {"url": JANUS_URL, "room": 4321, "pin": "2222"},
+                "bad_kind": {"kind": "mediasoup", "url": JANUS_URL, "room": 1},
+                "room_not_int": {"url": JANUS_URL, "room": "1234"},
+                "no_stream": {"url": JANUS_URL, "room": 1234},
+            }
+            for name, case in cases.items():
+                body = {"kind": "janus", **case}
+                url = publish if name != "no_stream" else f"{base}/api/streams/nope/publish"
+                began = time.monotonic()
+                status, reply = await api(http, "POST", url, body)
+                out[name] = {"status": status, "reply": reply, "seconds": time.monotonic() - began}
+            # The room is destroyed under a live publication: with create_room it comes back
+            # (the room is made again); without, it fails with the reason.
+            pinned = out["create_pinned"]["reply"]
+            recreating = f"{base}/api/publications/{pinned['id']}"
+            await wait_state(http, recreating, ("live",), 15)
+            status, plain = await api(
+                http, "POST", publish, {"kind": "janus", "url": JANUS_URL, "room": 1234}
+            )
+            fixed = f"{base}/api/publications/{plain['id']}"
+            await wait_state(http, fixed, ("live",), 15)
+            await destroy_room(http, 4321, None)
+            await destroy_room(http, 1234, "adminpwd")
+            out["recreated"] = await wait_state(http, recreating, ("live",), 20)
+            out["recreated_retries"] = (await api(http, "GET", recreating))[1]["retries"]
+            out["room_gone"] = await wait_state(http, fixed, ("failed",), 20)
+            out["room_gone_reason"] = (await api(http, "GET", fixed))[1]["reason"]
+            await controller.close()
+    return out
+
+
+SCENARIOS = {"publish": scenario_publish, "bad_input": scenario_bad_input}
+
+
+def main() -> None:
+    name, out = sys.argv[1], Path(sys.argv[2])
+    if os.geteuid() != 0:
+        raise SystemExit("run as root inside `unshare -n`")
+    make_network()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = asyncio.run(SCENARIOS[name](Path(tmp)))
+        except BaseException as e:
+            logs = {p.name: p.read_text(errors="replace")[-3000:] for p in Path(tmp).glob("*.log")}
+            result = {"error": f"{type(e).__name__}: {e}", "logs": logs}
+        out.write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
