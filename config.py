@@ -124,6 +124,11 @@ class OutputConfig:
     """A recording stops by itself after this long (an event says why)."""
     max_recording_bytes: int = 2 * 1024**3
     """A recording stops by itself when its file reaches this size."""
+    publish: tuple[str, ...] = ()
+    """Where to publish an always-on stream at start-up (``janus:URL#room=N&...``, see
+    docs/api.md); empty: no always-on stream."""
+    always_on_stream: str = "avatar"
+    """The always-on stream's name (with ``publish``)."""
 
 
 @dataclass(frozen=True)

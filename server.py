@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=live.video_bitrate,
         help="most bits per second of each stream's video (receivers' estimates lower it)",
     )
+    serve.add_argument("--publish", action="append", default=[], metavar="janus:URL#room=N",
+                       help="publish an always-on stream into Janus (repeatable)")  # fmt: skip
+    serve.add_argument("--always-on-stream", default=outputs.always_on_stream, metavar="NAME",
+                       help="the always-on stream's name (with --publish)")  # fmt: skip
     serve.add_argument("--min-video-bitrate", type=int, default=live.min_video_bitrate,
                        help="shared encoder's floor; viewers below it are reported")  # fmt: skip
     serve.add_argument("--keyframe-gap", type=float, metavar="SECONDS", default=live.keyframe_gap,

@@ -357,7 +357,47 @@ async def scenario_bad_input(tmp: Path) -> dict[str, Any]:
     return out
 
 
-SCENARIOS = {"publish": scenario_publish, "bad_input": scenario_bad_input}
+async def scenario_always_on(tmp: Path) -> dict[str, Any]:
+    """``serve --publish`` started before Janus: the always-on stream goes live once Janus is
+    up, speaks what /api/sessions/{id}/say sends, and subscribers see it."""
+    out: dict[str, Any] = {}
+    flag = f"janus:{JANUS_URL}#room=1234&display=always-on"
+    with server_process(
+        tmp / "server.log", tmp / "cache", None, "--publish", flag, loopback_ice=False
+    ) as server:
+        base = server.base
+        async with aiohttp.ClientSession() as http:
+            _, listed = await api(http, "GET", base + "/api/publications")
+            (first,) = listed["publications"]
+            out["state_without_janus"] = first["state"]
+            location = f"{base}/api/publications/{first['id']}"
+            with janus(tmp / "janus.log"):
+                out["live"] = await wait_state(http, location, ("live",), 20)
+                _, streams = await api(http, "GET", base + "/api/streams")
+                (stream,) = streams["streams"]
+                out["stream"] = stream["stream"]
+                (publisher,) = await publishers(http, 1234)
+                out["display"] = publisher.get("display")
+                subscriber = Subscriber(http)
+                await subscriber.watch(1234, publisher["id"])
+                await asyncio.sleep(1.0)
+                status, _ = await api(
+                    http, "POST", f"{base}/api/sessions/{stream['session_id']}/say", {"text": TEXT}
+                )
+                out["say_status"] = status
+                t0 = time.monotonic()
+                await asyncio.sleep(4.0)
+                out["subscriber_fps"] = fps_of(subscriber.received.video_times, t0, t0 + 3.5)
+                out["voice"] = float(audio_envelope(subscriber.received).max())
+                await subscriber.close()
+    return out
+
+
+SCENARIOS = {
+    "publish": scenario_publish,
+    "bad_input": scenario_bad_input,
+    "always_on": scenario_always_on,
+}
 
 
 def main() -> None:

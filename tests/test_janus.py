@@ -100,3 +100,12 @@ def test_bad_targets_get_clear_errors_and_a_deleted_room_is_handled(tmp_path: Pa
     # failed with the reason where not.
     assert r["recreated"][0] == "live" and r["recreated_retries"] == 1
     assert r["room_gone"][0] == "failed" and "no such room" in r["room_gone_reason"]
+
+
+def test_serve_publish_keeps_an_always_on_stream_in_the_room(tmp_path: Path) -> None:
+    r = run_scenario("always_on", tmp_path)
+    assert r["state_without_janus"] in ("connecting", "retrying")  # Janus not up yet
+    assert r["live"][0] == "live" and r["live"][1] < 15
+    assert r["stream"] == "avatar" and r["display"] == "always-on"
+    assert r["say_status"] == 202
+    assert r["subscriber_fps"] >= 24 and r["voice"] > 0.05

@@ -90,7 +90,9 @@ def build_app(services: Services) -> web.Application:
     realtime = register_realtime(app, services)  # realtime routes; closes sessions on shutdown
     register_whep(app)  # WHEP viewers of live streams, /api/streams, /obs/{stream}
     register_recordings(app)  # /api/streams/{stream}/recording/*, /api/recordings
-    register_publications(app)  # /api/streams/{stream}/publish, /api/publications
+    register_publications(
+        app, services.config.outputs
+    )  # /api/streams/{stream}/publish, /api/publications
     install_metrics(app, metrics, services, realtime)  # GET /metrics
     app.router.add_get("/static/{filename:.+}", static_file)
     return app

@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from config import RealtimeConfig
+from config import OutputConfig, RealtimeConfig
 from rtc.http.bodies import PublishBody, parse_body
 from rtc.http.errors import ApiError, read_json_object
-from rtc.outputs.publish import Publication, PublishRefused
+from rtc.outputs.publish import Publication, PublishRefused, parse_target
 from rtc.outputs.streams import Stream, StreamRegistry
 from rtc.webrtc.signalling import REALTIME_KEY
 
@@ -44,8 +44,11 @@ class Publications:
         self._emitter = emitter
         self.active: dict[str, Publication] = {}
 
-    async def publish(self, stream_name: str, body: PublishBody) -> Publication:
-        """Publish ``stream_name`` as ``body`` says; ApiError for what the client must fix."""
+    async def publish(
+        self, stream_name: str, body: PublishBody, persistent: bool = False
+    ) -> Publication:
+        """Publish ``stream_name`` as ``body`` says; ApiError for what the client must fix
+        (with ``persistent``, a failed first attempt is retried instead)."""
         stream = self.streams.get(stream_name)
         if stream is None:
             raise ApiError(404, f"no live stream called {stream_name!r}")
@@ -54,7 +57,7 @@ class Publications:
             raise ApiError(409, f"stream {stream.name} has {MAX_PER_STREAM} publications already")
         publication = Publication(stream, body, self.live.ice_servers, self._emitter(stream))
         try:
-            await publication.start()
+            await publication.start(persistent)
         except PublishRefused as e:
             raise ApiError(e.status, str(e)) from None
         self.active[publication.id] = publication
@@ -111,10 +114,21 @@ class Publications:
         )
 
 
-def register_publications(app: web.Application) -> Publications:
-    """Add the publication routes (after rtc.webrtc.signalling.register_realtime)."""
+def register_publications(app: web.Application, outputs: OutputConfig) -> Publications:
+    """Add the publication routes (after rtc.webrtc.signalling.register_realtime), and with
+    ``outputs.publish`` the always-on stream and its publications at start-up."""
     realtime = app[REALTIME_KEY]
     publications = Publications(realtime.streams, realtime.live, realtime.emitter)
+    targets = [parse_target(text) for text in outputs.publish]  # bad flags fail at once
+
+    async def always_on(_: web.Application) -> None:
+        stream = realtime.open_always_on(outputs.always_on_stream)
+        for target in targets:
+            publication = await publications.publish(stream.name, target, persistent=True)
+            log.info("always-on stream %s: publication %s", stream.name, publication.id)
+
+    if targets:
+        app.on_startup.append(always_on)
     app[PUBLICATIONS_KEY] = publications
     router = app.router
     router.add_post("/api/streams/{stream}/publish", publications.post)

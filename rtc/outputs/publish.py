@@ -30,8 +30,9 @@ from typing import Any
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
+from pydantic import ValidationError
 
-from rtc.http.bodies import PublishBody
+from rtc.http.bodies import PublishBody, describe_errors
 from rtc.live.event_kinds import PublicationState
 from rtc.outputs.janus import JanusError, JanusSession, JanusUnreachable
 from rtc.outputs.streams import Stream
@@ -93,16 +94,20 @@ class Publication:
 
     # --- life cycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """First attempt now (PublishRefused for bad input), then keep it up in the
-        background."""
+    async def start(self, persistent: bool = False) -> None:
+        """First attempt now, then keep it up in the background. A failed first attempt is
+        PublishRefused (bad input, for the HTTP client to fix), or with ``persistent``
+        (``serve --publish``: Janus may start after us) the first retry."""
         self._http = aiohttp.ClientSession()
         try:
             await self._attempt()
         except (JanusUnreachable, JanusError, OSError, ValueError) as e:
             await self._teardown()
-            await self._http.close()
-            raise _refusal(e, self.target) from None
+            if not persistent:
+                await self._http.close()
+                raise _refusal(e, self.target) from None
+            self.reason = str(e)
+            self._ended.set()
         self._task = asyncio.get_running_loop().create_task(
             self._keep_up(), name=f"publication-{self.id}"
         )
@@ -334,3 +339,27 @@ def _refusal(error: Exception, target: PublishBody) -> PublishRefused:
     if isinstance(error, JanusUnreachable):
         return PublishRefused(502, str(error))
     return PublishRefused(502, f"publishing to {target.url} failed: {error}")
+
+
+def parse_target(text: str) -> PublishBody:
+    """``janus:URL#room=N&display=D&pin=P&secret=S&admin_key=K&create_room=1`` (the
+    ``serve --publish`` form) as a body; ValueError saying what is wrong."""
+    kind, _, rest = text.partition(":")
+    if kind != "janus" or not rest:
+        raise ValueError(f"--publish {text!r}: expected janus:http://HOST:8088/janus#room=N")
+    url, _, fragment = rest.partition("#")
+    fields: dict[str, Any] = {"kind": "janus", "url": url}
+    for pair in filter(None, fragment.split("&")):
+        key, _, value = pair.partition("=")
+        if key == "room":
+            fields["room"] = int(value) if value.isdigit() else value
+        elif key == "create_room":
+            fields["create_room"] = value.lower() in ("1", "true", "yes")
+        elif key in ("display", "pin", "secret", "admin_key"):
+            fields[key] = value
+        else:
+            raise ValueError(f"--publish {text!r}: unknown setting {key!r}")
+    try:
+        return PublishBody.model_validate(fields)
+    except ValidationError as e:
+        raise ValueError(f"--publish {text!r}: {describe_errors(e)}") from None

@@ -142,6 +142,12 @@ class Session:
         log.info("session=%s started: engine=%s avatar=%s", self.id, self.engine, self.avatar.name)
         return pc.localDescription
 
+    def start_without_peer(self) -> None:
+        """Run with no caller (an always-on stream): produce and encode for the stream's
+        other receivers; no idle or connect timeout, since no peer is coming."""
+        self.pipeline.start()
+        self.media.start()
+
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(self._guard(coro, name), name=f"{name}-{self.id}")
         self._tasks.add(task)

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from inference.avatar.store import Avatar
 from inference.engines.base import EngineUnavailable
 from inference.mel import mel_basis
 from rtc.http.bodies import MAX_SDP_BYTES, OfferBody, SayBody, parse_body
@@ -105,22 +106,7 @@ class Realtime:
                 f"all {self.live.max_sessions} realtime sessions are in use; try again later",
                 {"Retry-After": RETRY_AFTER},
             )
-        options = PipelineOptions(
-            echo_mic=echo,
-            silence_rms=self.services.config.engines.silence_rms,
-            max_utterances=self.live.max_queued_utterances,
-        )
-        session = Session(
-            self.services,
-            self.batchers.get(engine),
-            engine=engine.name,
-            avatar=avatar,
-            language=language,
-            live=self.live,
-            options=options,
-            on_closed=self._forget,
-        )
-        session.event_listeners.extend(self.event_listeners)
+        session = self._new_session(engine.name, avatar, language, echo)
         self._opening += 1
         try:
             answer = await session.accept(sdp, kind)
@@ -137,11 +123,7 @@ class Realtime:
         # session id is the handle that controls the session.
         if stream_name is None or stream_name in self.streams.streams:  # taken meanwhile
             stream_name = new_stream_name()
-        first = session.pipeline.first_frame
-        self.streams.open(
-            stream_name, session.id, session.media, session.audio, (first.width, first.height)
-        )
-        self._stream_of[session.id] = stream_name
+        self._open_stream(session, stream_name)
         return web.json_response(
             {
                 "sdp": answer.sdp,
@@ -152,6 +134,50 @@ class Realtime:
                 "stream": stream_name,
             }
         )
+
+    def _new_session(self, engine: str, avatar: Avatar, language: str, echo: bool) -> Session:
+        options = PipelineOptions(
+            echo_mic=echo,
+            silence_rms=self.services.config.engines.silence_rms,
+            max_utterances=self.live.max_queued_utterances,
+        )
+        session = Session(
+            self.services,
+            self.batchers.get(self.services.engine(engine)),
+            engine=engine,
+            avatar=avatar,
+            language=language,
+            live=self.live,
+            options=options,
+            on_closed=self._forget,
+        )
+        session.event_listeners.extend(self.event_listeners)
+        return session
+
+    def _open_stream(self, session: Session, name: str) -> Stream:
+        first = session.pipeline.first_frame
+        stream = self.streams.open(
+            name, session.id, session.media, session.audio, (first.width, first.height)
+        )
+        self._stream_of[session.id] = name
+        return stream
+
+    def open_always_on(self, name: str) -> Stream:
+        """A stream with no caller: a session of the default engine, avatar and language
+        that speaks what ``/api/sessions/{id}/say`` sends and never times out (for
+        ``serve --publish``: Janus and its viewers are the audience)."""
+        self.streams.check_name(name)
+        services = self.services
+        session = self._new_session(
+            services.default_engine,
+            services.avatars.get(None),
+            services.language(None),
+            echo=False,
+        )
+        session.start_without_peer()
+        self.sessions[session.id] = session
+        log.info("session=%s always-on stream %s", session.id, name)
+        return self._open_stream(session, name)
 
     def emitter(self, stream: Stream) -> Callable[[dict[str, Any]], None]:
         """Where events about ``stream`` (its recordings) go: its session's emit while the
