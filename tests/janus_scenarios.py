@@ -65,13 +65,26 @@ def janus(log: Path) -> Iterator[subprocess.Popen[bytes]]:
         stop_janus(process)
 
 
-def start_janus(log: Path) -> subprocess.Popen[bytes]:
+def second_janus_config(folder: Path) -> Path:
+    """The test configuration for a second Janus: HTTP on 8089, its own RTP ports."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in JANUS_CONFIG.glob("*.jcfg"):
+        text = source.read_text()
+        text = text.replace("port = 8088", "port = 8089")
+        text = text.replace('"20000-20999"', '"21000-21999"')
+        (folder / source.name).write_text(text)
+    return folder
+
+
+def start_janus(
+    log: Path, config: Path = JANUS_CONFIG, url: str = JANUS_URL
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         process = subprocess.Popen(
-            ["janus", "-C", str(JANUS_CONFIG / "janus.jcfg"), "-F", str(JANUS_CONFIG), "-o"],
+            ["janus", "-C", str(config / "janus.jcfg"), "-F", str(config), "-o"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=JANUS_CONFIG,
+            cwd=config,
         )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -79,7 +92,7 @@ def start_janus(log: Path) -> subprocess.Popen[bytes]:
             import urllib.request
 
             body = json.dumps({"janus": "info", "transaction": "t"}).encode()
-            with urllib.request.urlopen(JANUS_URL, body, timeout=1) as resp:
+            with urllib.request.urlopen(url, body, timeout=1) as resp:
                 if json.loads(resp.read()).get("janus") == "server_info":
                     return process
         assert process.poll() is None, log.read_text()[-2000:]
@@ -100,8 +113,8 @@ def stop_janus(process: subprocess.Popen[bytes], kill: bool = False) -> None:
 class Subscriber:
     """An aiortc viewer of one room feed, through Janus's own API."""
 
-    def __init__(self, http: aiohttp.ClientSession) -> None:
-        self.janus = JanusSession(http, JANUS_URL)
+    def __init__(self, http: aiohttp.ClientSession, url: str = JANUS_URL) -> None:
+        self.janus = JanusSession(http, url)
         self.pc = RTCPeerConnection(rtc_configuration([]))
         self.received = Received()
         self._tasks: list[asyncio.Task[None]] = []
@@ -146,9 +159,11 @@ class Subscriber:
         await self.janus.destroy()
 
 
-async def publishers(http: aiohttp.ClientSession, room: int) -> list[dict[str, Any]]:
+async def publishers(
+    http: aiohttp.ClientSession, room: int, url: str = JANUS_URL
+) -> list[dict[str, Any]]:
     """The room's publishers, as Janus lists them."""
-    session = JanusSession(http, JANUS_URL)
+    session = JanusSession(http, url)
     await session.create()
     try:
         handle = await session.attach("janus.plugin.videoroom")
@@ -393,7 +408,86 @@ async def scenario_always_on(tmp: Path) -> dict[str, Any]:
     return out
 
 
+async def watch_feed(
+    http: aiohttp.ClientSession, url: str, room: int, feed: int, seconds: float
+) -> dict[str, float]:
+    """What a subscriber of one feed gets in ``seconds``: video fps and voice level."""
+    subscriber = Subscriber(http, url)
+    await subscriber.watch(room, feed)
+    await asyncio.sleep(1.0)
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    received = subscriber.received
+    result = {
+        "fps": fps_of(received.video_times, t0, t0 + seconds),
+        "audio_frames": float(len([t for t in received.audio_times if t >= t0])),
+    }
+    await subscriber.close()
+    return result
+
+
+async def scenario_scale_out(tmp: Path) -> dict[str, Any]:
+    """Two avatar servers publish into one Janus; the first is cascaded to a second Janus,
+    whose subscribers get it as one of its own publishers."""
+    out: dict[str, Any] = {}
+    second_url = "http://127.0.0.1:8089/janus"
+    with (
+        janus(tmp / "janus-a.log"),
+        contextlib.closing(
+            _Closer(start_janus(tmp / "janus-b.log", second_janus_config(tmp / "b"), second_url))
+        ),
+        server_process(tmp / "s1.log", tmp / "c1", None, loopback_ice=False) as one,
+        server_process(tmp / "s2.log", tmp / "c2", None, loopback_ice=False) as two,
+    ):
+        async with aiohttp.ClientSession() as http:
+            ids = []
+            for name, server, extra in (
+                ("one", one, {"secret": "adminpwd", "relays": [{"url": second_url, "room": 5678}]}),
+                ("two", two, {}),
+            ):
+                client = TestClient(server.base)
+                await client.connect()
+                target = {"kind": "janus", "url": JANUS_URL, "room": 1234, "display": name}
+                status, body = await api(
+                    http,
+                    "POST",
+                    f"{server.base}/api/streams/{client.stream}/publish",
+                    target | extra,
+                )
+                assert status == 201, body
+                ids.append((server.base, body["id"], client))
+            for base, pid, _ in ids:
+                out.setdefault("live", []).append(
+                    (await wait_state(http, f"{base}/api/publications/{pid}", ("live",), 15))[0]
+                )
+            listed = await publishers(http, 1234)
+            out["displays_a"] = sorted(p.get("display", "") for p in listed)
+            for p in listed:
+                out[f"a_{p['display']}"] = await watch_feed(http, JANUS_URL, 1234, p["id"], 3.0)
+            remote = await publishers(http, 5678, second_url)
+            out["displays_b"] = [p.get("display", "") for p in remote]
+            if remote:
+                out["b_one"] = await watch_feed(http, second_url, 5678, remote[0]["id"], 3.0)
+            _, described = await api(http, "GET", f"{ids[0][0]}/api/publications/{ids[0][1]}")
+            out["relays"] = described["relays"]
+            # Deleting the first publication removes its remote publisher too.
+            await api(http, "DELETE", f"{ids[0][0]}/api/publications/{ids[0][1]}")
+            out["b_after_delete"] = len(await publishers(http, 5678, second_url))
+            for _, _, client in ids:
+                await client.close()
+    return out
+
+
+class _Closer:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    def close(self) -> None:
+        stop_janus(self.process)
+
+
 SCENARIOS = {
+    "scale_out": scenario_scale_out,
     "publish": scenario_publish,
     "bad_input": scenario_bad_input,
     "always_on": scenario_always_on,

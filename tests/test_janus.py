@@ -109,3 +109,17 @@ def test_serve_publish_keeps_an_always_on_stream_in_the_room(tmp_path: Path) -> 
     assert r["stream"] == "avatar" and r["display"] == "always-on"
     assert r["say_status"] == 202
     assert r["subscriber_fps"] >= 24 and r["voice"] > 0.05
+
+
+def test_two_servers_into_one_janus_and_a_cascade_to_a_second(tmp_path: Path) -> None:
+    r = run_scenario("scale_out", tmp_path)
+    assert r["live"] == ["live", "live"]
+    # Two avatar servers (two processes) publish two streams into one room.
+    assert r["displays_a"] == ["one", "two"]
+    for feed in ("a_one", "a_two"):
+        assert r[feed]["fps"] >= 24 and r[feed]["audio_frames"] >= 100, (feed, r[feed])
+    # The first is cascaded to a second Janus: its viewers get it from there.
+    assert r["displays_b"] == ["one"] and len(r["relays"]) == 1
+    assert r["b_one"]["fps"] >= 24 and r["b_one"]["audio_frames"] >= 100, r["b_one"]
+    # Deleting the publication removes the remote publisher as well.
+    assert r["b_after_delete"] == 0

@@ -78,6 +78,28 @@ class OfferBody(Body):
         return sdp
 
 
+class RelayTarget(Body):
+    """One more Janus the publication is cascaded to (``add_remote_publisher`` there,
+    ``publish_remotely`` on the first)."""
+
+    url: str = Field(
+        description="that Janus's HTTP API", json_schema_extra={"pattern": "^https?://"}
+    )
+    room: int = Field(ge=1, le=2**53, description="its VideoRoom (created if missing)")
+    secret: str | None = Field(default=None, max_length=256, description="that room's secret")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return _janus_url(url)
+
+
+def _janus_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")) or len(url) > 2048:
+        raise ValueError("'url' must be Janus's http(s) API URL, e.g. http://HOST:8088/janus")
+    return url
+
+
 class PublishBody(Body):
     """``POST /api/streams/{stream}/publish``: where to publish the stream (Janus VideoRoom)."""
 
@@ -98,13 +120,24 @@ class PublishBody(Body):
         max_length=256,
         description="Janus's VideoRoom admin_key, where its config requires one to create rooms",
     )
+    feed: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**53,
+        description="the publisher id to join with (stable across reconnections, so a WHEP "
+        "endpoint in front of Janus can name it); default: one Janus picks",
+    )
+    relays: list[RelayTarget] = Field(
+        default_factory=list,
+        max_length=8,
+        description="further Janus instances the first one forwards this publisher to "
+        "(VideoRoom remote publishers), so viewers spread over several SFU hosts",
+    )
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")) or len(url) > 2048:
-            raise ValueError("'url' must be Janus's http(s) API URL, e.g. http://HOST:8088/janus")
-        return url
+        return _janus_url(url)
 
 
 def parse_body(model: type[Model], data: object) -> Model:

@@ -26,6 +26,7 @@ import aiohttp
 
 log = logging.getLogger(__name__)
 
+VIDEOROOM = "janus.plugin.videoroom"
 REQUEST_TIMEOUT = 10.0
 """Seconds a request (or an asynchronous plugin answer) may take before Janus counts as down."""
 POLL_TIMEOUT = 45.0

@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from config import OutputConfig, RealtimeConfig
-from rtc.http.bodies import PublishBody, parse_body
+from rtc.http.bodies import PublishBody, describe_errors, parse_body
 from rtc.http.errors import ApiError, read_json_object
-from rtc.outputs.publish import Publication, PublishRefused, parse_target
+from rtc.outputs.publish import Publication, PublishRefused
 from rtc.outputs.streams import Stream, StreamRegistry
 from rtc.webrtc.signalling import REALTIME_KEY
 
@@ -140,3 +141,27 @@ def register_publications(app: web.Application, outputs: OutputConfig) -> Public
 
 
 PUBLICATIONS_KEY = web.AppKey("publications", Publications)
+
+
+def parse_target(text: str) -> PublishBody:
+    """``janus:URL#room=N&display=D&pin=P&secret=S&admin_key=K&create_room=1`` (the
+    ``serve --publish`` form) as a body; ValueError saying what is wrong."""
+    kind, _, rest = text.partition(":")
+    if kind != "janus" or not rest:
+        raise ValueError(f"--publish {text!r}: expected janus:http://HOST:8088/janus#room=N")
+    url, _, fragment = rest.partition("#")
+    fields: dict[str, Any] = {"kind": "janus", "url": url}
+    for pair in filter(None, fragment.split("&")):
+        key, _, value = pair.partition("=")
+        if key == "room":
+            fields["room"] = int(value) if value.isdigit() else value
+        elif key == "create_room":
+            fields["create_room"] = value.lower() in ("1", "true", "yes")
+        elif key in ("display", "pin", "secret", "admin_key"):
+            fields[key] = value
+        else:
+            raise ValueError(f"--publish {text!r}: unknown setting {key!r}")
+    try:
+        return PublishBody.model_validate(fields)
+    except ValidationError as e:
+        raise ValueError(f"--publish {text!r}: {describe_errors(e)}") from None

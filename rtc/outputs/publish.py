@@ -30,11 +30,11 @@ from typing import Any
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
-from pydantic import ValidationError
 
-from rtc.http.bodies import PublishBody, describe_errors
+from rtc.http.bodies import PublishBody
 from rtc.live.event_kinds import PublicationState
-from rtc.outputs.janus import JanusError, JanusSession, JanusUnreachable
+from rtc.outputs.janus import VIDEOROOM, JanusError, JanusSession, JanusUnreachable
+from rtc.outputs.relay import Relay, open_relay
 from rtc.outputs.streams import Stream
 from rtc.outputs.whep import preferred_video_codecs
 from rtc.webrtc.encoding import ENCODED_CODECS, follow_receiver_feedback
@@ -43,7 +43,6 @@ from rtc.webrtc.ice import rtc_configuration
 
 log = logging.getLogger(__name__)
 
-VIDEOROOM = "janus.plugin.videoroom"
 CONNECT_TIMEOUT = 15.0
 """Seconds from Janus's answer to a connected peer before the attempt counts as failed."""
 BACKOFF = (0.5, 1.0, 2.0, 4.0)
@@ -90,6 +89,7 @@ class Publication:
         """Set when the current attempt's peer or Janus session is gone."""
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._relays: list[Relay] = []
         self._stopped = False
 
     # --- life cycle ---------------------------------------------------------------------
@@ -101,7 +101,9 @@ class Publication:
         self._http = aiohttp.ClientSession()
         try:
             await self._attempt()
-        except (JanusUnreachable, JanusError, OSError, ValueError) as e:
+        except Exception as e:  # whatever failed, nothing of this attempt may stay behind
+            if not isinstance(e, JanusUnreachable | JanusError | OSError | ValueError):
+                log.exception("publication %s: first attempt failed", self.id)
             await self._teardown()
             if not persistent:
                 await self._http.close()
@@ -147,6 +149,9 @@ class Publication:
                     self.reason = str(e)
                 except (JanusUnreachable, OSError, ValueError, TimeoutError) as e:
                     self.reason = str(e) or type(e).__name__
+                except Exception as e:  # a bug or a surprise from Janus: log it, keep trying
+                    log.exception("publication %s: attempt failed", self.id)
+                    self.reason = f"{type(e).__name__}: {e}"
 
     # --- one attempt -------------------------------------------------------------------
 
@@ -168,6 +173,8 @@ class Publication:
         }
         if target.pin is not None:
             join["pin"] = target.pin
+        if target.feed is not None:
+            join["id"] = target.feed
         joined, _ = await janus.message(handle, join)
         self.feed = int(joined["id"]) if "id" in joined else None
         pc = self._pc = RTCPeerConnection(rtc_configuration(list(self.ice_servers)))
@@ -191,8 +198,15 @@ class Publication:
         follow_receiver_feedback(video_transceiver.sender, receiver)
         audio.attach(media.audio_receiver(f"janus-{self.id}"), media.remove)
         await janus.trickle_completed(handle)
+        mids = [t.mid or str(k) for k, t in enumerate(pc.getTransceivers())]
+        for k, relay in enumerate(target.relays):
+            remote_id = f"{self.id}-{k}"
+            self._relays.append(
+                await open_relay(self._http, janus, handle, relay, codec, mids, self, remote_id)
+            )
+        watched = [janus, *(r.janus for r in self._relays)]
         self._watcher = asyncio.get_running_loop().create_task(
-            self._watch(janus, pc), name=f"publication-watch-{self.id}"
+            self._watch(watched, pc), name=f"publication-watch-{self.id}"
         )
 
     async def _create_room(self, janus: JanusSession, handle: int) -> None:
@@ -215,25 +229,29 @@ class Publication:
             if e.code != 427:  # 427: the room exists already, which is what we want
                 raise
 
-    async def _watch(self, janus: JanusSession, pc: RTCPeerConnection) -> None:
-        """Until this attempt's Janus session ends, Janus hangs the peer up, the room goes,
-        or ICE has not connected in time; then ``_ended`` (the peer's own failure sets it
-        too, in ``_on_peer_state``)."""
+    async def _watch(self, sessions: list[JanusSession], pc: RTCPeerConnection) -> None:
+        """Until this attempt's Janus session (or a relay's) ends, Janus hangs the peer up,
+        the room goes, or ICE has not connected in time; then ``_ended`` (the peer's own
+        failure sets it too, in ``_on_peer_state``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONNECT_TIMEOUT
+        janus = sessions[0]
         while True:
             waiting = pc.connectionState != "connected"
             get = loop.create_task(janus.events.get())
-            lost = loop.create_task(janus.lost.wait())
+            losses: dict[asyncio.Task[Any], JanusSession] = {
+                loop.create_task(s.lost.wait()): s for s in sessions
+            }
             done, pending = await asyncio.wait(
-                {get, lost},
+                {get, *losses},
                 timeout=max(0.0, deadline - loop.time()) if waiting else None,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             for task in pending:
                 task.cancel()
-            if lost in done:
-                self.reason = janus.lost_reason
+            lost = next((losses[t] for t in done if t in losses), None)
+            if lost is not None:
+                self.reason = lost.lost_reason
                 break
             if get in done:
                 if self._ends(get.result()):
@@ -278,6 +296,9 @@ class Publication:
         if pc is not None:
             pc.remove_all_listeners()
             await pc.close()
+        relays, self._relays = self._relays, []
+        for relay in relays:
+            await relay.close(janus, handle, self.target.room, self.feed, self.target.secret)
         if janus is not None:
             if leave and handle is not None and not janus.lost.is_set():
                 with contextlib.suppress(JanusError, JanusUnreachable):
@@ -310,6 +331,7 @@ class Publication:
             "feed": self.feed,
             "attempts": self.attempts,
             "retries": self.retries,
+            "relays": [r.describe() for r in self._relays],
         }
 
 
@@ -339,27 +361,3 @@ def _refusal(error: Exception, target: PublishBody) -> PublishRefused:
     if isinstance(error, JanusUnreachable):
         return PublishRefused(502, str(error))
     return PublishRefused(502, f"publishing to {target.url} failed: {error}")
-
-
-def parse_target(text: str) -> PublishBody:
-    """``janus:URL#room=N&display=D&pin=P&secret=S&admin_key=K&create_room=1`` (the
-    ``serve --publish`` form) as a body; ValueError saying what is wrong."""
-    kind, _, rest = text.partition(":")
-    if kind != "janus" or not rest:
-        raise ValueError(f"--publish {text!r}: expected janus:http://HOST:8088/janus#room=N")
-    url, _, fragment = rest.partition("#")
-    fields: dict[str, Any] = {"kind": "janus", "url": url}
-    for pair in filter(None, fragment.split("&")):
-        key, _, value = pair.partition("=")
-        if key == "room":
-            fields["room"] = int(value) if value.isdigit() else value
-        elif key == "create_room":
-            fields["create_room"] = value.lower() in ("1", "true", "yes")
-        elif key in ("display", "pin", "secret", "admin_key"):
-            fields[key] = value
-        else:
-            raise ValueError(f"--publish {text!r}: unknown setting {key!r}")
-    try:
-        return PublishBody.model_validate(fields)
-    except ValidationError as e:
-        raise ValueError(f"--publish {text!r}: {describe_errors(e)}") from None
