@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,7 +71,9 @@ def second_janus_config(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for source in JANUS_CONFIG.glob("*.jcfg"):
         text = source.read_text()
-        text = text.replace("port = 8088", "port = 8089")
+        text = text.replace("port = 8088", "port = 8089").replace(
+            "ws_port = 8188", "ws_port = 8189"
+        )
         text = text.replace('"20000-20999"', '"21000-21999"')
         (folder / source.name).write_text(text)
     return folder
@@ -486,7 +489,112 @@ class _Closer:
         stop_janus(self.process)
 
 
+async def scenario_whep_through_janus(tmp: Path) -> dict[str, Any]:
+    """deploy/janus/whep: a standard WHEP client plays the published avatar from Janus."""
+    out: dict[str, Any] = {}
+    whep_dir = PROJECT_ROOT / "deploy" / "janus" / "whep"
+    with (
+        janus(tmp / "janus.log"),
+        server_process(tmp / "server.log", tmp / "cache", None, loopback_ice=False) as server,
+    ):
+        async with aiohttp.ClientSession() as http:
+            client = TestClient(server.base)
+            await client.connect()
+            target = {
+                "kind": "janus",
+                "url": JANUS_URL,
+                "room": 1234,
+                "feed": 4242,
+                "secret": "adminpwd",
+            }
+            status, body = await api(
+                http, "POST", f"{server.base}/api/streams/{client.stream}/publish", target
+            )
+            assert status == 201, body
+            await wait_state(http, f"{server.base}/api/publications/{body['id']}", ("live",), 15)
+            with (tmp / "whep.log").open("wb") as log:
+                bridge = subprocess.Popen(
+                    [
+                        "node",
+                        "whep-server.mjs",
+                        "--janus",
+                        "ws://127.0.0.1:8188",
+                        "--room",
+                        "1234",
+                        "--feed",
+                        "4242",
+                        "--secret",
+                        "adminpwd",
+                        "--port",
+                        "7090",
+                    ],
+                    cwd=whep_dir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                url = "http://127.0.0.1:7090/whep/endpoint/avatar"
+                for _ in range(100):  # the bridge is up when the endpoint exists (bounded)
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(url) as resp:
+                            if resp.status == 405:
+                                break
+                    await asyncio.sleep(0.1)
+                player = RTCPeerConnection(rtc_configuration([]))
+                player.addTransceiver("video", direction="recvonly")
+                player.addTransceiver("audio", direction="recvonly")
+                received = Received()
+                readers: list[asyncio.Future[None]] = []
+
+                @player.on("track")
+                def on_track(track: MediaStreamTrack) -> None:
+                    async def read() -> None:
+                        with contextlib.suppress(MediaStreamError):
+                            while True:
+                                frame = await track.recv()
+                                if isinstance(frame, av.VideoFrame):
+                                    received.video_times.append(time.monotonic())
+                                else:
+                                    received.audio_times.append(time.monotonic())
+
+                    readers.append(asyncio.ensure_future(read()))
+
+                await player.setLocalDescription(await player.createOffer())
+                async with http.post(
+                    url,
+                    data=player.localDescription.sdp,
+                    headers={"Content-Type": "application/sdp"},
+                ) as resp:
+                    out["whep_status"] = resp.status
+                    out["whep_type"] = resp.headers.get("Content-Type", "")
+                    answer = await resp.text()
+                out["answer_setup"] = sorted(set(re.findall(r"a=setup:(\w+)", answer)))
+                # Janus 1.1.2's Streaming plugin answers a client offer with a=setup:actpass
+                # (an answer must say active or passive); it then takes the DTLS client role.
+                answer = answer.replace("a=setup:actpass", "a=setup:active")
+                asked = time.monotonic()
+                await player.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+                for _ in range(120):  # its first picture (bounded: 12 s)
+                    if received.video_times:
+                        break
+                    await asyncio.sleep(0.1)
+                out["first_frame_after"] = (
+                    received.video_times[0] - asked if received.video_times else None
+                )
+                t0 = time.monotonic()
+                await asyncio.sleep(4.0)
+                out["fps"] = fps_of(received.video_times, t0, t0 + 4.0)
+                out["audio_frames"] = len([t for t in received.audio_times if t >= t0])
+                await player.close()
+            finally:
+                bridge.terminate()
+                bridge.wait(10)
+            await client.close()
+    return out
+
+
 SCENARIOS = {
+    "whep_through_janus": scenario_whep_through_janus,
     "scale_out": scenario_scale_out,
     "publish": scenario_publish,
     "bad_input": scenario_bad_input,

@@ -123,3 +123,18 @@ def test_two_servers_into_one_janus_and_a_cascade_to_a_second(tmp_path: Path) ->
     assert r["b_one"]["fps"] >= 24 and r["b_one"]["audio_frames"] >= 100, r["b_one"]
     # Deleting the publication removes the remote publisher as well.
     assert r["b_after_delete"] == 0
+
+
+def test_a_whep_player_plays_the_avatar_from_janus(tmp_path: Path) -> None:
+    """deploy/janus/whep: Meetecho's janus-whep-server in front of the same Janus."""
+    if not (PROJECT_ROOT / "deploy" / "janus" / "whep" / "node_modules").is_dir():
+        pytest.skip("npm install --prefix deploy/janus/whep has not been run")
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    r = run_scenario("whep_through_janus", tmp_path)
+    assert r["whep_status"] == 201 and r["whep_type"].startswith("application/sdp")
+    # A viewer starts at the stream's next keyframe (every 10 s at most; sooner when the
+    # publisher is asked for one): then it plays at the stream's rate, with the voice.
+    assert r["first_frame_after"] is not None and r["first_frame_after"] < 11
+    assert r["fps"] >= 24, r["fps"]
+    assert r["audio_frames"] >= 150
