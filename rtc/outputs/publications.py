@@ -144,7 +144,7 @@ PUBLICATIONS_KEY = web.AppKey("publications", Publications)
 
 
 def parse_target(text: str) -> PublishBody:
-    """``janus:URL#room=N&display=D&pin=P&secret=S&admin_key=K&create_room=1`` (the
+    """``janus:URL#room=N&feed=F&display=D&pin=P&secret=S&admin_key=K&create_room=1`` (the
     ``serve --publish`` form) as a body; ValueError saying what is wrong."""
     kind, _, rest = text.partition(":")
     if kind != "janus" or not rest:
@@ -153,8 +153,8 @@ def parse_target(text: str) -> PublishBody:
     fields: dict[str, Any] = {"kind": "janus", "url": url}
     for pair in filter(None, fragment.split("&")):
         key, _, value = pair.partition("=")
-        if key == "room":
-            fields["room"] = int(value) if value.isdigit() else value
+        if key in ("room", "feed"):
+            fields[key] = int(value) if value.isdigit() else value
         elif key == "create_room":
             fields["create_room"] = value.lower() in ("1", "true", "yes")
         elif key in ("display", "pin", "secret", "admin_key"):
