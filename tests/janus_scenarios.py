@@ -317,6 +317,9 @@ async def scenario_publish(tmp: Path) -> dict[str, Any]:
                     }
                 )
             out["held_after_cycles"] = held
+            out["changes_to_retrying"] = await metric(
+                http, base, 'avatar_publication_state_changes_total{state="retrying"}'
+            )
             out["threads_before"] = threads0
             await controller.close()
         stop_janus(janus_process)

@@ -66,6 +66,7 @@ def test_publish_subscribe_survive_a_janus_restart_and_leave_cleanly(tmp_path: P
     assert r["state_after_kill"] == "retrying" and r["retrying_after"] < 10
     assert r["state_after_restart"] == "live" and r["live_again_after"] < 10
     assert r["after_restart"]["retries"] == 1
+    assert r["changes_to_retrying"] >= 1  # every state change is counted in /metrics
     # The session's own peer never stopped meanwhile.
     assert r["session_max_gap"] < 0.5, r["session_max_gap"]
     assert r["session_frames_during_outage"] >= 20 * r["outage_seconds"]

@@ -88,6 +88,13 @@ class Metrics:
             "Seconds of video rendered by /api/generate",
             registry=self.registry,
         )
+        self.publication_changes = Counter(
+            "avatar_publication_state_changes",
+            "Publications into Janus entering a state (connecting, live, retrying, failed, "
+            "stopped)",
+            ["state"],
+            registry=self.registry,
+        )
 
     def error(self, kind: str) -> None:
         """Count one error of ``kind`` (engine, tts, disk, http_500, session ...)."""
@@ -102,6 +109,8 @@ class Metrics:
             self.error("tts" if message.startswith("speech synthesis") else "session")
         elif kind == "recording_error":
             self.error("disk" if event.get("cause") == "disk" else "recording")
+        elif kind == "publication_state":
+            self.publication_changes.labels(str(event.get("state", ""))).inc()
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
