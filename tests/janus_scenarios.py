@@ -176,6 +176,16 @@ async def publishers(
         await session.destroy()
 
 
+async def create_room(http: aiohttp.ClientSession, room: int, settings: dict[str, Any]) -> None:
+    session = JanusSession(http, JANUS_URL)
+    await session.create()
+    try:
+        handle = await session.attach("janus.plugin.videoroom")
+        await session.request(handle, {"request": "create", "room": room, **settings})
+    finally:
+        await session.destroy()
+
+
 async def destroy_room(http: aiohttp.ClientSession, room: int, secret: str | None) -> None:
     session = JanusSession(http, JANUS_URL)
     await session.create()
@@ -374,6 +384,20 @@ async def scenario_bad_input(tmp: Path) -> dict[str, Any]:
             out["recreated_retries"] = (await api(http, "GET", recreating))[1]["retries"]
             out["room_gone"] = await wait_state(http, fixed, ("failed",), 20)
             out["room_gone_reason"] = (await api(http, "GET", fixed))[1]["reason"]
+            # An H.264 room: Janus picks H.264 from the offer (packetization-mode=1, the
+            # constrained baseline profile the encoder makes), the stream adds that encoder.
+            await create_room(http, 2468, {"videocodec": "h264", "h264_profile": "42e01f"})
+            status, h264 = await api(
+                http, "POST", publish, {"kind": "janus", "url": JANUS_URL, "room": 2468}
+            )
+            out["h264_status"] = status
+            if status == 201:
+                url = f"{base}/api/publications/{h264['id']}"
+                out["h264_live"] = (await wait_state(http, url, ("live",), 15))[0]
+                _, streams = await api(http, "GET", base + "/api/streams")
+                out["h264_encoders"] = sorted(e["codec"] for e in streams["streams"][0]["encoders"])
+                (publisher,) = await publishers(http, 2468)
+                out["h264_watch"] = await watch_feed(http, JANUS_URL, 2468, publisher["id"], 3.0)
             await controller.close()
     return out
 

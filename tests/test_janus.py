@@ -101,6 +101,10 @@ def test_bad_targets_get_clear_errors_and_a_deleted_room_is_handled(tmp_path: Pa
     # failed with the reason where not.
     assert r["recreated"][0] == "live" and r["recreated_retries"] == 1
     assert r["room_gone"][0] == "failed" and "no such room" in r["room_gone_reason"]
+    # A room that takes H.264 only gets the stream's H.264 encoder (added beside VP8).
+    assert r["h264_status"] == 201 and r["h264_live"] == "live"
+    assert "video/H264" in r["h264_encoders"]
+    assert r["h264_watch"]["fps"] >= 24, r["h264_watch"]
 
 
 def test_serve_publish_keeps_an_always_on_stream_in_the_room(tmp_path: Path) -> None:
