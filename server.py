@@ -26,6 +26,7 @@ from config import (
     TtsConfig,
     section,
 )
+from inference.tts.cli import add_tts_options, tts_config
 
 log = logging.getLogger("server")
 
@@ -76,6 +77,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         default=TtsConfig().max_text_chars,
         help="longest text accepted, in characters",
     )
+    add_tts_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -259,7 +261,7 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     outputs = section(OutputConfig, vars(args)) if serving else OutputConfig()
     return AppConfig(
         engines=engines,
-        tts=TtsConfig(max_text_chars=args.max_text),
+        tts=tts_config(vars(args)),
         avatars=avatars,
         http=http,
         realtime=live,

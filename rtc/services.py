@@ -12,14 +12,25 @@ import logging
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from config import AppConfig
 from inference.avatar.store import AvatarStore
 from inference.engines.base import EngineUnavailable, LipSyncEngine, create_engine
 from inference.engines.serial import SerialEngine
-from inference.tts import Language, TextToSpeech, create_tts
+from inference.tts import Language, TextToSpeech, VoiceOptions
+from inference.tts.setup import build_tts
 
 log = logging.getLogger(__name__)
+
+
+class VoiceRequest(Protocol):
+    """The voice fields of a request body (rtc/http/bodies.py: VoiceFields)."""
+
+    voice: str | None
+    speed: float | None
+    pitch: float | None
+
 
 SHIPPED_ENGINES = ("wav2lip-gan", "wav2lip-nogan", "viseme")
 """Engines the server tries to load at start-up, in order of preference."""
@@ -47,7 +58,8 @@ class Services:
     @classmethod
     def load(cls, config: AppConfig, engine_names: Sequence[str] = SHIPPED_ENGINES) -> Services:
         """Load TTS, avatars and every engine that can run here; log what runs where."""
-        tts = create_tts()
+        tts = build_tts(config.tts)
+        tts.warmup()
         avatars = AvatarStore.load(
             config.avatars.avatars_dir, config.avatars.cache_dir, config.avatars.default_avatar
         )
@@ -98,6 +110,15 @@ class Services:
         """Validated language code (default for None); ValueError lists some known ones."""
         key = (code or self.config.tts.default_language).strip()
         return self.tts.check_request("x", key)
+
+    def voice_options(self, language: str, body: VoiceRequest) -> VoiceOptions | None:
+        """The voice a request asks for, checked for ``language``; None for the defaults.
+        ValueError for a voice the language's backend does not have."""
+        if body.voice is None and body.speed is None and body.pitch is None:
+            return None
+        options = VoiceOptions(voice=body.voice, speed=body.speed, pitch=body.pitch)
+        self.tts.check_voice(language, options)
+        return options
 
     def check_text(self, text: object) -> str:
         """The text stripped, or ValueError saying what is wrong with it."""

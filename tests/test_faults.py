@@ -35,7 +35,7 @@ from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine
 from inference.engines.serial import SerialEngine
 from inference.frames import FacePatch, LipSyncRequest
-from inference.tts import Language, Speech, TextToSpeech, TtsError
+from inference.tts import Language, Speech, TextToSpeech, TtsError, VoiceOptions
 from rtc.http.app import build_app
 from rtc.http.metrics import METRICS_KEY
 from rtc.services import Services
@@ -59,7 +59,7 @@ class FlakyTTS(TextToSpeech):
     def languages(self) -> list[Language]:
         return self.inner.languages()
 
-    def synthesize(self, text: str, language: str) -> Speech:
+    def synthesize(self, text: str, language: str, options: VoiceOptions | None = None) -> Speech:
         if BREAK in text:
             self.failures += 1
             raise TtsError("espeak_Synth failed with status 2 (injected)")

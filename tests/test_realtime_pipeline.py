@@ -18,7 +18,7 @@ from inference.frames import SAMPLES_PER_FRAME, FacePatch, LipSyncRequest
 from inference.lipsync import audio_for_frames, window_rms
 from inference.live import LOOKAHEAD_SAMPLES, WindowStream
 from inference.mel import frame_count, mel_start, melspectrogram, window_for_frame
-from inference.tts import Language, Speech, TextToSpeech, TtsError
+from inference.tts import Language, Speech, TextToSpeech, TtsError, VoiceOptions
 from rtc.live.batcher import Batcher
 from rtc.live.clock import ManualTime, MediaClock
 from rtc.live.options import PipelineOptions
@@ -54,7 +54,7 @@ class RecordingTTS(TextToSpeech):
     def languages(self) -> list[Language]:
         return self.inner.languages()
 
-    def synthesize(self, text: str, language: str) -> Speech:
+    def synthesize(self, text: str, language: str, options: VoiceOptions | None = None) -> Speech:
         speech = self.inner.synthesize(text, language)
         self.spoken.append(speech)
         return speech
@@ -257,7 +257,7 @@ async def test_interrupt_flushes_every_queue(rig: Rig) -> None:
 class FailingTTS(RecordingTTS):
     """Raises TtsError for sentences containing "Сбой" (like an engine crash)."""
 
-    def synthesize(self, text: str, language: str) -> Speech:
+    def synthesize(self, text: str, language: str, options: VoiceOptions | None = None) -> Speech:
         if "Сбой" in text:
             raise TtsError("injected failure")
         return super().synthesize(text, language)

@@ -197,9 +197,9 @@ async def test_say_without_a_language_uses_the_sessions_on_both_paths(services: 
             spoken: list[str] = []
             say = session.pipeline.say
 
-            def spy(text: str, language: str) -> Any:
+            def spy(text: str, language: str, options: Any = None) -> Any:
                 spoken.append(language)
-                return say(text, language)
+                return say(text, language, options)
 
             session.pipeline.say = spy  # type: ignore[method-assign]
             client.channel.send(json.dumps({"type": "say", "text": "Сәлем.", "id": 1}))

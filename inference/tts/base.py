@@ -38,6 +38,22 @@ class Language:
     """What ``synthesize`` accepts: an espeak voice language such as ``ru``, ``kk``, ``en-us``."""
     name: str
     """Human name, in the language itself where known (``Русский``, ``Қазақша``, ``English``)."""
+    backend: str = ""
+    """The TTS backend that speaks it (``espeak``, ``piper``, ``openai``, ``http``)."""
+    voice: str | None = None
+    """The backend's default voice for it, where the backend has named voices."""
+
+
+@dataclass(frozen=True)
+class VoiceOptions:
+    """What one request may ask of the voice (each backend takes what it can)."""
+
+    voice: str | None = None
+    """A name from ``voices(language)``; None: the language's default voice."""
+    speed: float | None = None
+    """1.0 is normal, 0.5 half as fast, 2.0 twice as fast; None: the backend's default."""
+    pitch: float | None = None
+    """1.0 is normal (espeak only: 0.5 to 2.0 scale its pitch); None: the default."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +101,28 @@ class TextToSpeech(ABC):
         """Every language this backend speaks, the most useful ones first."""
 
     @abstractmethod
-    def synthesize(self, text: str, language: str) -> Speech:
-        """Speak ``text`` in ``language`` (a :attr:`Language.code`, case-insensitive).
+    def synthesize(self, text: str, language: str, options: VoiceOptions | None = None) -> Speech:
+        """Speak ``text`` in ``language`` (a :attr:`Language.code`, case-insensitive), with
+        the voice ``options`` ask for where the backend has them.
 
-        Raises ValueError for an unknown language or text that is empty after stripping, and
-        TtsError when synthesis itself fails.
+        Raises ValueError for an unknown language, an unknown voice or text that is empty
+        after stripping, and TtsError when synthesis itself fails.
         """
+
+    def voices(self, language: str) -> list[str]:
+        """Named voices for ``language`` (a :attr:`Language.code`), default first; empty where
+        the backend has one voice per language."""
+        return []
+
+    def check_voice(self, language: str, options: VoiceOptions | None) -> str | None:
+        """The voice ``options`` name, checked against :meth:`voices`; None for the default."""
+        if options is None or options.voice is None:
+            return None
+        known = self.voices(language)
+        if options.voice not in known:
+            shown = ", ".join(known) or "none (one voice per language)"
+            raise ValueError(f"unknown voice {options.voice!r} for {language}; voices: {shown}")
+        return options.voice
 
     def warmup(self) -> None:  # noqa: B027 - optional hook, empty by default on purpose
         """Load whatever is loaded lazily, so the first real request is not slow."""
@@ -120,7 +152,15 @@ TtsFactory = Callable[..., TextToSpeech]
 
 # Backends are imported on first use, so a remote service's client library is only needed by
 # those who pick it.
-BACKENDS: Registry[TextToSpeech] = Registry("TTS", {"espeak": "inference.tts.espeak"})
+BACKENDS: Registry[TextToSpeech] = Registry(
+    "TTS",
+    {
+        "espeak": "inference.tts.espeak",
+        "openai": "inference.tts.services",
+        "http": "inference.tts.services",
+        "piper": "inference.tts.piper",
+    },
+)
 
 
 def register_tts(name: str, factory: TtsFactory) -> None:

@@ -29,7 +29,14 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from inference.frames import SAMPLE_RATE, PhonemeMark, WordMark
-from inference.tts.base import Language, Speech, TextToSpeech, TtsError, register_tts
+from inference.tts.base import (
+    Language,
+    Speech,
+    TextToSpeech,
+    TtsError,
+    VoiceOptions,
+    register_tts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,12 @@ class _VoiceChoice:
     """espeak's preference for this voice for the language: lower is better."""
 
 
+_PARAM_RATE = 1  # espeakRATE in speak_lib.h
+_PARAM_PITCH = 3  # espeakPITCH
+_DEFAULT_RATE = 175  # words per minute
+_DEFAULT_PITCH = 50  # of 0-100
+
+
 class _Library:
     """The loaded library and its single synthesiser. Use only while holding ``_LOCK``."""
 
@@ -165,6 +178,8 @@ class _Library:
             ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
         ]  # fmt: skip
         lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
 
     def _list_voices(self, data_path: Path) -> dict[str, _VoiceChoice]:
         """Best voice for every language code espeak knows, skipping voices without data."""
@@ -220,6 +235,12 @@ class _Library:
             self._current_voice = None
             raise TtsError(f"espeak could not load voice {identifier!r} (status {status})")
         self._current_voice = identifier
+
+    def set_rate_and_pitch(self, rate: int, pitch: int) -> None:
+        """Words per minute and pitch (0-100) for the next synth (espeak keeps them set)."""
+        for parameter, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch)):
+            if self._lib.espeak_SetParameter(parameter, value, 0) != 0:
+                raise TtsError(f"espeak_SetParameter({parameter}, {value}) failed")
 
     def synth(self, text: str) -> tuple[np.ndarray, list[_RawEvent]]:
         """Speak ``text`` with the current voice: int16 samples at ``rate`` and the events."""
@@ -344,17 +365,24 @@ class EspeakTTS(TextToSpeech):
             first = [code for code in FIRST_LANGUAGES if code in choices]
             rest = sorted(code for code in choices if code not in FIRST_LANGUAGES)
             self._languages = [
-                Language(code, _NATIVE_NAMES.get(code, choices[code].espeak_name))
+                Language(code, _NATIVE_NAMES.get(code, choices[code].espeak_name), "espeak")
                 for code in first + rest
             ]
         return list(self._languages)
 
-    def synthesize(self, text: str, language: str) -> Speech:
-        """Speak ``text`` with espeak's best voice for ``language``; see the base class."""
+    def synthesize(self, text: str, language: str, options: VoiceOptions | None = None) -> Speech:
+        """Speak ``text`` with espeak's best voice for ``language``; see the base class.
+        ``speed`` scales espeak's 175 words per minute, ``pitch`` its pitch of 50."""
         code = self.check_request(text, language)
+        self.check_voice(code, options)
+        speed = options.speed if options is not None and options.speed else 1.0
+        pitch = options.pitch if options is not None and options.pitch else 1.0
+        rate = round(max(80, min(450, _DEFAULT_RATE * speed)))
+        level = round(max(0, min(100, _DEFAULT_PITCH * pitch)))
         with _LOCK:
             library = _get_library()
             library.select_voice(library.choices[code].identifier)
+            library.set_rate_and_pitch(rate, level)
             samples, events = library.synth(text)
             rate = library.rate
         phonemes, words = _marks(events, len(samples), rate)

@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from rtc.http.auth import cors_middleware, origin_middleware, token_middleware
-from rtc.http.errors import error_middleware
+from rtc.http.errors import ApiError, error_middleware
 from rtc.http.generate import Generator
 from rtc.http.limits import json_limit_middleware
 from rtc.http.metrics import Metrics, install_metrics, metrics_middleware
@@ -32,9 +32,28 @@ async def languages(request: web.Request) -> web.Response:
         {
             "default": services.config.tts.default_language,
             "max_text_chars": services.config.tts.max_text_chars,
-            "languages": [{"code": lang.code, "name": lang.name} for lang in services.languages],
+            "languages": [
+                {"code": lang.code, "name": lang.name, "backend": lang.backend, "voice": lang.voice}
+                for lang in services.languages
+            ],
         }
     )
+
+
+async def voices(request: web.Request) -> web.Response:
+    """GET /api/voices[?language=CODE]: the named voices of each language (default first);
+    a language whose backend has one voice per language lists none."""
+    services = request.app[SERVICES_KEY]
+    wanted = request.query.get("language")
+    if wanted is not None:
+        try:
+            codes = [services.language(wanted)]
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+    else:
+        codes = [lang.code for lang in services.languages]
+    listed = {code: services.tts.voices(code) for code in codes}
+    return web.json_response({"voices": {code: v for code, v in listed.items() if v}})
 
 
 async def engines(request: web.Request) -> web.Response:
@@ -81,6 +100,7 @@ def build_app(services: Services) -> web.Application:
     generator = Generator(services, metrics)
     app.router.add_get("/", page("index.html"))
     app.router.add_get("/api/languages", languages)
+    app.router.add_get("/api/voices", voices)
     app.router.add_get("/api/engines", engines)
     app.router.add_get("/api/avatars", avatars)
     app.router.add_post("/api/generate", generator.handle)

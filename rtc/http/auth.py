@@ -15,7 +15,13 @@ from aiohttp.typedefs import Middleware
 
 from rtc.http.errors import Handler, json_error
 
-PUBLIC_GETS = ("/api/languages", "/api/engines", "/api/avatars", "/api/openapi.json")
+PUBLIC_GETS = (
+    "/api/languages",
+    "/api/voices",
+    "/api/engines",
+    "/api/avatars",
+    "/api/openapi.json",
+)
 """Read-only API endpoints that stay open: the pages need them before asking for a token."""
 GUARDED_PREFIXES = ("/api/", "/offer", "/whep/", "/whip/", "/metrics")
 """Paths whose requests (other than the public GETs and CORS preflights) need the token.

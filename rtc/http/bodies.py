@@ -33,7 +33,23 @@ Name = Field(default=None, description="a name the matching GET list answers")
 Language = Field(default=None, description="a code from GET /api/languages")
 
 
-class SayBody(Body):
+class VoiceFields(Body):
+    """What a request may ask of the voice (GET /api/voices lists the voices)."""
+
+    voice: str | None = Field(
+        default=None,
+        max_length=128,
+        description="a voice from GET /api/voices; default: the language's",
+    )
+    speed: float | None = Field(
+        default=None, ge=0.5, le=2.0, description="1.0 normal, 0.5 half as fast, 2.0 twice"
+    )
+    pitch: float | None = Field(
+        default=None, ge=0.5, le=2.0, description="1.0 normal (espeak only)"
+    )
+
+
+class SayBody(VoiceFields):
     """``POST /api/sessions/{id}/say`` and the data channel's ``{"type": "say"}``."""
 
     text: str = Field(description="what to say (not only spaces, no NUL characters)")
@@ -42,7 +58,7 @@ class SayBody(Body):
     )
 
 
-class GenerateBody(Body):
+class GenerateBody(VoiceFields):
     """``POST /api/generate`` as JSON."""
 
     text: str = Field(description="what to say (not only spaces, no NUL characters)")

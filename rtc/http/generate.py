@@ -21,7 +21,7 @@ from inference.frames import PhonemeMark
 from inference.isolated_decode import decode_untrusted
 from inference.render import RenderStats, render_to_mp4
 from inference.threads import named_pool
-from inference.tts import TtsError
+from inference.tts import TtsError, VoiceOptions
 from rtc.http.bodies import GenerateBody, parse_body
 from rtc.http.errors import ApiError, error_text, read_json_object
 from rtc.http.metrics import Metrics
@@ -49,6 +49,8 @@ class GenerateJob:
     language: str
     text: str | None = None
     audio: bytes | None = None
+    voice: VoiceOptions | None = None
+    """The voice, speed and pitch the text asks for (None: the language's defaults)."""
 
 
 class Generator:
@@ -156,9 +158,12 @@ class Generator:
         try:
             text = services.check_text(body.text)
             language = services.language(body.language)
+            voice = services.voice_options(language, body)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        return GenerateJob(engine=body.engine, avatar=body.avatar, language=language, text=text)
+        return GenerateJob(
+            engine=body.engine, avatar=body.avatar, language=language, text=text, voice=voice
+        )
 
     async def _parse_upload(self, request: web.Request) -> GenerateJob:
         """A multipart upload, every byte and part of it counted whatever the transfer
@@ -217,7 +222,11 @@ class Generator:
         phonemes: tuple[PhonemeMark, ...] = ()
         if job.text is not None:
             try:
-                speech = services.tts.synthesize(job.text, job.language)
+                speech = (
+                    services.tts.synthesize(job.text, job.language, job.voice)
+                    if job.voice is not None
+                    else services.tts.synthesize(job.text, job.language)
+                )
             except ValueError as e:  # text the TTS cannot speak: the client's to change
                 raise ApiError(400, str(e)) from None
             pcm, phonemes = speech.pcm, speech.phonemes

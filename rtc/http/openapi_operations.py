@@ -20,6 +20,7 @@ from rtc.http.openapi_schemas import (
     page_operation,
     ref,
 )
+from rtc.http.openapi_voices import voice_operations
 from rtc.outputs.whep import ALLOW_RESOURCE, ALLOW_VIEWER
 
 
@@ -198,6 +199,7 @@ def operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
         **whep_operations(config),
         **recording_operations(),
         **publication_operations(),
+        **voice_operations(),
         ("GET", "/api/sessions/{session_id}/events"): {
             "summary": "The session's events as Server-Sent Events",
             "tags": ["realtime"],

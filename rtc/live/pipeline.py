@@ -33,7 +33,7 @@ from inference.frames import LipSyncRequest, StreamState
 from inference.lipsync import frame_request, phoneme_at
 from inference.live import FrameAudio
 from inference.mp4 import bgr_to_video_frame
-from inference.tts import TextToSpeech
+from inference.tts import TextToSpeech, VoiceOptions
 from rtc.live.batcher import Batcher
 from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES, MediaClock
 from rtc.live.event_kinds import (
@@ -149,9 +149,9 @@ class Pipeline:
             "batcher": self.batcher.pending,
         }
 
-    def say(self, text: str, language: str) -> Utterance:
-        """Queue an utterance (text and language already validated); QueueFull when full."""
-        utterance = self.speaker.say(text, language)
+    def say(self, text: str, language: str, options: VoiceOptions | None = None) -> Utterance:
+        """Queue an utterance (text, language, voice already validated); QueueFull when full."""
+        utterance = self.speaker.say(text, language, options)
         self.stats.utterances += 1
         self._emit(UtteranceQueued(utterance.id, len(utterance.sentences)).to_wire())
         return utterance

@@ -21,7 +21,7 @@ import numpy as np
 from inference.frames import StreamState
 from inference.lipsync import PhonemeTimeline
 from inference.live import FrameAudio, WindowStream
-from inference.tts import TextToSpeech, TtsError, split_sentences
+from inference.tts import Speech, TextToSpeech, TtsError, VoiceOptions, split_sentences
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class Utterance:
     started: bool = False
     error: str | None = None
     """Why synthesis failed (its speaking_ended event carries it); None while all is well."""
+    options: VoiceOptions | None = None
+    """The voice, speed and pitch it asked for (None: the language's defaults)."""
 
 
 @dataclass
@@ -108,8 +110,8 @@ class Speaker:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    def say(self, text: str, language: str) -> Utterance:
-        """Queue ``text``; raises QueueFull when max_utterances are already waiting."""
+    def say(self, text: str, language: str, options: VoiceOptions | None = None) -> Utterance:
+        """Queue ``text`` (spoken with ``options``); QueueFull when max_utterances wait."""
         if len(self.utterances) >= self.max_utterances:
             raise QueueFull(
                 f"{len(self.utterances)} utterances are already queued; wait or interrupt"
@@ -122,6 +124,7 @@ class Speaker:
             sentences=sentences,
             requested=self._now(),
             generation=self.generation,
+            options=options,
         )
         self.utterances.append(utterance)
         self._wake.set()
@@ -148,6 +151,12 @@ class Speaker:
             self.utterances.remove(clip.utterance)
         self._wake.set()
         return clip
+
+    def _synthesize(self, text: str, language: str, options: VoiceOptions | None) -> Speech:
+        # Without options the plain call: backends (and test doubles) need not take them.
+        if options is None:
+            return self._tts.synthesize(text, language)
+        return self._tts.synthesize(text, language, options)
 
     def depths(self) -> tuple[int, int]:
         """(utterances held, clips waiting), for the metrics' snapshot."""
@@ -177,7 +186,9 @@ class Speaker:
                 return
             t0 = time.perf_counter()
             try:
-                speech = await asyncio.to_thread(self._tts.synthesize, sentence, utterance.language)
+                speech = await asyncio.to_thread(
+                    self._synthesize, sentence, utterance.language, utterance.options
+                )
                 frames = await asyncio.to_thread(sentence_frames, speech.pcm)
             except (TtsError, ValueError) as e:
                 log.warning(

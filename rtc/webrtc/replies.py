@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from rtc.http.errors import MalformedJson, parse_json
 from rtc.live.event_kinds import LiveEvent
 
 
@@ -70,6 +71,25 @@ class ErrorReply(Reply):
     request: ClassVar[str] = "anything else, or a bad message"
     when: ClassVar[str] = "what was wrong; the session goes on"
     message: str
+
+
+def parse_message(message: object) -> dict[str, Any]:
+    """A data-channel message as a JSON object; {} for anything else (an error reply)."""
+    if not isinstance(message, str | bytes):
+        return {}
+    try:
+        data = parse_json(message)
+    except MalformedJson:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def echoable(value: object) -> bool:
+    """Whether a client's ``id``/``t`` may be sent back as it came: a short scalar only, so a
+    reply can always be serialised (an object nested 900 deep parses, yet may not dump)."""
+    if isinstance(value, bool | int | float) or value is None:
+        return True
+    return isinstance(value, str) and len(value) <= 200
 
 
 REPLY_KINDS: tuple[type[Reply], ...] = (Queued, Interrupted, Pong, Stats, ErrorReply)

@@ -25,8 +25,9 @@ from pydantic import ValidationError
 from config import RealtimeConfig
 from inference.audio_io import MonoDownmix, frame_key
 from inference.avatar.store import Avatar
+from inference.tts import VoiceOptions
 from rtc.http.bodies import SayBody, describe_errors
-from rtc.http.errors import MalformedJson, error_text, parse_json
+from rtc.http.errors import error_text
 from rtc.live.batcher import Batcher
 from rtc.live.clock import MediaClock
 from rtc.live.event_kinds import ErrorEvent, SessionClosed
@@ -38,7 +39,16 @@ from rtc.services import Services
 from rtc.webrtc.encoding import answered_video_codec, follow_receiver_feedback
 from rtc.webrtc.fanout import FanoutSettings, MediaFanout, PacketTrack
 from rtc.webrtc.ice import rtc_configuration
-from rtc.webrtc.replies import ErrorReply, Interrupted, Pong, Queued, Reply, Stats
+from rtc.webrtc.replies import (
+    ErrorReply,
+    Interrupted,
+    Pong,
+    Queued,
+    Reply,
+    Stats,
+    echoable,
+    parse_message,
+)
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
@@ -143,8 +153,7 @@ class Session:
         return pc.localDescription
 
     def start_without_peer(self) -> None:
-        """Run with no caller (an always-on stream): produce and encode for the stream's
-        other receivers; no idle or connect timeout, since no peer is coming."""
+        """Run with no caller (an always-on stream): no idle or connect timeout."""
         self.pipeline.start()
         self.media.start()
 
@@ -169,16 +178,19 @@ class Session:
         """Record activity (postpones the idle timeout)."""
         self.last_activity = self.clock.now()
 
-    def say(self, text: str, language: str | None) -> Utterance:
-        """Speak ``text``; both already validated. Raises QueueFull."""
+    def say(
+        self, text: str, language: str | None, options: VoiceOptions | None = None
+    ) -> Utterance:
+        """Speak ``text``; all already validated. Raises QueueFull."""
         self.touch()
-        return self.pipeline.say(text, language or self.language)
+        return self.pipeline.say(text, language or self.language, options)
 
     def say_body(self, body: SayBody) -> Utterance:
         """A ``say`` from HTTP or the data channel: the text checked, the language the
         body's or else the session's. ValueError for bad input, QueueFull when full."""
         text = self.services.check_text(body.text)
-        return self.say(text, self.services.language(body.language) if body.language else None)
+        language = self.services.language(body.language) if body.language else self.language
+        return self.say(text, language, self.services.voice_options(language, body))
 
     def interrupt(self) -> list[str]:
         """Stop speaking now."""
@@ -223,13 +235,13 @@ class Session:
             self._handle_message(channel, message)
 
     def _handle_message(self, channel: RTCDataChannel, message: object) -> None:
-        data = _safe_json(message)
+        data = parse_message(message)
         try:
             reply = self._reply_to(data)
         except (ValueError, QueueFull) as e:
             reply = ErrorReply(str(e))
         wire = reply.to_wire()
-        if "id" in data and _echoable(data["id"]):  # lets a client match replies to requests
+        if "id" in data and echoable(data["id"]):  # lets a client match replies to requests
             wire["id"] = data["id"]
         _send(channel, wire)
 
@@ -245,7 +257,7 @@ class Session:
             return Interrupted(self.interrupt())
         if kind == "ping":
             t = data.get("t")
-            return Pong(t if _echoable(t) else None, server_time=self.clock.now())
+            return Pong(t if echoable(t) else None, server_time=self.clock.now())
         if kind == "stats":
             return Stats(self.describe())
         raise ValueError(
@@ -373,24 +385,6 @@ class Session:
         self.events.close()
         self.closed.set()
         self._on_closed(self)
-
-
-def _safe_json(message: object) -> dict[str, Any]:
-    if not isinstance(message, str | bytes):
-        return {}
-    try:
-        data = parse_json(message)
-    except MalformedJson:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _echoable(value: object) -> bool:
-    """Whether a client's ``id``/``t`` may be sent back as it came: a short scalar only, so a
-    reply can always be serialised (an object nested 900 deep parses, yet may not dump)."""
-    if isinstance(value, bool | int | float) or value is None:
-        return True
-    return isinstance(value, str) and len(value) <= 200
 
 
 def _send(channel: RTCDataChannel, event: Event) -> None:
