@@ -367,3 +367,42 @@ async def test_microphone_drives_the_mouth_with_look_ahead(
     assert loud_samples.size == pytest.approx(sent.size, rel=0.02)
     delay = (loud_samples[0] - sent[0]) / 16000
     assert 0.17 <= delay <= 0.17 + 0.04 * 6 + 0.04
+
+
+class SlowService(RecordingTTS):
+    """A remote-service stand-in: each sentence takes 0.3 s; requests may overlap."""
+
+    def __init__(self, inner: TextToSpeech, parallel: int) -> None:
+        super().__init__(inner)
+        self.parallel = parallel
+        self.calls: list[tuple[float, float]] = []
+
+    def parallel_sentences(self, language: str) -> int:
+        return self.parallel
+
+    def synthesize(self, text: str, language: str, options: VoiceOptions | None = None) -> Speech:
+        began = time.monotonic()
+        time.sleep(0.3)
+        speech = super().synthesize(text, language)
+        self.calls.append((began, time.monotonic()))
+        return speech
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+async def test_remote_sentences_are_requested_ahead_in_parallel(
+    avatar_store: AvatarStore, espeak_tts: TextToSpeech, parallel: int
+) -> None:
+    tts = SlowService(espeak_tts, parallel)
+    rig = Rig(avatar_store, tts)
+    rig.pipeline.start()
+    try:
+        await rig.step()
+        rig.pipeline.say("Раз. Два. Три.", "ru")
+        await until(lambda: len(tts.calls) == 3, timeout=10)
+    finally:
+        await rig.close()
+    starts = sorted(start for start, _ in tts.calls)
+    if parallel == 3:  # all three asked for at once: none waits for the one before
+        assert starts[2] - starts[0] < 0.2, starts
+    else:  # one at a time (a local library behind one lock gains nothing from more)
+        assert starts[1] - starts[0] >= 0.29 and starts[2] - starts[1] >= 0.29, starts

@@ -109,6 +109,11 @@ class TextToSpeech(ABC):
         after stripping, and TtsError when synthesis itself fails.
         """
 
+    def parallel_sentences(self, language: str) -> int:
+        """How many sentences of one utterance may be synthesised at once (a remote service
+        answers several requests in parallel; a C library behind one lock does not)."""
+        return 1
+
     def voices(self, language: str) -> list[str]:
         """Named voices for ``language`` (a :attr:`Language.code`), default first; empty where
         the backend has one voice per language."""

@@ -16,6 +16,8 @@ from typing import ClassVar
 from inference.tts.base import Language, Speech, TextToSpeech, TtsError, VoiceOptions, register_tts
 from inference.tts.remote import HttpSettings, post_json, speech_from_audio
 
+PARALLEL_SENTENCES = 3
+"""Sentences of one utterance requested at once from a service (the first and two ahead)."""
 NATIVE_NAMES = {"ru": "Русский", "kk": "Қазақша", "en": "English"}
 """Names for the languages a service is configured with (others show their code)."""
 
@@ -54,6 +56,9 @@ class OpenAITTS(TextToSpeech):
 
     def languages(self) -> list[Language]:
         return _languages(self._codes, self.name, self.voice)
+
+    def parallel_sentences(self, language: str) -> int:
+        return PARALLEL_SENTENCES
 
     def voices(self, language: str) -> list[str]:
         return list(self._voices)
@@ -103,6 +108,9 @@ class HttpTTS(TextToSpeech):
 
     def languages(self) -> list[Language]:
         return _languages(self._codes, self.name, None)
+
+    def parallel_sentences(self, language: str) -> int:
+        return PARALLEL_SENTENCES
 
     def synthesize(self, text: str, language: str, options: VoiceOptions | None = None) -> Speech:
         code = self.check_request(text, language)

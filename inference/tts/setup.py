@@ -98,6 +98,9 @@ class LanguageRouter(TextToSpeech):
     def voices(self, language: str) -> list[str]:
         return self.backend(language).voices(language)
 
+    def parallel_sentences(self, language: str) -> int:
+        return self.backend(language).parallel_sentences(language)
+
     def synthesize(self, text: str, language: str, options: VoiceOptions | None = None) -> Speech:
         code = self.check_request(text, language)
         return self.backend(code).synthesize(text, code, options)

@@ -178,43 +178,59 @@ class Speaker:
 
     async def _synthesise(self, utterance: Utterance) -> None:
         count = len(utterance.sentences)
-        for i, sentence in enumerate(utterance.sentences):
-            while len(self.clips) >= self.max_clips and utterance.generation == self.generation:
-                self._wake.clear()
-                await self._wake.wait()
-            if utterance.generation != self.generation:
-                return
-            t0 = time.perf_counter()
-            try:
-                speech = await asyncio.to_thread(
-                    self._synthesize, sentence, utterance.language, utterance.options
-                )
-                frames = await asyncio.to_thread(sentence_frames, speech.pcm)
-            except (TtsError, ValueError) as e:
-                log.warning(
-                    "session=%s utterance %s: TTS failed: %s", self.session_id, utterance.id, e
-                )
+        # Remote services answer in parallel: the next sentences are requested while the
+        # first is spoken (bounded), so a slow service does not leave gaps between them.
+        width = max(1, self._tts.parallel_sentences(utterance.language))
+        ahead: deque[asyncio.Task[tuple[Speech, list[FrameAudio]]]] = deque()
+        try:
+            for i in range(count):
+                while len(ahead) < width and i + len(ahead) < count:
+                    sentence = utterance.sentences[i + len(ahead)]
+                    ahead.append(asyncio.create_task(self._speak(sentence, utterance)))
+                while len(self.clips) >= self.max_clips and utterance.generation == self.generation:
+                    self._wake.clear()
+                    await self._wake.wait()
                 if utterance.generation != self.generation:
                     return
-                utterance.error = f"speech synthesis failed: {e}"
-                self._on_error(utterance, utterance.error)
-                # An empty last clip ends the utterance through the pipeline, after any
-                # sentences already queued and in order with other utterances, so that every
-                # accepted utterance gets exactly one speaking_ended (with the error).
-                self.clips.append(Clip(utterance, deque(), None, last=True))
+                t0 = time.perf_counter()
+                try:
+                    speech, frames = await ahead.popleft()
+                except (TtsError, ValueError) as e:
+                    self._failed(utterance, e)
+                    return
+                if utterance.generation != self.generation:
+                    return  # interrupted while synthesising: the result is stale
+                log.debug(
+                    "session=%s utterance %s sentence %d/%d: %.2f s of speech, waited %.0f ms",
+                    self.session_id,
+                    utterance.id,
+                    i + 1,
+                    count,
+                    speech.duration,
+                    (time.perf_counter() - t0) * 1000,
+                )
+                timeline = PhonemeTimeline(speech.phonemes) if speech.phonemes else None
+                self.clips.append(Clip(utterance, deque(frames), timeline, last=i == count - 1))
                 self._on_clip()
-                return
-            if utterance.generation != self.generation:
-                return  # interrupted while synthesising: the result is stale
-            log.debug(
-                "session=%s utterance %s sentence %d/%d: %.2f s of speech in %.0f ms",
-                self.session_id,
-                utterance.id,
-                i + 1,
-                count,
-                speech.duration,
-                (time.perf_counter() - t0) * 1000,
-            )
-            timeline = PhonemeTimeline(speech.phonemes) if speech.phonemes else None
-            self.clips.append(Clip(utterance, deque(frames), timeline, last=i == count - 1))
-            self._on_clip()
+        finally:
+            for task in ahead:  # interrupted or failed: later sentences are not needed
+                task.cancel()
+            await asyncio.gather(*ahead, return_exceptions=True)
+
+    async def _speak(self, sentence: str, utterance: Utterance) -> tuple[Speech, list[FrameAudio]]:
+        speech = await asyncio.to_thread(
+            self._synthesize, sentence, utterance.language, utterance.options
+        )
+        return speech, await asyncio.to_thread(sentence_frames, speech.pcm)
+
+    def _failed(self, utterance: Utterance, error: Exception) -> None:
+        log.warning("session=%s utterance %s: TTS failed: %s", self.session_id, utterance.id, error)
+        if utterance.generation != self.generation:
+            return
+        utterance.error = f"speech synthesis failed: {error}"
+        self._on_error(utterance, utterance.error)
+        # An empty last clip ends the utterance through the pipeline, after any sentences
+        # already queued and in order with other utterances, so that every accepted
+        # utterance gets exactly one speaking_ended (with the error).
+        self.clips.append(Clip(utterance, deque(), None, last=True))
+        self._on_clip()
