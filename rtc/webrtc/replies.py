@@ -26,7 +26,7 @@ class Reply(LiveEvent):
 @dataclass(frozen=True)
 class Queued(Reply):
     kind: ClassVar[str] = "queued"
-    request: ClassVar[str] = '`{"type": "say", "text", "language"?}`'
+    request: ClassVar[str] = '`{"type": "say", "text", "language"?, "voice"?, "speed"?, "pitch"?}`'
     when: ClassVar[str] = (
         "checked by the same model as HTTP `say` (rtc/http/bodies.py): without `language` "
         "the session's, a non-string field is an `error` reply"
