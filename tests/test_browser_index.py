@@ -81,3 +81,20 @@ async def test_engine_without_checkpoint_shows_a_readable_error(page) -> None:
     assert message is not None
     assert "Wav2Lip-SD-NOGAN.pt" in message and "{" not in message
     save_screenshot("index-error.png", await page.screenshot())
+
+
+async def test_the_speed_control_reaches_the_request_and_slows_the_speech(page) -> None:
+    await page.fill("#text", "Раз, два, три, четыре, пять.")
+    await page.select_option("#engine", "viseme")
+    durations = {}
+    for speed in ("1", "0.5"):
+        await page.fill("#speed", speed)
+        async with page.expect_request("**/api/generate") as info:
+            await page.click("#speak")
+        request = await info.value
+        body = request.post_data_json
+        assert body.get("speed") == (None if speed == "1" else 0.5)  # sent only when changed
+        response = await request.response()
+        durations[speed] = float(response.headers["x-video-duration"])
+        await page.wait_for_selector("#speak:not([disabled])", timeout=60_000)
+    assert durations["0.5"] > 1.6 * durations["1"], durations  # espeak spoke it slower

@@ -33,14 +33,37 @@ function fillSelect(select, items, selected) {
   }));
 }
 
+// Named voices per language (GET /api/voices); a language with one voice shows no list.
+let voices = {};
+
+function fillVoices() {
+  const list = voices[$("language").value] || [];
+  fillSelect($("voice"), list.map((v) => ({ value: v, label: v })), list[0]);
+  $("voice-label").hidden = list.length < 2;
+}
+
+// The voice fields a request sends: only what differs from the defaults.
+function voiceFields() {
+  const fields = {};
+  const list = voices[$("language").value] || [];
+  if (list.length > 1 && $("voice").value !== list[0]) fields.voice = $("voice").value;
+  const speed = Number($("speed").value);
+  if (speed && speed !== 1) fields.speed = speed;
+  return fields;
+}
+
 async function loadChoices() {
-  const [languages, engines, avatars] = await Promise.all([
+  const [languages, engines, avatars, voiceList] = await Promise.all([
     getJson("/api/languages"), getJson("/api/engines"), getJson("/api/avatars"),
+    getJson("/api/voices"),
   ]);
+  voices = voiceList.voices;
   $("text").maxLength = languages.max_text_chars;
   $("char-limit").textContent = languages.max_text_chars;
   fillSelect($("language"), languages.languages.map((l) => ({ value: l.code, label: `${l.name} (${l.code})` })),
     languages.default);
+  fillVoices();
+  $("language").addEventListener("change", fillVoices);
   fillSelect($("engine"), engines.engines.map((e) => ({
     value: e.name, label: e.available ? e.name : `${e.name} (unavailable)`,
   })), engines.default);
@@ -85,7 +108,7 @@ async function generate(event) {
     options.headers = { "Content-Type": "application/json" };
     options.body = JSON.stringify({
       text: $("text").value, language: $("language").value,
-      engine: $("engine").value, avatar: $("avatar").value,
+      engine: $("engine").value, avatar: $("avatar").value, ...voiceFields(),
     });
   }
   button.disabled = true;

@@ -124,11 +124,12 @@
     }
 
     // Speak: over the data channel when it is open, else over HTTP.
-    async say(text, language) {
-      if (this._send({ type: "say", text, language })) return;
+    // ``voice``: optional {voice, speed, pitch} (only what differs from the defaults).
+    async say(text, language, voice = {}) {
+      if (this._send({ type: "say", text, language, ...voice })) return;
       await readJson(await fetchApi(`/api/sessions/${this.sessionId}/say`, {
         method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ text, language }),
+        body: JSON.stringify({ text, language, ...voice }),
       }));
     }
 
@@ -312,7 +313,8 @@
       const opts = options();
       if (!opts.text.trim()) { show(el.error, "type something to say"); return; }
       show(el.error, "");
-      try { await live.say(opts.text, opts.language); } catch (e) { show(el.error, e.message); }
+      const voice = opts.speed && opts.speed !== 1 ? { speed: opts.speed } : {};
+      try { await live.say(opts.text, opts.language, voice); } catch (e) { show(el.error, e.message); }
     });
     if (el.interrupt) el.interrupt.addEventListener("click", () => live.interrupt().catch((e) => show(el.error, e.message)));
     if (el.mic) el.mic.addEventListener("click", async () => {
@@ -346,7 +348,8 @@
       }, {
         endpoint, engine: null,
         options: () => ({ text: byId("rt-text").value, language: byId("rt-language").value,
-          avatar: byId("rt-avatar").value, echoMic: byId("rt-echo").checked }),
+          avatar: byId("rt-avatar").value, echoMic: byId("rt-echo").checked,
+          speed: Number(byId("rt-speed").value) }),
       });
       byId("rt-engine").textContent = `Engine: ${engine}`;
       try {
@@ -377,7 +380,8 @@
       }, {
         endpoint: "/offer", engine: null,
         options: () => ({ text: byId("text").value, language: byId("language").value,
-          avatar: byId("avatar").value, engine: byId("engine").value, echoMic: false }),
+          avatar: byId("avatar").value, engine: byId("engine").value, echoMic: false,
+          speed: Number(byId("speed").value) }),
       });
     },
   };
