@@ -251,3 +251,30 @@ async def test_real_rtp_sender_routes_pli_and_remb_to_the_encoder(services: Serv
             assert encoder.bitrate == 300_000
         finally:
             await client.close()
+
+
+async def test_the_avatar_switches_live_on_the_received_frames(services: Services) -> None:
+    async with running_server(services) as (url, app):
+        client = TestClient(url)
+        try:
+            await client.connect(avatar="cartoon")
+            await client.wait_for_frames(10)
+            await asyncio.wait_for(client.channel_open.wait(), 10)
+            before = client.received.mouth[-1]
+            client.channel.send(json.dumps({"type": "avatar", "avatar": "astronaut", "id": 7}))
+            reply = await client.wait_event("avatar_switched")
+            switched_at = len(client.received.mouth)
+            assert reply["avatar"] == "astronaut" and reply["id"] == 7
+            await client.wait_for_frames(switched_at + 25)  # one second later
+            after = client.received.mouth[-1]
+            session = session_of(app, client)
+            assert session.describe()["avatar"] == "astronaut"
+            client.channel.send(json.dumps({"type": "avatar", "avatar": "nobody"}))
+            error = await client.wait_event("error")
+            assert "nobody" in error["message"]
+            status, body = await client.post("/avatar", {"avatar": "cartoon"})
+            assert status == 200 and body == {"avatar": "cartoon"}
+        finally:
+            await client.close()
+    # The face really changed on the wire: another picture (size or content).
+    assert before.shape != after.shape or float(np.abs(before.astype(int) - after).mean()) > 20

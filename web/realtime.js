@@ -133,6 +133,15 @@
       }));
     }
 
+    // Switch the face live (the session keeps going).
+    async setAvatar(avatar) {
+      if (this._send({ type: "avatar", avatar })) return;
+      await readJson(await fetchApi(`/api/sessions/${this.sessionId}/avatar`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ avatar }),
+      }));
+    }
+
     async interrupt() {
       if (this._send({ type: "interrupt" })) return;
       await readJson(await fetchApi(`/api/sessions/${this.sessionId}/interrupt`, { method: "POST" }));
@@ -340,7 +349,7 @@
       byId("rt-title").textContent = `Live avatar (${nogan ? "NOGAN" : "GAN"})`;
       document.querySelectorAll(`nav a[href="/${nogan ? "realtime2" : "realtime"}"]`)
         .forEach((a) => a.setAttribute("aria-current", "page"));
-      const { offerFallback } = bind({
+      const { live, offerFallback } = bind({
         video: "rt-video", connect: "rt-connect", say: "rt-say", interrupt: "rt-interrupt", mic: "rt-mic",
         status: "rt-status", error: "rt-error", fallback: "rt-fallback", engineNote: "rt-engine",
         fps: "rt-fps", latency: "rt-latency", offset: "rt-offset", rtt: "rt-rtt", speech: "rt-speech",
@@ -359,6 +368,15 @@
           ...items.map(([value, label]) => new Option(label, value, false, value === selected)));
         fill(byId("rt-language"), languages.languages.map((l) => [l.code, `${l.name} (${l.code})`]), languages.default);
         fill(byId("rt-avatar"), avatars.avatars.map((a) => [a.name, `${a.name} (${a.kind})`]), avatars.default);
+        // A connected session switches its face live; before connecting the choice is
+        // simply sent with the offer.
+        byId("rt-avatar").addEventListener("change", () => {
+          if (!live.connected) return;
+          live.setAvatar(byId("rt-avatar").value).catch((e) => {
+            byId("rt-error").textContent = e.message;
+            byId("rt-error").hidden = false;
+          });
+        });
         const mine = engines.engines.find((e) => e.name === engine);
         if (mine && !mine.available) {
           const fallback = engines.engines.some((e) => e.name === "viseme" && e.available) ? "viseme" : null;

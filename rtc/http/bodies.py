@@ -58,6 +58,12 @@ class SayBody(VoiceFields):
     )
 
 
+class AvatarBody(Body):
+    """``POST /api/sessions/{id}/avatar`` and the data channel's ``{"type": "avatar"}``."""
+
+    avatar: str = Field(description="a name from GET /api/avatars")
+
+
 class GenerateBody(VoiceFields):
     """``POST /api/generate`` as JSON."""
 

@@ -1,8 +1,17 @@
-"""The voice list's operation in the OpenAPI description (rtc/http/app.py: voices)."""
+"""The voice list's and the live avatar switch's operations in the OpenAPI description
+(rtc/http/app.py: voices; rtc/webrtc/signalling.py: avatar)."""
 
 from __future__ import annotations
 
-from rtc.http.openapi_schemas import Operation, error_response, ok_response
+from rtc.http.bodies import AvatarBody, body_schema
+from rtc.http.openapi_schemas import (
+    NO_SESSION,
+    SESSION_ID,
+    Operation,
+    error_response,
+    json_body,
+    ok_response,
+)
 
 
 def voice_operations() -> dict[tuple[str, str], Operation]:
@@ -38,5 +47,20 @@ def voice_operations() -> dict[tuple[str, str], Operation]:
                 ),
                 "400": error_response("unknown language"),
             },
-        }
+        },
+        ("POST", "/api/sessions/{session_id}/avatar"): {
+            "summary": "Switch the live session's face (idle: at once; speaking: after the "
+            "frames already made)",
+            "tags": ["realtime"],
+            "parameters": [SESSION_ID],
+            "requestBody": {"required": True, **json_body(body_schema(AvatarBody))},
+            "responses": {
+                **ok_response(
+                    "the avatar now shown",
+                    {"type": "object", "properties": {"avatar": {"type": "string"}}},
+                ),
+                "400": error_response("unknown avatar or a malformed body"),
+                "404": NO_SESSION,
+            },
+        },
     }

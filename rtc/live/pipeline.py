@@ -187,6 +187,18 @@ class Pipeline:
         self._schedule()
         return [uid for uid, _ in cut] + [u.id for u in dropped]
 
+    def switch_avatar(self, avatar: Avatar) -> None:
+        """Show ``avatar`` from now on: frames not yet made use it; idle pictures already
+        queued are replaced at once (within a frame); speech frames already made play out
+        (a cut at the next request, no cross-fade)."""
+        if avatar is self.avatar:
+            return
+        self.avatar = avatar
+        self.idle = IdleSource(avatar)
+        if not self.speaking:
+            for index in range(self.clock.current_video_index() + 1, self._next):
+                self.video_queue.put(index, self.idle.frame(index))
+
     def push_mic(self, pcm: np.ndarray) -> None:
         """Add caller audio (16 kHz mono float32); frames are scheduled as windows complete."""
         if self._closed:

@@ -66,6 +66,16 @@ class Stats(Reply):
 
 
 @dataclass(frozen=True)
+class AvatarSwitched(Reply):
+    kind: ClassVar[str] = "avatar_switched"
+    request: ClassVar[str] = '`{"type": "avatar", "avatar"}`'
+    when: ClassVar[str] = (
+        "the face shown from the next frame on (idle), or after the frames already made"
+    )
+    avatar: str
+
+
+@dataclass(frozen=True)
 class ErrorReply(Reply):
     kind: ClassVar[str] = "error"
     request: ClassVar[str] = "anything else, or a bad message"
@@ -92,7 +102,14 @@ def echoable(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 200
 
 
-REPLY_KINDS: tuple[type[Reply], ...] = (Queued, Interrupted, Pong, Stats, ErrorReply)
+REPLY_KINDS: tuple[type[Reply], ...] = (
+    Queued,
+    Interrupted,
+    Pong,
+    Stats,
+    AvatarSwitched,
+    ErrorReply,
+)
 """Every reply, in the order the docs list them."""
 
 

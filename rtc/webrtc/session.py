@@ -20,13 +20,12 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from pydantic import ValidationError
 
 from config import RealtimeConfig
 from inference.audio_io import MonoDownmix, frame_key
 from inference.avatar.store import Avatar
 from inference.tts import VoiceOptions
-from rtc.http.bodies import SayBody, describe_errors
+from rtc.http.bodies import SayBody
 from rtc.http.errors import error_text
 from rtc.live.batcher import Batcher
 from rtc.live.clock import MediaClock
@@ -34,21 +33,12 @@ from rtc.live.event_kinds import ErrorEvent, SessionClosed
 from rtc.live.events import EventHub
 from rtc.live.options import PipelineOptions
 from rtc.live.pipeline import Event, Pipeline
-from rtc.live.speech import QueueFull, Utterance
+from rtc.live.speech import Utterance
 from rtc.services import Services
+from rtc.webrtc.channel import answer
 from rtc.webrtc.encoding import answered_video_codec, follow_receiver_feedback
 from rtc.webrtc.fanout import FanoutSettings, MediaFanout, PacketTrack
 from rtc.webrtc.ice import rtc_configuration
-from rtc.webrtc.replies import (
-    ErrorReply,
-    Interrupted,
-    Pong,
-    Queued,
-    Reply,
-    Stats,
-    echoable,
-    parse_message,
-)
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
@@ -192,6 +182,14 @@ class Session:
         language = self.services.language(body.language) if body.language else self.language
         return self.say(text, language, self.services.voice_options(language, body))
 
+    def switch_avatar(self, name: str) -> str:
+        """Show avatar ``name`` from now on; its name. ValueError for an unknown one."""
+        self.touch()
+        avatar = self.services.avatars.get(name)
+        self.avatar = avatar
+        self.pipeline.switch_avatar(avatar)
+        return avatar.name
+
     def interrupt(self) -> list[str]:
         """Stop speaking now."""
         self.touch()
@@ -235,35 +233,7 @@ class Session:
             self._handle_message(channel, message)
 
     def _handle_message(self, channel: RTCDataChannel, message: object) -> None:
-        data = parse_message(message)
-        try:
-            reply = self._reply_to(data)
-        except (ValueError, QueueFull) as e:
-            reply = ErrorReply(str(e))
-        wire = reply.to_wire()
-        if "id" in data and echoable(data["id"]):  # lets a client match replies to requests
-            wire["id"] = data["id"]
-        _send(channel, wire)
-
-    def _reply_to(self, data: dict[str, Any]) -> Reply:
-        kind = data.get("type")
-        if kind == "say":
-            try:
-                body = SayBody.model_validate(data)
-            except ValidationError as e:
-                raise ValueError(describe_errors(e)) from None
-            return Queued(self.say_body(body).id)
-        if kind == "interrupt":
-            return Interrupted(self.interrupt())
-        if kind == "ping":
-            t = data.get("t")
-            return Pong(t if echoable(t) else None, server_time=self.clock.now())
-        if kind == "stats":
-            return Stats(self.describe())
-        raise ValueError(
-            f"unknown message type {kind!r}; messages are JSON objects "
-            "with type say, interrupt, ping or stats"
-        )
+        _send(channel, answer(self, message))
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState

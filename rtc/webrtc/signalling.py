@@ -27,7 +27,7 @@ from aiohttp import web
 from inference.avatar.store import Avatar
 from inference.engines.base import EngineUnavailable
 from inference.mel import mel_basis
-from rtc.http.bodies import MAX_SDP_BYTES, OfferBody, SayBody, parse_body
+from rtc.http.bodies import MAX_SDP_BYTES, AvatarBody, OfferBody, SayBody, parse_body
 from rtc.http.errors import RETRY_AFTER, ApiError, read_json_object
 from rtc.http.pages import page
 from rtc.live.batcher import BatcherPool
@@ -248,6 +248,16 @@ class Realtime:
         """POST /api/sessions/{id}/interrupt: stop speaking now."""
         return web.json_response({"interrupted": self._session(request).interrupt()})
 
+    async def avatar(self, request: web.Request) -> web.Response:
+        """POST /api/sessions/{id}/avatar {"avatar"}: switch the face, live."""
+        session = self._session(request)
+        body = parse_body(AvatarBody, await read_json_object(request))
+        try:
+            name = session.switch_avatar(body.avatar)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+        return web.json_response({"avatar": name})
+
     async def events(self, request: web.Request) -> web.StreamResponse:
         """GET /api/sessions/{id}/events: Server-Sent Events until the session ends."""
         session = self._session(request)
@@ -297,6 +307,7 @@ def register_realtime(app: web.Application, services: Services) -> Realtime:
     router.add_delete("/api/sessions/{session_id}", realtime.delete)
     router.add_post("/api/sessions/{session_id}/say", realtime.say)
     router.add_post("/api/sessions/{session_id}/interrupt", realtime.interrupt)
+    router.add_post("/api/sessions/{session_id}/avatar", realtime.avatar)
     router.add_get("/api/sessions/{session_id}/events", realtime.events)
     router.add_get("/realtime", page("realtime.html"))
     router.add_get("/realtime2", page("realtime.html"))
