@@ -26,59 +26,10 @@ from config import (
     TtsConfig,
     section,
 )
-from inference.tts.cli import add_tts_options, tts_config
+from inference.cli import add_common_options
+from inference.tts.cli import tts_config
 
 log = logging.getLogger("server")
-
-
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    defaults = EngineConfig()
-    p.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=defaults.checkpoints_dir,
-        help="folder holding Wav2Lip checkpoints by their usual names",
-    )
-    p.add_argument("--gan", type=Path, default=None, help="Wav2Lip GAN checkpoint file")
-    p.add_argument("--nogan", type=Path, default=None, help="Wav2Lip NOGAN checkpoint file")
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=("auto", "torch", "torch-bf16", "openvino", "openvino-bf16", "openvino-int8"),
-        help="CPU backend for Wav2Lip (int8 only when chosen explicitly)",
-    )
-    p.add_argument(
-        "--silence-rms",
-        type=float,
-        default=defaults.silence_rms,
-        help="windows quieter than this RMS keep the mouth closed and skip the model",
-    )
-    p.add_argument(
-        "--avatars",
-        type=Path,
-        default=AvatarConfig().avatars_dir,
-        help="folder of avatars (photos, videos, drawn-character folders)",
-    )
-    p.add_argument(
-        "--cache",
-        type=Path,
-        default=AvatarConfig().cache_dir,
-        help="folder for prepared-avatar data",
-    )
-    p.add_argument(
-        "--plain-paste",
-        action="store_true",
-        help="paste the mouth box as is instead of feathering it into the face",
-    )
-    p.add_argument(
-        "--max-text",
-        type=int,
-        default=TtsConfig().max_text_chars,
-        help="longest text accepted, in characters",
-    )
-    add_tts_options(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the HTTP/WebRTC server (default)")
-    _add_engine_options(serve)
+    add_common_options(serve)
     http, live, outputs = HttpConfig(), RealtimeConfig(), OutputConfig()
     serve.add_argument("--host", default=http.host, help="address to listen on")
     serve.add_argument("--port", type=int, default=http.port, help="TCP port (default 3000)")
@@ -197,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     render = sub.add_parser("render", help="render text or an audio file to an MP4")
-    _add_engine_options(render)
+    add_common_options(render)
     source = render.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="text to speak")
     source.add_argument("--audio", type=Path, help="audio file to lip-sync to")
@@ -209,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser(
         "calibrate", help="measure int8 ranges for --backend openvino-int8 on your avatar+speech"
     )
-    _add_engine_options(calibrate)
+    add_common_options(calibrate)
     calibrate.add_argument("--variant", choices=("gan", "nogan"), default="gan")
     calibrate.add_argument("--avatar", default=None, help="avatar the server will show")
     cal_source = calibrate.add_mutually_exclusive_group(required=True)
@@ -220,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     present = sub.add_parser(
         "present", help="virtual presenter: the avatar follows a server-side microphone"
     )
-    _add_engine_options(present)
+    add_common_options(present)
     present.add_argument(
         "--mic", required=True, help="input device (index or name; 'list' shows them)"
     )
@@ -236,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     present.add_argument("--avatar", default=None)
 
     prepare = sub.add_parser("prepare", help="detect and cache an avatar's face")
-    _add_engine_options(prepare)
+    add_common_options(prepare)
     prepare.add_argument("path", type=Path, help="photo, video or drawn-character folder")
     return parser
 
@@ -253,7 +204,11 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         silence_rms=args.silence_rms,
     )
     avatars = AvatarConfig(
-        avatars_dir=args.avatars, cache_dir=args.cache, feather=not args.plain_paste
+        avatars_dir=args.avatars,
+        cache_dir=args.cache,
+        feather=not args.plain_paste,
+        max_upload_bytes=args.max_avatar_bytes,
+        max_upload_seconds=args.max_avatar_seconds,
     )
     serving = args.command == "serve"
     http = section(HttpConfig, vars(args)) if serving else HttpConfig()

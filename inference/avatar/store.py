@@ -120,19 +120,36 @@ def load_avatar(path: Path, cache_dir: Path, progress: bool = False) -> Avatar:
     return Avatar(name=path.stem, kind="photo", frames=media.avatar_frames(teeth), teeth=teeth)
 
 
+UPLOADED = "uploaded"
+"""Subfolder of the avatars folder holding avatars added over HTTP."""
+
+
 class AvatarStore:
     """All avatars by name. Broken user files are logged and skipped, never fatal."""
 
-    def __init__(self, avatars: dict[str, Avatar], default: str) -> None:
+    def __init__(
+        self, avatars: dict[str, Avatar], default: str, uploaded: set[str] | None = None
+    ) -> None:
         if not avatars:
             raise ValueError("no avatars could be loaded; check the avatars folder")
         self._avatars = avatars
         self.default = default if default in avatars else sorted(avatars)[0]
+        self.uploaded = set(uploaded or ())
+        """Avatars added over HTTP (``UPLOADED``): the ones that may be deleted."""
 
     @classmethod
     def load(cls, folder: Path, cache_dir: Path, default: str) -> AvatarStore:
-        """Prepare every avatar in ``folder``."""
+        """Prepare every avatar in ``folder`` and its ``uploaded`` subfolder."""
+        found = cls._load_folder(folder, cache_dir)
+        uploads = cls._load_folder(folder / UPLOADED, cache_dir)
+        uploads = {n: a for n, a in uploads.items() if n not in found}  # shipped names win
+        return cls(found | uploads, default, set(uploads))
+
+    @staticmethod
+    def _load_folder(folder: Path, cache_dir: Path) -> dict[str, Avatar]:
         found: dict[str, Avatar] = {}
+        if not folder.is_dir():
+            return found
         for path in sorted(folder.iterdir()):
             is_media = path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
             is_character = path.is_dir() and (path / "character.json").is_file()
@@ -145,7 +162,19 @@ class AvatarStore:
                 continue
             found[avatar.name] = avatar
             log.info("avatar %s: %s, %d frame(s)", avatar.name, avatar.kind, len(avatar.frames))
-        return cls(found, default)
+        return found
+
+    def add(self, avatar: Avatar) -> None:
+        """An uploaded avatar, usable at once by new requests and live switches."""
+        self._avatars[avatar.name] = avatar
+        self.uploaded.add(avatar.name)
+
+    def remove(self, name: str) -> Avatar:
+        """Forget an uploaded avatar (sessions showing it keep it until they switch)."""
+        if name not in self.uploaded:
+            raise PermissionError(f"avatar {name!r} ships with the server and cannot be deleted")
+        self.uploaded.discard(name)
+        return self._avatars.pop(name)
 
     def names(self) -> list[str]:
         """Every avatar name, sorted."""

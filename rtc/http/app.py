@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from rtc.http.auth import cors_middleware, origin_middleware, token_middleware
+from rtc.http.avatars import register_avatars
 from rtc.http.errors import ApiError, error_middleware
 from rtc.http.generate import Generator
 from rtc.http.limits import json_limit_middleware
@@ -110,6 +111,7 @@ def build_app(services: Services) -> web.Application:
     realtime = register_realtime(app, services)  # realtime routes; closes sessions on shutdown
     register_whep(app)  # WHEP viewers of live streams, /api/streams, /obs/{stream}
     register_recordings(app)  # /api/streams/{stream}/recording/*, /api/recordings
+    register_avatars(app, services)  # POST/GET/DELETE /api/avatars/{name}: uploads
     register_publications(
         app, services.config.outputs
     )  # /api/streams/{stream}/publish, /api/publications

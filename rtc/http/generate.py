@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from inference.audio_io import AudioDecodeError
 from inference.avatar.store import Avatar
@@ -23,21 +23,15 @@ from inference.render import RenderStats, render_to_mp4
 from inference.threads import named_pool
 from inference.tts import TtsError, VoiceOptions
 from rtc.http.bodies import GenerateBody, parse_body
-from rtc.http.errors import ApiError, error_text, read_json_object
+from rtc.http.errors import ApiError, read_json_object
 from rtc.http.metrics import Metrics
+from rtc.http.multipart import read_upload
 from rtc.services import Services
 
 log = logging.getLogger(__name__)
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 """OSError numbers meaning the temporary folder has no room left for the render."""
-MAX_PARTS = 8
-"""Parts an upload may have: the audio and the fields engine, avatar, language, and a few
-that clients add on their own; more is refused before it is read."""
-MAX_FIELD_BYTES = 10_000
-"""Bytes of one field other than the audio."""
-MAX_FIELDS_BYTES = 64 * 1024
-"""Bytes all the parts but the audio may add up to (their headers are aiohttp's)."""
 
 
 @dataclass
@@ -166,42 +160,12 @@ class Generator:
         )
 
     async def _parse_upload(self, request: web.Request) -> GenerateJob:
-        """A multipart upload, every byte and part of it counted whatever the transfer
-        encoding: aiohttp's body limit covers read()/post(), not a streamed multipart."""
+        """A multipart upload (rtc/http/multipart.py counts every byte and part)."""
         services = self._services
-        limit = services.config.http.max_upload_bytes
-        budget = limit + MAX_FIELDS_BYTES  # the audio plus its few small fields
-        if (request.content_length or 0) > budget:
-            raise ApiError(413, f"upload is larger than the limit of {_mb(limit)}")
-        fields: dict[str, str] = {}
-        audio: bytes | None = None
-        read = 0
-        try:
-            reader = await request.multipart()
-            parts = 0
-            async for part in reader:
-                parts += 1
-                if parts > MAX_PARTS:
-                    raise ApiError(
-                        400,
-                        f"the upload has more than {MAX_PARTS} parts; send "
-                        "one 'audio' file and the fields engine, avatar, "
-                        "language",
-                    )
-                if not isinstance(part, BodyPartReader):
-                    raise ApiError(400, "nested multipart bodies are not accepted")
-                if part.name == "audio":
-                    if audio is not None:
-                        raise ApiError(400, "send one 'audio' file, not several")
-                    audio = await _read_limited(part, min(limit, budget - read), limit)
-                    read += len(audio)
-                else:
-                    value = await _read_limited(part, min(MAX_FIELD_BYTES, budget - read), limit)
-                    read += len(value)
-                    if part.name is not None:
-                        fields[part.name] = value.decode("utf-8", "replace")
-        except (ValueError, AssertionError) as e:  # aiohttp's parser on a broken body
-            raise ApiError(400, f"malformed multipart body: {error_text(e)}") from None
+        upload = await read_upload(
+            request, "audio", services.config.http.max_upload_bytes, "engine, avatar, language"
+        )
+        audio, fields = upload.file, upload.fields
         if audio is None:
             raise ApiError(400, "multipart upload needs an 'audio' file field")
         if not audio:
@@ -261,24 +225,3 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) 
     # RuntimeError: the loop closed while the render ran, and nobody waits for the slot.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback)
-
-
-def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):g} MB"
-
-
-async def _read_limited(part: BodyPartReader, limit: int, upload_limit: int) -> bytes:
-    """A part's bytes; ApiError(413) as soon as more than ``limit`` arrive."""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await part.read_chunk(65536):
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(
-                413,
-                f"upload is larger than the limit of {_mb(upload_limit)} "
-                f"(at most {MAX_PARTS} parts, fields of at most "
-                f"{MAX_FIELD_BYTES} bytes)",
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -4,6 +4,7 @@ and answers, written by hand (rtc/http/openapi.py assembles them with the router
 from __future__ import annotations
 
 from config import AppConfig
+from rtc.http.openapi_avatars import avatar_operations
 from rtc.http.openapi_publish import publication_operations
 from rtc.http.openapi_schemas import (
     NO_SESSION,
@@ -200,6 +201,7 @@ def operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
         **recording_operations(),
         **publication_operations(),
         **voice_operations(),
+        **avatar_operations(),
         ("GET", "/api/sessions/{session_id}/events"): {
             "summary": "The session's events as Server-Sent Events",
             "tags": ["realtime"],

@@ -1,0 +1,66 @@
+"""The options every server.py command shares: engines, avatars, TTS (server.py adds each
+command's own)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from config import AvatarConfig, EngineConfig, TtsConfig
+from inference.tts.cli import add_tts_options
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """Engine, avatar and TTS options (every command makes faces speak)."""
+    defaults = EngineConfig()
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=defaults.checkpoints_dir,
+        help="folder holding Wav2Lip checkpoints by their usual names",
+    )
+    p.add_argument("--gan", type=Path, default=None, help="Wav2Lip GAN checkpoint file")
+    p.add_argument("--nogan", type=Path, default=None, help="Wav2Lip NOGAN checkpoint file")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "torch-bf16", "openvino", "openvino-bf16", "openvino-int8"),
+        help="CPU backend for Wav2Lip (int8 only when chosen explicitly)",
+    )
+    p.add_argument(
+        "--silence-rms",
+        type=float,
+        default=defaults.silence_rms,
+        help="windows quieter than this RMS keep the mouth closed and skip the model",
+    )
+    p.add_argument(
+        "--avatars",
+        type=Path,
+        default=AvatarConfig().avatars_dir,
+        help="folder of avatars (photos, videos, drawn-character folders)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=AvatarConfig().cache_dir,
+        help="folder for prepared-avatar data",
+    )
+    p.add_argument(
+        "--plain-paste",
+        action="store_true",
+        help="paste the mouth box as is instead of feathering it into the face",
+    )
+    avatars = AvatarConfig()
+    p.add_argument("--max-avatar-bytes", type=int, default=avatars.max_upload_bytes,
+                   help="largest avatar upload (POST /api/avatars)")  # fmt: skip
+    p.add_argument("--max-avatar-seconds", type=float, default=avatars.max_upload_seconds,
+                   help="longest uploaded avatar video loop, in seconds")  # fmt: skip
+    p.add_argument(
+        "--max-text",
+        type=int,
+        default=TtsConfig().max_text_chars,
+        help="longest text accepted, in characters",
+    )
+    add_tts_options(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
