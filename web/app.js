@@ -64,6 +64,7 @@ async function loadChoices() {
     languages.default);
   fillVoices();
   $("language").addEventListener("change", fillVoices);
+  if (window.mountAvatarUpload) window.mountAvatarUpload($("generate-form"), $("avatar"));
   fillSelect($("engine"), engines.engines.map((e) => ({
     value: e.name, label: e.available ? e.name : `${e.name} (unavailable)`,
   })), engines.default);

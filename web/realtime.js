@@ -368,6 +368,7 @@
           ...items.map(([value, label]) => new Option(label, value, false, value === selected)));
         fill(byId("rt-language"), languages.languages.map((l) => [l.code, `${l.name} (${l.code})`]), languages.default);
         fill(byId("rt-avatar"), avatars.avatars.map((a) => [a.name, `${a.name} (${a.kind})`]), avatars.default);
+        if (window.mountAvatarUpload) window.mountAvatarUpload(byId("rt-say").parentElement, byId("rt-avatar"));
         // A connected session switches its face live; before connecting the choice is
         // simply sent with the offer.
         byId("rt-avatar").addEventListener("change", () => {
