@@ -255,8 +255,8 @@ def cmd_serve(config: AppConfig) -> int:
 
 
 def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
-    from inference.audio_io import decode_audio
-    from inference.render import render_to_mp4
+    from inference.audio_io import decode_audio, decode_source
+    from inference.render import RenderSettings, render_to_mp4
     from rtc.services import Services
 
     names = [args.engine] if args.engine else None
@@ -268,9 +268,9 @@ def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
         speech = services.tts.synthesize(
             services.check_text(args.text), services.language(args.language)
         )
-        pcm, phonemes = speech.pcm, speech.phonemes
-    else:
-        pcm, phonemes = decode_audio(args.audio), ()
+        pcm, phonemes, source = speech.pcm, speech.phonemes, speech.source
+    else:  # the user's own file: decoded in process, kept at its own rate in the MP4
+        pcm, phonemes, source = decode_audio(args.audio), (), decode_source(args.audio)
     tts = time.perf_counter() - t0
 
     def progress(done: int, total: int) -> None:
@@ -284,9 +284,9 @@ def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
         engine,
         args.out,
         phonemes=phonemes,
-        silence_rms=config.engines.silence_rms,
-        feather=config.avatars.feather,
+        settings=RenderSettings(config.engines.silence_rms, config.avatars.feather),
         progress=progress,
+        source=source,
     )
     log.info(
         "wrote %s: %.2f s of video with %s (tts %.2f s, lip-sync %.2f s, encode %.2f s)",

@@ -8,7 +8,9 @@ render, and unlike ``fork`` it inherits none of the server's threads or locks (a
 multiprocessing's spawn/forkserver it does not re-run the server's main module).
 
 Protocol: the upload on the child's stdin, the time limit as its argument; on stdout
-``OK`` + float32 samples, or ``ER`` + a UTF-8 message. Anything else is a crash.
+``OK`` + float32 samples, or ``ER`` + a UTF-8 message. Anything else is a crash. With a
+second argument ``source``, ``OK`` is followed by the 16 kHz mono sample count (uint64), those
+samples, the source rate and channel count (uint32 each) and the source-quality samples.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.audio_io import AudioDecodeError, decode_audio
+from inference.audio_io import AudioDecodeError, SourceAudio, decode_audio, decode_source
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,27 @@ def decode_untrusted(
     return run_decoder(args, data, timeout)
 
 
-def run_decoder(args: list[str], data: bytes, timeout: float) -> np.ndarray:
+def decode_untrusted_with_source(
+    data: bytes, max_seconds: float | None = None, timeout: float = DECODE_TIMEOUT
+) -> tuple[np.ndarray, SourceAudio]:
+    """Like :func:`decode_untrusted`, also returning the audio at its own rate and channels
+    (for the MP4's sound; the lip-sync takes the 16 kHz mono samples)."""
+    args = [
+        sys.executable,
+        "-m",
+        "inference.isolated_decode",
+        "none" if max_seconds is None else repr(float(max_seconds)),
+        "source",
+    ]
+    out = run_decoder(args, data, timeout, raw=True).tobytes()
+    count = int(np.frombuffer(out[:8], np.uint64)[0])
+    mono = np.frombuffer(out[8 : 8 + 4 * count], np.float32).copy()
+    rate, channels = (int(v) for v in np.frombuffer(out[8 + 4 * count : 16 + 4 * count], np.uint32))
+    samples = np.frombuffer(out[16 + 4 * count :], np.float32).reshape(-1, channels).copy()
+    return mono, SourceAudio(pcm=samples, rate=rate)
+
+
+def run_decoder(args: list[str], data: bytes, timeout: float, raw: bool = False) -> np.ndarray:
     """Run the child command ``args`` on ``data`` and read its answer (see the module doc)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
@@ -65,6 +87,8 @@ def run_decoder(args: list[str], data: bytes, timeout: float) -> np.ndarray:
         ) from None
     out = done.stdout
     if done.returncode == 0 and out[:2] == b"OK":
+        if raw:
+            return np.frombuffer(out[2:], dtype=np.uint8).copy()
         return np.frombuffer(out[2:], dtype=np.float32).copy()
     if done.returncode == 0 and out[:2] == b"ER":
         raise AudioDecodeError(out[2:].decode("utf-8", "replace"))
@@ -82,7 +106,13 @@ def _main() -> int:
     limit = None if sys.argv[1] == "none" else float(sys.argv[1])
     data = sys.stdin.buffer.read()
     try:
-        answer = b"OK" + decode_audio(data, limit).tobytes()
+        mono = decode_audio(data, limit)
+        answer = b"OK" + mono.tobytes()
+        if len(sys.argv) > 2 and sys.argv[2] == "source":
+            source = decode_source(data, limit)
+            header = np.array([mono.size], np.uint64).tobytes()
+            shape = np.array([source.rate, source.channels], np.uint32).tobytes()
+            answer = b"OK" + header + mono.tobytes() + shape + source.pcm.tobytes()
     except AudioDecodeError as e:
         answer = b"ER" + str(e).encode("utf-8")
     except MemoryError:

@@ -57,12 +57,12 @@ def i420_to_video_frame(yuv: np.ndarray) -> av.VideoFrame:
     return frame
 
 
-def s16_audio_frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
-    """A mono s16 AudioFrame of ``samples`` at SAMPLE_RATE, starting at sample ``pts``."""
+def s16_audio_frame(samples: np.ndarray, pts: int, rate: int = SAMPLE_RATE) -> av.AudioFrame:
+    """A mono s16 AudioFrame of ``samples`` at ``rate``, starting at sample ``pts``."""
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = SAMPLE_RATE
+    frame.sample_rate = rate
     frame.pts = pts
-    frame.time_base = Fraction(1, SAMPLE_RATE)
+    frame.time_base = Fraction(1, rate)
     return frame
 
 
@@ -90,25 +90,41 @@ FRAGMENTED = "+frag_keyframe+empty_moov+default_base_moof"
 
 
 class _AacTrack:
-    """16 kHz mono audio encoded to AAC into one container (both writers' audio)."""
+    """Audio encoded to AAC into one container (both writers' audio): 16 kHz mono by
+    default, or a source's own rate and channels."""
 
-    def __init__(self, container: av.container.OutputContainer) -> None:
+    def __init__(
+        self, container: av.container.OutputContainer, rate: int = SAMPLE_RATE, channels: int = 1
+    ) -> None:
         self._container = container
-        self._stream = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        self._stream.bit_rate = 64_000
+        self.rate, self.channels = rate, channels
+        layout = "mono" if channels == 1 else "stereo"
+        self._stream = container.add_stream("aac", rate=rate, layout=layout)
+        self._stream.bit_rate = 64_000 * channels if rate <= SAMPLE_RATE else 96_000 * channels
         self._samples = 0
-        self._pending = np.zeros(0, np.int16)
+        self._pending = np.zeros((0, channels), np.int16)
 
     def write(self, pcm: np.ndarray) -> None:
-        """Append float32 mono 16 kHz samples."""
-        self._pending = np.concatenate((self._pending, pcm_to_s16(pcm)))
-        while self._pending.size >= AAC_FRAME:
+        """Append float32 samples at the track's rate: shape (n,) or (n, channels)."""
+        s16 = pcm_to_s16(pcm.reshape(len(pcm), -1))
+        if s16.shape[1] != self.channels:
+            s16 = np.repeat(s16[:, :1], self.channels, axis=1)
+        self._pending = np.concatenate((self._pending, s16))
+        while len(self._pending) >= AAC_FRAME:
             self._encode(self._pending[:AAC_FRAME])
             self._pending = self._pending[AAC_FRAME:]
 
     def _encode(self, samples: np.ndarray) -> None:
-        frame = s16_audio_frame(samples, self._samples)
-        self._samples += samples.size
+        if self.channels == 1:
+            frame = s16_audio_frame(samples.reshape(-1), self._samples, self.rate)
+        else:  # packed s16 stereo: one plane of interleaved samples
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples).reshape(1, -1), format="s16", layout="stereo"
+            )
+            frame.sample_rate = self.rate
+            frame.pts = self._samples
+            frame.time_base = Fraction(1, self.rate)
+        self._samples += len(samples)
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
 
@@ -116,7 +132,7 @@ class _AacTrack:
         """Encode what is pending and drain the encoder."""
         if self._pending.size:
             self._encode(self._pending)
-            self._pending = np.zeros(0, np.int16)
+            self._pending = np.zeros((0, self.channels), np.int16)
         for packet in self._stream.encode(None):
             self._container.mux(packet)
 
@@ -138,6 +154,7 @@ class Mp4Writer:
         fragmented: bool = False,
         crf: int = 23,
         preset: str = "superfast",
+        audio: tuple[int, int] = (SAMPLE_RATE, 1),
     ) -> None:
         if width % 2 or height % 2:
             raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
@@ -148,7 +165,7 @@ class Mp4Writer:
         self._video.height = height
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"preset": preset, "crf": str(crf), "g": str(fps * 2)}
-        self._audio = _AacTrack(self._container)
+        self._audio = _AacTrack(self._container, *audio)  # (rate, channels)
         self._frames = 0
         self._closed = False
 
@@ -168,7 +185,7 @@ class Mp4Writer:
             self._container.mux(packet)
 
     def write_audio(self, pcm: np.ndarray) -> None:
-        """Append float32 mono 16 kHz samples."""
+        """Append float32 samples at the audio track's rate ((n,) or (n, channels))."""
         self._audio.write(pcm)
 
     def close(self) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.audio_io import SourceAudio
 from inference.avatar.store import Avatar
 from inference.engines.base import LipSyncEngine
-from inference.frames import SAMPLES_PER_FRAME, PhonemeMark, StreamState
+from inference.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, PhonemeMark, StreamState
 from inference.lipsync import PhonemeTimeline, audio_for_frames, build_requests, run_engine
 from inference.mel import frame_count, melspectrogram
 from inference.mp4 import Mp4Writer
@@ -52,6 +53,20 @@ class RenderStats:
         }
 
 
+@dataclass(frozen=True)
+class RenderSettings:
+    """How a render treats quiet audio and pastes the mouth (from the engine and avatar
+    config sections)."""
+
+    silence_rms: float = 0.004
+    """Windows quieter than this keep the mouth closed and skip the model."""
+    feather: bool = True
+    """Blend the mouth with a feathered mask (False: paste the box as it is)."""
+
+
+DEFAULT_SETTINGS = RenderSettings()
+
+
 def render_to_mp4(
     pcm: np.ndarray,
     avatar: Avatar,
@@ -59,14 +74,15 @@ def render_to_mp4(
     out_path: Path,
     *,
     phonemes: tuple[PhonemeMark, ...] = (),
-    silence_rms: float = 0.004,
-    feather: bool = True,
+    settings: RenderSettings = DEFAULT_SETTINGS,
     progress: Callable[[int, int], None] | None = None,
+    source: SourceAudio | None = None,
 ) -> RenderStats:
     """Lip-sync ``pcm`` (16 kHz mono float32) onto ``avatar`` and write ``out_path``.
 
     Audio is padded to a whole number of frames, so audio and video durations match.
-    ``progress(done, total)`` is called after every chunk.
+    ``progress(done, total)`` is called after every chunk. ``source``: the same sound at its
+    own rate and channels, which the file then carries instead of the 16 kHz mono copy.
     """
     if pcm.size == 0:
         raise ValueError("no audio to render")
@@ -80,16 +96,21 @@ def render_to_mp4(
     # Encoding runs in its own thread (PyAV releases the GIL while x264 works), so on two
     # cores lip-sync of chunk k+1 overlaps encoding of chunk k. The queue is bounded.
     chunks: queue.Queue[tuple[list[np.ndarray], np.ndarray] | None] = queue.Queue(maxsize=2)
-    encoder = _Encoder(out_path, width, height, chunks)
+    encoder = _Encoder(out_path, width, height, chunks, source)
     encoder.start()
     try:
         for start in range(0, count, CHUNK_FRAMES):
             frames = range(start, min(count, start + CHUNK_FRAMES))
             t0 = time.perf_counter()
-            requests = build_requests(audio, mel, avatar, frames, silence_rms, timeline, stream)
-            images = run_engine(engine, requests, feather)
+            requests = build_requests(
+                audio, mel, avatar, frames, settings.silence_rms, timeline, stream
+            )
+            images = run_engine(engine, requests, settings.feather)
             lipsync += time.perf_counter() - t0
-            span = audio[frames.start * SAMPLES_PER_FRAME : frames.stop * SAMPLES_PER_FRAME]
+            if source is None:
+                span = audio[frames.start * SAMPLES_PER_FRAME : frames.stop * SAMPLES_PER_FRAME]
+            else:  # the same time span at the source's rate, padded like the 16 kHz copy
+                span = source.span(frames.start / 25.0, frames.stop / 25.0)
             encoder.put((images, span))
             if progress is not None:
                 progress(frames.stop, count)
@@ -110,9 +131,11 @@ class _Encoder(threading.Thread):
         width: int,
         height: int,
         chunks: queue.Queue[tuple[list[np.ndarray], np.ndarray] | None],
+        source: SourceAudio | None = None,
     ) -> None:
         super().__init__(name="mp4-encoder", daemon=True)
         self._path, self._size, self._chunks = path, (width, height), chunks
+        self._audio = (SAMPLE_RATE, 1) if source is None else (source.rate, source.channels)
         self.preset = "ultrafast"
         self.busy = 0.0
         self.error: BaseException | None = None
@@ -132,7 +155,10 @@ class _Encoder(threading.Thread):
     def run(self) -> None:
         finished = False
         try:
-            with Mp4Writer(self._path, *self._size, preset=self.preset) as writer:
+            rate, channels = self._audio
+            with Mp4Writer(
+                self._path, *self._size, preset=self.preset, audio=(rate, channels)
+            ) as writer:
                 while (item := self._chunks.get()) is not None:
                     t0 = time.perf_counter()
                     images, span = item

@@ -27,7 +27,7 @@ from inference.frames import (
 )
 from inference.mel import frame_count
 from inference.mp4 import clone_video_frame, i420_to_video_frame
-from inference.render import RenderStats, render_to_mp4
+from inference.render import RenderSettings, RenderStats, render_to_mp4
 from inference.tts import Speech, TextToSpeech
 from tests.media import (
     DecodedMp4,
@@ -88,7 +88,7 @@ def rendered(
             viseme_engine,
             path,
             phonemes=speech.phonemes,
-            silence_rms=SILENCE_RMS,
+            settings=RenderSettings(silence_rms=SILENCE_RMS),
         )
         mp4 = decode_mp4(path)
         idle = avatar.frames[0].image
@@ -99,7 +99,7 @@ def rendered(
             avatar,
             viseme_engine,
             silent_path,
-            silence_rms=SILENCE_RMS,
+            settings=RenderSettings(silence_rms=SILENCE_RMS),
         )
         idle_change = float(region_change(decode_mp4(silent_path).frames, idle, box).max())
         out[name] = Rendered(

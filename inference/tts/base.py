@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from inference.audio_io import SourceAudio
 from inference.frames import SAMPLE_RATE, PhonemeMark, WordMark
 from inference.registry import Registry
 
@@ -69,6 +70,8 @@ class Speech:
     """Words in order; ``text_position`` indexes the text given to ``synthesize``."""
     language: str
     """Canonical code of the language that was spoken (see :class:`Language`)."""
+    source: SourceAudio | None = None
+    """The voice at the backend's own rate, for output (MP4s); None: only ``pcm``."""
 
     def __post_init__(self) -> None:
         # Remote TTS plug-ins will build these too; a wrong dtype or a stereo array would

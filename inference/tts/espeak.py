@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from scipy.signal import resample_poly
 
+from inference.audio_io import SourceAudio
 from inference.frames import SAMPLE_RATE, PhonemeMark, WordMark
 from inference.tts.base import (
     Language,
@@ -392,7 +393,10 @@ class EspeakTTS(TextToSpeech):
             "espeak %s: %d chars -> %.2f s, %d phonemes", code, len(text), len(pcm) / SAMPLE_RATE,
             len(phonemes),
         )  # fmt: skip
-        return Speech(pcm=pcm, phonemes=phonemes, words=words, language=code)
+        native = (samples.astype(np.float32) / 32768.0).reshape(-1, 1)
+        native.setflags(write=False)
+        source = SourceAudio(pcm=native, rate=rate)
+        return Speech(pcm=pcm, phonemes=phonemes, words=words, language=code, source=source)
 
 
 register_tts(EspeakTTS.name, EspeakTTS)

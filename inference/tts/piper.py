@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from inference.audio_io import resample
+from inference.audio_io import SourceAudio, resample
 from inference.frames import SAMPLE_RATE
 from inference.tts.base import Language, Speech, TextToSpeech, TtsError, VoiceOptions, register_tts
 
@@ -100,7 +100,8 @@ class PiperTTS(TextToSpeech):
         samples = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
         pcm = resample(samples, rate, SAMPLE_RATE).astype(np.float32)
         pcm.setflags(write=False)
-        return Speech(pcm=pcm, phonemes=(), words=(), language=code)
+        source = SourceAudio(pcm=np.clip(samples, -1.0, 1.0).reshape(-1, 1), rate=rate)
+        return Speech(pcm=pcm, phonemes=(), words=(), language=code, source=source)
 
 
 register_tts(PiperTTS.name, PiperTTS)

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from inference.audio_io import AudioDecodeError, decode_audio
+from inference.audio_io import AudioDecodeError, decode_audio, decode_source
 from inference.tts.base import Speech, TtsError
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def speech_from_audio(data: bytes, language: str, source: str) -> Speech:
         raise TtsError(f"{source} answered no audio (an empty body)")
     try:
         pcm = decode_audio(data, max_seconds=MAX_SPEECH_SECONDS)
+        native = decode_source(data, max_seconds=MAX_SPEECH_SECONDS)
     except AudioDecodeError as e:
         raise TtsError(f"{source} answered audio that does not decode: {e}") from None
     pcm.setflags(write=False)  # shared between sessions and threads
-    return Speech(pcm=pcm, phonemes=(), words=(), language=language)
+    return Speech(pcm=pcm, phonemes=(), words=(), language=language, source=native)

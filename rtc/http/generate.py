@@ -14,12 +14,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from inference.audio_io import AudioDecodeError
+from inference.audio_io import AudioDecodeError, SourceAudio
 from inference.avatar.store import Avatar
 from inference.engines.base import EngineUnavailable, LipSyncEngine
 from inference.frames import PhonemeMark
-from inference.isolated_decode import decode_untrusted
-from inference.render import RenderStats, render_to_mp4
+from inference.isolated_decode import decode_untrusted_with_source
+from inference.render import RenderSettings, RenderStats, render_to_mp4
 from inference.threads import named_pool
 from inference.tts import TtsError, VoiceOptions
 from rtc.http.bodies import GenerateBody, parse_body
@@ -184,6 +184,7 @@ class Generator:
         services = self._services
         t0 = time.perf_counter()
         phonemes: tuple[PhonemeMark, ...] = ()
+        source: SourceAudio | None = None
         if job.text is not None:
             try:
                 speech = (
@@ -193,11 +194,13 @@ class Generator:
                 )
             except ValueError as e:  # text the TTS cannot speak: the client's to change
                 raise ApiError(400, str(e)) from None
-            pcm, phonemes = speech.pcm, speech.phonemes
+            pcm, phonemes, source = speech.pcm, speech.phonemes, speech.source
         else:
             assert job.audio is not None
-            try:
-                pcm = decode_untrusted(job.audio, services.config.http.max_upload_seconds)
+            try:  # the file keeps the upload's own rate and channels (up to 48 kHz stereo)
+                pcm, source = decode_untrusted_with_source(
+                    job.audio, services.config.http.max_upload_seconds
+                )
             except AudioDecodeError as e:
                 raise ApiError(400, str(e)) from None
         tts_time = time.perf_counter() - t0
@@ -209,8 +212,10 @@ class Generator:
                 engine,
                 out,
                 phonemes=phonemes,
-                silence_rms=services.config.engines.silence_rms,
-                feather=services.config.avatars.feather,
+                settings=RenderSettings(
+                    services.config.engines.silence_rms, services.config.avatars.feather
+                ),
+                source=source,
             )
             data = out.read_bytes()
         stats = RenderStats(stats.frames, stats.duration, stats.lipsync, stats.encode, tts_time)
