@@ -79,6 +79,8 @@ class AvatarConfig:
     """Avatar used when a request names none."""
     feather: bool = True
     """Blend the mouth into the face with a feathered lower-face mask (False: plain paste)."""
+    uploads_dir: Path | None = None
+    """Where avatars added over HTTP are kept; None: ``avatars_dir/uploaded``."""
     max_upload_bytes: int = 50 * 1024 * 1024
     """Largest avatar upload (POST /api/avatars), image or video."""
     max_upload_seconds: float = 30.0

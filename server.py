@@ -207,6 +207,7 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         avatars_dir=args.avatars,
         cache_dir=args.cache,
         feather=not args.plain_paste,
+        uploads_dir=args.avatar_uploads,
         max_upload_bytes=args.max_avatar_bytes,
         max_upload_seconds=args.max_avatar_seconds,
     )

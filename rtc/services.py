@@ -61,7 +61,10 @@ class Services:
         tts = build_tts(config.tts)
         tts.warmup()
         avatars = AvatarStore.load(
-            config.avatars.avatars_dir, config.avatars.cache_dir, config.avatars.default_avatar
+            config.avatars.avatars_dir,
+            config.avatars.cache_dir,
+            config.avatars.default_avatar,
+            config.avatars.uploads_dir,
         )
         services = cls(config=config, tts=tts, avatars=avatars, languages=tts.languages())
         for name in engine_names:

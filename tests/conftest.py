@@ -57,10 +57,15 @@ def empty_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def app_config(avatar_cache: Path, empty_checkpoints: Path) -> AppConfig:
-    """Default configuration except for the tmp cache and the empty checkpoints folder."""
+    """Default configuration except for the tmp cache, the empty checkpoints folder and a
+    tmp folder for uploaded avatars (tests never write into the repository's avatars)."""
     return AppConfig(
         engines=EngineConfig(checkpoints_dir=empty_checkpoints),
-        avatars=AvatarConfig(avatars_dir=SHIPPED_AVATARS, cache_dir=avatar_cache),
+        avatars=AvatarConfig(
+            avatars_dir=SHIPPED_AVATARS,
+            cache_dir=avatar_cache,
+            uploads_dir=avatar_cache / "uploaded-avatars",
+        ),
     )
 
 

@@ -79,6 +79,9 @@ def server_process(
                 str(port),
                 "--cache",
                 str(avatar_cache),
+                # Avatars uploaded by a test (the fuzzer too) stay out of the repository.
+                "--avatar-uploads",
+                str(avatar_cache / "uploaded-avatars"),
                 *weights,
                 *(["--ice-loopback"] if loopback_ice else []),
                 *extra,

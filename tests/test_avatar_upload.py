@@ -38,7 +38,10 @@ async def client(loaded_services: Services, tmp_path: Path) -> AsyncIterator[Tes
     config = dataclasses.replace(
         loaded_services.config,
         avatars=dataclasses.replace(
-            loaded_services.config.avatars, avatars_dir=folder, max_upload_seconds=3.0
+            loaded_services.config.avatars,
+            avatars_dir=folder,
+            uploads_dir=None,  # the default: avatars/uploaded, here inside tmp_path
+            max_upload_seconds=3.0,
         ),
     )
     store = AvatarStore.load(folder, config.avatars.cache_dir, "astronaut")

@@ -138,10 +138,13 @@ class AvatarStore:
         """Avatars added over HTTP (``UPLOADED``): the ones that may be deleted."""
 
     @classmethod
-    def load(cls, folder: Path, cache_dir: Path, default: str) -> AvatarStore:
-        """Prepare every avatar in ``folder`` and its ``uploaded`` subfolder."""
+    def load(
+        cls, folder: Path, cache_dir: Path, default: str, uploads_dir: Path | None = None
+    ) -> AvatarStore:
+        """Prepare every avatar in ``folder`` and in the uploads folder (default: its
+        ``uploaded`` subfolder)."""
         found = cls._load_folder(folder, cache_dir)
-        uploads = cls._load_folder(folder / UPLOADED, cache_dir)
+        uploads = cls._load_folder(uploads_dir or folder / UPLOADED, cache_dir)
         uploads = {n: a for n, a in uploads.items() if n not in found}  # shipped names win
         return cls(found | uploads, default, set(uploads))
 

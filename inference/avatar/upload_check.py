@@ -48,6 +48,9 @@ def main() -> int:
     except ValueError as e:
         say(f"ER {e}")
         return 0
+    except Exception as e:  # a decoder's own error type on a stranger's bytes
+        say(f"ER the file could not be read ({type(e).__name__})")
+        return 0
     say("OK " + json.dumps(result))
     return 0
 

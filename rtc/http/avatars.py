@@ -76,7 +76,7 @@ class AvatarUploads:
     def __init__(self, services: Services) -> None:
         self.services = services
         config = services.config.avatars
-        self.folder = Path(config.avatars_dir) / UPLOADED
+        self.folder = Path(config.uploads_dir or Path(config.avatars_dir) / UPLOADED)
         self.cache = Path(config.cache_dir)
         self.max_bytes = config.max_upload_bytes
         self.max_seconds = config.max_upload_seconds

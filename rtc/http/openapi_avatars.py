@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rtc.http.openapi_schemas import Operation, error_response, ok_response
+from rtc.http.openapi_schemas import SSE_EVENT, Operation, error_response, ok_response
 
 STATUS = {
     "type": "object",
@@ -67,7 +67,7 @@ def avatar_operations() -> dict[tuple[str, str], Operation]:
             "responses": {
                 "200": {
                     "description": "event stream",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "content": {"text/event-stream": {"schema": SSE_EVENT}},
                 },
                 "404": missing,
             },

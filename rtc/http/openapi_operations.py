@@ -11,6 +11,7 @@ from rtc.http.openapi_schemas import (
     RETRY,
     SDP_BODY,
     SESSION_ID,
+    SSE_EVENT,
     STREAM,
     TIMING,
     VIEWER,
@@ -218,7 +219,7 @@ def operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
             "responses": {
                 "200": {
                     "description": "until the session ends",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "content": {"text/event-stream": {"schema": SSE_EVENT}},
                 },
                 "404": NO_SESSION,
             },

@@ -48,6 +48,11 @@ SESSION_ID = {
     "description": "the id /offer answered",
     "schema": {"type": "string"},
 }
+SSE_EVENT = {
+    "type": "object",
+    "description": "one Server-Sent Event: its event name and its data (a JSON object)",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+}
 STREAM = {
     "name": "stream",
     "in": "path",
