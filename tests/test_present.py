@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,3 +113,42 @@ def test_present_command_reports_the_missing_extra(caplog: pytest.LogCaptureFixt
     require_no_extra()
     assert main(["present", "--mic", "list"]) == 2
     assert "sounddevice" in caplog.text
+
+
+class StubStream:
+    """Stands in for sounddevice.OutputStream: keeps the callback PortAudio would call."""
+
+    def __init__(self, callback: Any = None, **_: Any) -> None:
+        self.callback = callback
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_speaker_never_blocks_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write`` only queues (a blocking device write on the event loop held back the frames
+    released with the sound); PortAudio's callback drains it, silence when it runs dry."""
+    import types
+
+    from rtc.outputs import present
+
+    stub = types.SimpleNamespace(
+        OutputStream=StubStream, check_output_settings=lambda **_: None, query_devices=list
+    )
+    monkeypatch.setattr(present, "_sounddevice", lambda: stub)
+    speaker = present.SoundDeviceSpeaker("default")
+    stream = speaker._stream
+    for k in range(present.SPEAKER_CHUNKS + 5):  # more than it holds: never waits
+        speaker.write(np.full(320, k, np.int16))
+    out = np.empty((320, 1), np.int16)
+    stream.callback(out, 320, None, None)
+    assert out[0, 0] == 5  # the oldest went when it fell behind
+    for _ in range(present.SPEAKER_CHUNKS):
+        stream.callback(out, 320, None, None)
+    assert not out.any() and speaker.underruns == 1  # ran dry: silence, counted

@@ -12,9 +12,11 @@ loop against fakes; the real devices are imported only when asked for (the ``pre
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import sys
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +37,8 @@ from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
 
+SPEAKER_CHUNKS = 10
+"""20 ms chunks (200 ms) waiting for the output device at most."""
 MIC_QUEUE_CHUNKS = 50
 """20 ms microphone chunks (1 s) buffered between the audio callback and the loop at most."""
 
@@ -252,10 +256,15 @@ class SoundDeviceMic:
 
 
 class SoundDeviceSpeaker:
-    """A sounddevice output stream (a speaker, or a virtual microphone's sink)."""
+    """A sounddevice output stream (a speaker, or a virtual microphone's sink), fed through a
+    bounded buffer that PortAudio's callback drains: ``write`` never blocks the event loop
+    (a blocking write there would hold back the frames released with the sound)."""
 
     def __init__(self, device: str) -> None:
         sd = _sounddevice()
+        self._chunks: collections.deque[np.ndarray] = collections.deque(maxlen=SPEAKER_CHUNKS)
+        self._lock = threading.Lock()
+        self.underruns = 0
         self._stream = sd.OutputStream(
             device=_device(sd, device, "output"),
             samplerate=SAMPLE_RATE,
@@ -263,12 +272,25 @@ class SoundDeviceSpeaker:
             dtype="int16",
             blocksize=AUDIO_SAMPLES,
             latency="low",
+            callback=self._callback,
         )
         self._stream.start()
 
+    def _callback(self, out: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        with self._lock:
+            chunk = self._chunks.popleft() if self._chunks else None
+        if chunk is None or len(chunk) != frames:
+            self.underruns += chunk is None
+            out.fill(0)
+            if chunk is not None:
+                out[: min(frames, len(chunk)), 0] = chunk[:frames]
+            return
+        out[:, 0] = chunk
+
     def write(self, samples: np.ndarray) -> None:
-        """Queue 20 ms; PortAudio's own buffer absorbs the jitter."""
-        self._stream.write(samples.reshape(-1, 1))
+        """Queue 20 ms for the device (the oldest goes when it falls behind)."""
+        with self._lock:
+            self._chunks.append(np.asarray(samples, np.int16).reshape(-1))
 
     def close(self) -> None:
         """Stop the device."""
