@@ -30,14 +30,7 @@ from scipy.signal import resample_poly
 
 from inference.audio_io import SourceAudio
 from inference.frames import SAMPLE_RATE, PhonemeMark, WordMark
-from inference.tts.base import (
-    Language,
-    Speech,
-    TextToSpeech,
-    TtsError,
-    VoiceOptions,
-    register_tts,
-)
+from inference.tts.base import Language, Speech, TextToSpeech, TtsError, VoiceOptions, register_tts
 
 log = logging.getLogger(__name__)
 
