@@ -137,7 +137,48 @@ class _AacTrack:
             self._container.mux(packet)
 
 
-class Mp4Writer:
+class _Mp4File:
+    """What both writers share: the container, its AAC track, closing it once."""
+
+    def __init__(self, path: Path, movflags: str, audio: tuple[int, int]) -> None:
+        self._container = av.open(str(path), mode="w", format="mp4", options={"movflags": movflags})
+        self._audio_format = audio  # (rate, channels): the track is added after the video
+        self._closed = False
+
+    def _add_audio(self) -> None:
+        self._audio = _AacTrack(self._container, *self._audio_format)
+
+    def write_audio(self, pcm: np.ndarray) -> None:
+        """Append float32 samples at the audio track's rate ((n,) or (n, channels))."""
+        self._audio.write(pcm)
+
+    def _flush_video(self) -> None:
+        """Drain the video encoder, where there is one."""
+
+    def close(self) -> None:
+        """Flush the encoders and finish the file. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._audio.flush()
+            self._flush_video()
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> _Mp4File:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Mp4Writer(_Mp4File):
     """Write BGR frames and 16 kHz mono audio into an MP4 file.
 
     ``fragmented=True`` writes a fragmented MP4 (moof/mdat every keyframe), so a crash loses
@@ -158,16 +199,14 @@ class Mp4Writer:
     ) -> None:
         if width % 2 or height % 2:
             raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
-        flags = FRAGMENTED if fragmented else "+faststart"
-        self._container = av.open(str(path), mode="w", format="mp4", options={"movflags": flags})
+        super().__init__(path, FRAGMENTED if fragmented else "+faststart", audio)
         self._video = self._container.add_stream("libx264", rate=fps)
         self._video.width = width
         self._video.height = height
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"preset": preset, "crf": str(crf), "g": str(fps * 2)}
-        self._audio = _AacTrack(self._container, *audio)  # (rate, channels)
+        self._add_audio()
         self._frames = 0
-        self._closed = False
 
     def write_video(self, bgr: np.ndarray) -> None:
         """Append one frame (uint8 BGR); this is the pipeline's one colour conversion."""
@@ -184,35 +223,15 @@ class Mp4Writer:
         for packet in self._video.encode(frame):
             self._container.mux(packet)
 
-    def write_audio(self, pcm: np.ndarray) -> None:
-        """Append float32 samples at the audio track's rate ((n,) or (n, channels))."""
-        self._audio.write(pcm)
-
-    def close(self) -> None:
-        """Flush both encoders and finish the file. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._audio.flush()
-            for packet in self._video.encode(None):
-                self._container.mux(packet)
-        finally:
-            self._container.close()
+    def _flush_video(self) -> None:
+        for packet in self._video.encode(None):
+            self._container.mux(packet)
 
     def __enter__(self) -> Mp4Writer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
-
-class PacketMp4Writer:
+class PacketMp4Writer(_Mp4File):
     """Fragmented MP4 from video packets encoded elsewhere (a live stream's H.264, Annex B
     with parameter sets in every keyframe) and 16 kHz mono audio encoded to AAC here.
 
@@ -222,15 +241,12 @@ class PacketMp4Writer:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: int = FPS) -> None:
-        self._container = av.open(
-            str(path), mode="w", format="mp4", options={"movflags": FRAGMENTED}
-        )
+        super().__init__(path, FRAGMENTED, (SAMPLE_RATE, 1))
         self._video = self._container.add_mux_stream("h264", rate=fps, width=width, height=height)
         self._video.time_base = Fraction(1, fps)
-        self._audio = _AacTrack(self._container)
+        self._add_audio()
         self._fps = fps
         self._started = False
-        self._closed = False
 
     def write_packet(self, data: bytes, index: int, keyframe: bool) -> None:
         """Mux one encoded frame at frame ``index`` (the first written must be a keyframe)."""
@@ -243,17 +259,3 @@ class PacketMp4Writer:
         packet.is_keyframe = keyframe
         packet.stream = self._video
         self._container.mux(packet)
-
-    def write_audio(self, pcm: np.ndarray) -> None:
-        """Append float32 mono 16 kHz samples."""
-        self._audio.write(pcm)
-
-    def close(self) -> None:
-        """Finish the file. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._audio.flush()
-        finally:
-            self._container.close()
