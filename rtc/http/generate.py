@@ -187,11 +187,7 @@ class Generator:
         source: SourceAudio | None = None
         if job.text is not None:
             try:
-                speech = (
-                    services.tts.synthesize(job.text, job.language, job.voice)
-                    if job.voice is not None
-                    else services.tts.synthesize(job.text, job.language)
-                )
+                speech = services.tts.synthesize(job.text, job.language, job.voice)
             except ValueError as e:  # text the TTS cannot speak: the client's to change
                 raise ApiError(400, str(e)) from None
             pcm, phonemes, source = speech.pcm, speech.phonemes, speech.source

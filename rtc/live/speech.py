@@ -152,12 +152,6 @@ class Speaker:
         self._wake.set()
         return clip
 
-    def _synthesize(self, text: str, language: str, options: VoiceOptions | None) -> Speech:
-        # Without options the plain call: backends (and test doubles) need not take them.
-        if options is None:
-            return self._tts.synthesize(text, language)
-        return self._tts.synthesize(text, language, options)
-
     def depths(self) -> tuple[int, int]:
         """(utterances held, clips waiting), for the metrics' snapshot."""
         return len(self.utterances), len(self.clips)
@@ -219,7 +213,7 @@ class Speaker:
 
     async def _speak(self, sentence: str, utterance: Utterance) -> tuple[Speech, list[FrameAudio]]:
         speech = await asyncio.to_thread(
-            self._synthesize, sentence, utterance.language, utterance.options
+            self._tts.synthesize, sentence, utterance.language, utterance.options
         )
         return speech, await asyncio.to_thread(sentence_frames, speech.pcm)
 

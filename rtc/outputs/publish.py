@@ -29,7 +29,6 @@ from typing import Any
 
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import SessionDescription
 
 from rtc.http.bodies import PublishBody
 from rtc.live.event_kinds import PublicationState
@@ -37,7 +36,7 @@ from rtc.outputs.janus import VIDEOROOM, JanusError, JanusSession, JanusUnreacha
 from rtc.outputs.relay import Relay, open_relay
 from rtc.outputs.streams import Stream
 from rtc.outputs.whep import preferred_video_codecs
-from rtc.webrtc.encoding import ENCODED_CODECS, follow_receiver_feedback
+from rtc.webrtc.encoding import ENCODED_CODECS, follow_receiver_feedback, video_codec_of
 from rtc.webrtc.fanout import PacketTrack
 from rtc.webrtc.ice import rtc_configuration
 
@@ -336,13 +335,12 @@ class Publication:
 
 
 def _answered_codec(sdp: str) -> str:
-    for media in SessionDescription.parse(sdp).media:
-        if media.kind == "video" and media.rtp.codecs:
-            codec = str(media.rtp.codecs[0].mimeType)
-            if codec in ENCODED_CODECS:
-                return codec
-            raise ValueError(f"Janus answered video as {codec}; the server sends {ENCODED_CODECS}")
-    raise ValueError("Janus's answer has no video")
+    codec = video_codec_of(sdp)
+    if codec is None:
+        raise ValueError("Janus's answer has no video")
+    if codec not in ENCODED_CODECS:
+        raise ValueError(f"Janus answered video as {codec}; the server sends {ENCODED_CODECS}")
+    return codec
 
 
 def _refusal(error: Exception, target: PublishBody) -> PublishRefused:

@@ -75,9 +75,7 @@ class Viewer:
             return
         self.ended = True
         for track in (self.video, self.audio):
-            track.stop()
-            if track.receiver is not None:
-                self.media.remove(track.receiver)
+            track.stop()  # its receiver leaves the fan-out (attach gave it media.remove)
         self._on_end(self)
 
     def describe(self) -> dict[str, object]:

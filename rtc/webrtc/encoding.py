@@ -226,15 +226,18 @@ def follow_receiver_feedback(sender: RTCRtpSender, receiver: FeedbackTarget) -> 
     receiver.estimate = estimate
 
 
-def negotiated_video_codec(pc: RTCPeerConnection) -> str | None:
-    """The mime type the local description sends video with (its first video codec)."""
-    local = pc.localDescription
-    if local is None:
-        return None
-    for media in SessionDescription.parse(local.sdp).media:
+def video_codec_of(sdp: str) -> str | None:
+    """The mime type of an SDP's first video codec; None without video."""
+    for media in SessionDescription.parse(sdp).media:
         if media.kind == "video" and media.rtp.codecs:
             return str(media.rtp.codecs[0].mimeType)
     return None
+
+
+def negotiated_video_codec(pc: RTCPeerConnection) -> str | None:
+    """The mime type the local description sends video with (its first video codec)."""
+    local = pc.localDescription
+    return None if local is None else video_codec_of(local.sdp)
 
 
 def answered_video_codec(pc: RTCPeerConnection) -> str:
