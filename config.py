@@ -102,9 +102,9 @@ class HttpConfig:
     max_json_bytes: int = 1024 * 1024
     """Largest JSON body (texts, SDP offers) by its Content-Length; larger ones get 413."""
     max_parallel_renders: int = 2
-    """/api/generate renders running at once (the machine has few cores)."""
+    """Renders of /api/generate and /api/jobs running at once (the machine has few cores)."""
     max_waiting_renders: int = 8
-    """/api/generate renders allowed to wait for a slot; beyond this 503 with Retry-After."""
+    """Renders (/api/generate, /api/jobs) allowed to wait for a slot; beyond: 503, Retry-After."""
     token: str | None = None
     """When set, control endpoints need 'Authorization: Bearer <token>' (see rtc/http/auth.py)."""
     viewer_token: str | None = None

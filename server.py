@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="gather 127.0.0.1 ICE candidates (local use and tests)",
     )
     serve.add_argument(
+        "--max-parallel-renders",
+        type=int,
+        default=http.max_parallel_renders,
+        help="renders of /api/generate and /api/jobs running at once",
+    )
+    serve.add_argument(
+        "--max-waiting-renders",
+        type=int,
+        default=http.max_waiting_renders,
+        help="renders allowed to wait for a slot (beyond: 503 with Retry-After)",
+    )
+    serve.add_argument(
         "--max-sessions", type=int, default=live.max_sessions, help="concurrent realtime sessions"
     )
     serve.add_argument(

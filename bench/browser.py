@@ -31,7 +31,12 @@ if str(ROOT) not in sys.path:  # allow `python bench/browser.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from bench.report import cpu_model, write_section  # noqa: E402
-from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, running_server  # noqa: E402
+from tests.browser_support import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    connect_live,
+    running_server,
+)
 from tests.browser_sync import SYNC_JS, av_offset, record_phrases  # noqa: E402
 
 SECTION = "## Browser (bench/browser.py)"
@@ -49,8 +54,9 @@ def machine() -> str:
     )
 
 
-async def measure(url: str, runs: int) -> tuple[str, list[dict[str, Any]]]:
-    """Open /realtime2 once and measure ``runs`` utterance sets; return (browser, rows)."""
+async def measure(url: str, runs: int, sync: bool = True) -> tuple[str, list[dict[str, Any]]]:
+    """Open /realtime2 once and measure ``runs`` utterance sets; return (browser, rows).
+    ``sync``: the page's lip-sync correction on (as users get it) or off (?sync=off)."""
     from playwright.async_api import async_playwright
 
     rows: list[dict[str, Any]] = []
@@ -60,20 +66,20 @@ async def measure(url: str, runs: int) -> tuple[str, list[dict[str, Any]]]:
             context = await browser.new_context(viewport={"width": 1100, "height": 760})
             await context.add_init_script(SYNC_JS)
             page = await context.new_page()
-            await page.goto(url + "/realtime2")
-            await page.wait_for_selector("#rt-fallback:not([hidden])")
-            await page.click("#rt-fallback")
-            await page.wait_for_function(
-                "(() => { const v = document.getElementById('rt-video');"
-                " return v.videoWidth > 0 && v.currentTime > 0.5; })()",
-                timeout=30_000,
-            )
+            await page.goto(url + "/realtime2" + ("" if sync else "?sync=off"))
+            await connect_live(page)
             for _ in range(runs):
                 rec = await record_phrases(page)
-                sync = av_offset(rec)
+                offset = av_offset(rec)
                 stats = await page.evaluate("window.__avsync.inbound()")
+                hold = await page.text_content("#rt-sync")
                 rows.append(
-                    {"sync": sync, "video": stats.get("video", {}), "audio": stats.get("audio", {})}
+                    {
+                        "sync": offset,
+                        "video": stats.get("video", {}),
+                        "audio": stats.get("audio", {}),
+                        "hold": hold,
+                    }
                 )
             return browser.version, rows
         finally:
@@ -108,8 +114,9 @@ def report(
         f"- date: {time.strftime('%Y-%m-%d')}",
         "",
         "| run | A/V offset (onsets) | onset diffs | xcorr lag (corr) | video codec | fps "
-        "| frames dropped | freezes | video jitter buffer | audio jitter buffer |",
-        "|---:|---:|---|---:|---|---:|---:|---:|---:|---:|",
+        "| frames dropped | freezes | video jitter buffer | audio jitter buffer "
+        "| page's sync hold |",
+        "|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for i, r in enumerate(rows, 1):
         s, v, a = r["sync"], r["video"], r["audio"]
@@ -119,7 +126,8 @@ def report(
             f"({s.correlation:.2f}) | {v.get('codec') or '?'} "
             f"| {fmt(v.get('framesPerSecond'), 1)} "
             f"| {fmt(v.get('framesDropped'))} | {fmt(v.get('freezeCount'))} "
-            f"| {fmt(v.get('jitterBufferMs'))} ms | {fmt(a.get('jitterBufferMs'))} ms |"
+            f"| {fmt(v.get('jitterBufferMs'))} ms | {fmt(a.get('jitterBufferMs'))} ms "
+            f"| {r['hold']} |"
         )
     median = statistics.median(offsets)
     buffers = [
@@ -152,6 +160,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="utterance sets to measure")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument(
+        "--sync-off", action="store_true", help="measure without the page's lip-sync correction"
+    )
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
@@ -162,7 +173,7 @@ def main() -> None:
         cache.mkdir()
         empty.mkdir()
         with running_server(cache, "--checkpoints", str(empty), "--engine", "viseme") as url:
-            version, rows = asyncio.run(measure(url, args.runs))
+            version, rows = asyncio.run(measure(url, args.runs, not args.sync_off))
     command = "python bench/browser.py" + (f" --runs {args.runs}" if args.runs != 3 else "")
     body = report(command, time.monotonic() - started, version, rows, load)
     sys.stdout.write(body)

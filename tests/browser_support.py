@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,15 @@ PLAYING = (
     " return v.videoWidth > 0 && v.currentTime > 0.5; }"
 )
 """Page function: the <video> with this id shows frames and has played half a second."""
+LIVE_READY = "document.querySelectorAll('#rt-engine-select option').length > 0"
+"""Page function: the live page has loaded the server's engines (and picked one)."""
+
+
+async def connect_live(page: Any) -> None:
+    """On a loaded live page: press Connect and wait until the avatar plays."""
+    await page.wait_for_function(LIVE_READY)
+    await page.click("#rt-connect")
+    await page.wait_for_function(PLAYING, arg="rt-video", timeout=30_000)
 
 
 def save_screenshot(name: str, png: bytes) -> None:

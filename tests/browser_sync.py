@@ -26,6 +26,10 @@ FRAME_MS = 40.0
 
 BT1359_WINDOW_MS = (-90.0, 185.0)
 """ITU-R BT.1359 acceptability: audio at most 90 ms early, at most 185 ms late."""
+COMPENSATED_WINDOW_MS = (-45.0, 45.0)
+"""The live pages' median with their receiver-side correction (web/live-client.js): bench/
+browser.py measures single-digit medians; the margin is about one video frame (40 ms) of
+scheduling noise on a loaded two-core machine. Without the correction it was +66 ms."""
 
 
 @dataclass(frozen=True)

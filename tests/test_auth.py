@@ -56,6 +56,27 @@ async def test_right_token_in_header_or_query_is_accepted(client: TestClient) ->
     assert r.status == 200
 
 
+async def test_render_jobs_need_the_token(client: TestClient) -> None:
+    for method, path in (
+        ("POST", "/api/jobs"),
+        ("GET", "/api/jobs/any"),
+        ("GET", "/api/jobs/any/events"),
+        ("GET", "/api/jobs/any/video"),
+        ("DELETE", "/api/jobs/any"),
+    ):
+        r = await client.request(method, path, json=GENERATE)
+        assert r.status == 401, (method, path)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    r = await client.post("/api/jobs", json=GENERATE, headers=bearer)
+    assert r.status == 202
+    job = r.headers["Location"]
+    # ?token= as an EventSource or a <video src> sends it; the stream ends with the job.
+    r = await client.get(f"{job}/events?token={TOKEN}")
+    assert r.status == 200 and "event: done" in await asyncio.wait_for(r.text(), 60)
+    r = await client.get(f"{job}/video?token={TOKEN}")
+    assert r.status == 200 and r.content_type == "video/mp4"
+
+
 async def test_pages_and_read_only_lists_stay_open(client: TestClient) -> None:
     for path in (
         "/",

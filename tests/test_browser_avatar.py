@@ -33,7 +33,7 @@ async def test_add_an_avatar_from_the_page(server_url: str, path: str, tmp_path:
     name = "face" + path.strip("/").replace("realtime2", "2")
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = await browser.new_page()
+        page = await browser.new_page(locale="en-US")  # the status is read in English
         await page.goto(server_url + path)
         await page.wait_for_selector("details.add-avatar", state="attached", timeout=30_000)
         await page.click("details.add-avatar summary")

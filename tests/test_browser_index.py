@@ -32,7 +32,7 @@ async def page(server_url: str) -> AsyncIterator[object]:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         context = await browser.new_context(
-            viewport={"width": 1200, "height": 900}, accept_downloads=True
+            viewport={"width": 1200, "height": 900}, accept_downloads=True, locale="en-US"
         )
         pg = await context.new_page()
         await pg.goto(server_url + "/")
@@ -72,15 +72,15 @@ async def test_russian_text_becomes_a_playing_downloadable_video(page, tmp_path:
     save_screenshot("index.png", await page.screenshot())
 
 
-async def test_engine_without_checkpoint_shows_a_readable_error(page) -> None:
-    await page.select_option("#engine", "wav2lip-nogan")
-    await page.fill("#text", "Проверка ошибки.")
-    await page.click("#speak")
-    await page.wait_for_selector("#error:not([hidden])", timeout=30_000)
-    message = await page.text_content("#error")
-    assert message is not None
-    assert "Wav2Lip-SD-NOGAN.pt" in message and "{" not in message
-    save_screenshot("index-error.png", await page.screenshot())
+async def test_engine_without_checkpoint_is_greyed_with_its_fix(page) -> None:
+    # It cannot be picked, and the page says why and what to do, in words, not JSON.
+    assert await page.eval_on_selector("#engine option[value='wav2lip-nogan']", "o => o.disabled")
+    assert await page.eval_on_selector("#engine", "s => s.value") == "viseme"
+    note = await page.text_content("#engine-note")
+    assert note is not None
+    assert "Wav2Lip-SD-NOGAN.pt" in note and "{" not in note
+    assert await page.is_hidden("#error")
+    save_screenshot("index-unavailable.png", await page.screenshot())
 
 
 async def test_the_speed_control_reaches_the_request_and_slows_the_speech(page) -> None:
@@ -89,12 +89,16 @@ async def test_the_speed_control_reaches_the_request_and_slows_the_speech(page) 
     durations = {}
     for speed in ("1", "0.5"):
         await page.fill("#speed", speed)
-        async with page.expect_request("**/api/generate") as info:
+        # The page posts a job, follows it and fetches its video when done.
+        async with (
+            page.expect_response("**/api/jobs/*/video", timeout=60_000) as video,
+            page.expect_request("**/api/jobs") as info,
+        ):
             await page.click("#speak")
         request = await info.value
         body = request.post_data_json
         assert body.get("speed") == (None if speed == "1" else 0.5)  # sent only when changed
-        response = await request.response()
+        response = await video.value
         durations[speed] = float(response.headers["x-video-duration"])
         await page.wait_for_selector("#speak:not([disabled])", timeout=60_000)
     assert durations["0.5"] > 1.6 * durations["1"], durations  # espeak spoke it slower

@@ -23,12 +23,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCPeerConnection
 
 from config import AppConfig, HttpConfig, RealtimeConfig, TtsConfig
-from inference.avatar.store import Avatar, AvatarStore
-from inference.engines.base import LipSyncEngine
+from inference.avatar.store import AvatarStore
 from inference.render import RenderStats
 from inference.tts import TextToSpeech
 from rtc.http.app import build_app
-from rtc.http.generate import GenerateJob, Generator
+from rtc.http.generate import Generator, Render
 from rtc.services import Services
 from rtc.webrtc.ice import rtc_configuration
 from tests.media import encode_audio, tone
@@ -167,10 +166,9 @@ class Gate:
         self.running = 0
         self.started = threading.Semaphore(0)
 
-    def render(
-        self, _job: GenerateJob, _engine: LipSyncEngine, _avatar: Avatar
-    ) -> tuple[bytes, RenderStats]:
-        """Stands in for Generator._render (a bound method of the gate, not the generator)."""
+    def render(self, _render: Render) -> tuple[bytes, RenderStats]:
+        """Stands in for Generator._render_bytes (a bound method of the gate, not the
+        generator)."""
         self.running += 1
         self.started.release()
         try:
@@ -183,7 +181,7 @@ class Gate:
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
     gate = Gate()
-    monkeypatch.setattr(Generator, "_render", gate.render)
+    monkeypatch.setattr(Generator, "_render_bytes", gate.render)
     yield gate
     gate.open.set()
 
@@ -213,7 +211,7 @@ async def test_renders_waiting_limit_is_503_with_retry_after(
         first = asyncio.create_task(client.post("/api/generate", json=body))
         await asyncio.to_thread(gate.started.acquire, True, 10)
         second = asyncio.create_task(client.post("/api/generate", json=body))
-        await _until(lambda: generator._waiting == 1)
+        await _until(lambda: generator.slots.waiting == 1)
         r = await client.post("/api/generate", json=body)
         await expect_error(r, 503, "too many renders queued")
         assert int(r.headers["Retry-After"]) > 0

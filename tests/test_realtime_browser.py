@@ -1,7 +1,7 @@
 """The live pages in headless Chromium over loopback WebRTC, used as a person would.
 
-Without a Wav2Lip checkpoint /realtime must say why GAN cannot run and offer the viseme
-engine; with it, the avatar streams, speaks, is interrupted and shows live stats. With a
+Without a Wav2Lip checkpoint /realtime must say quietly why GAN cannot run and pick the
+viseme engine; with it, the avatar streams, speaks, is interrupted and shows live stats. With a
 synthetic checkpoint of the official layout, the page runs Wav2Lip GAN itself.
 """
 
@@ -11,7 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser_support import PLAYING, require_browser, running_server
+from tests.browser_support import (
+    LIVE_READY,
+    PLAYING,
+    connect_live,
+    require_browser,
+    running_server,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -19,14 +25,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 async def test_realtime_page_explains_missing_gan_and_streams_with_viseme(
     browser, viseme_server_url
 ) -> None:
-    page = await browser.new_page()
+    page = await browser.new_page(locale="en-US")
     await page.goto(viseme_server_url + "/realtime")
-    await page.wait_for_selector("#rt-error:not([hidden])")
-    message = await page.text_content("#rt-error")
-    assert "wav2lip-gan is unavailable" in message and "checkpoint" in message
-    assert await page.text_content("#rt-fallback") == "Use the viseme engine instead"
-    await page.click("#rt-fallback")
-    await page.wait_for_function(PLAYING, arg="rt-video", timeout=30_000)
+    await page.wait_for_function(LIVE_READY)
+    # No red box: GAN is greyed with its reason and fix, and viseme is picked quietly.
+    note = await page.text_content("#rt-engine")
+    assert "wav2lip-gan cannot run here" in note and "checkpoint" in note and "viseme" in note
+    assert await page.is_hidden("#rt-error") and await page.is_hidden("#rt-fallback")
+    await connect_live(page)
     assert await page.is_hidden("#rt-error")
     await page.select_option("#rt-language", "ru")
     await page.click("#rt-say")
@@ -50,10 +56,13 @@ async def test_realtime_page_explains_missing_gan_and_streams_with_viseme(
 async def test_realtime2_pins_nogan_and_the_index_has_a_live_panel(
     browser, viseme_server_url
 ) -> None:
-    page = await browser.new_page()
+    page = await browser.new_page(locale="en-US")
     await page.goto(viseme_server_url + "/realtime2")
-    await page.wait_for_selector("#rt-error:not([hidden])")
-    assert "wav2lip-nogan is unavailable" in await page.text_content("#rt-error")
+    await page.wait_for_function(LIVE_READY)
+    assert "wav2lip-nogan cannot run here" in await page.text_content("#rt-engine")
+    assert await page.eval_on_selector(
+        "#rt-engine-select option[value='wav2lip-nogan']", "o => o.disabled"
+    )
     await page.goto(viseme_server_url + "/")
     await page.wait_for_function("document.querySelectorAll('#engine option').length > 0")
     await page.select_option("#engine", "viseme")
@@ -87,13 +96,14 @@ def gan_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def test_realtime_page_streams_wav2lip_gan_from_a_checkpoint(browser, gan_server_url) -> None:
     """/realtime with a GAN checkpoint present: no fallback offered, the Wav2Lip engine
     streams, speaks and stops when interrupted, as a person would use it."""
-    page = await browser.new_page()
+    page = await browser.new_page(locale="en-US")
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     await page.goto(gan_server_url + "/realtime")
     await page.wait_for_function("document.querySelectorAll('#rt-avatar option').length > 0")
     assert await page.is_hidden("#rt-error") and await page.is_hidden("#rt-fallback")
-    assert await page.text_content("#rt-engine") == "Engine: wav2lip-gan"
+    assert await page.eval_on_selector("#rt-engine-select", "s => s.value") == "wav2lip-gan"
+    assert await page.text_content("#rt-engine") == "Engine: Wav2Lip GAN: real people, teeth"
     await page.click("#rt-connect")
     await page.wait_for_function(PLAYING, arg="rt-video", timeout=60_000)
     await page.select_option("#rt-language", "en")

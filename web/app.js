@@ -1,8 +1,11 @@
-// The text-to-video page: loads the choices from the API, posts /api/generate, shows the MP4.
+// The text-to-video page: loads the choices from the API, renders through a job
+// (POST /api/jobs, progress over SSE, Cancel = DELETE), then shows and offers the MP4.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const t = (key, params) => window.i18n.t(key, params);
 let videoUrl = null;
+let currentJob = null; // {id, source}: the render in progress, for Cancel
 
 async function getJson(url) {
   const response = await fetch(url);
@@ -25,31 +28,12 @@ function showError(message) {
   box.hidden = !message;
 }
 
-function fillSelect(select, items, selected) {
-  select.replaceChildren(...items.map(({ value, label, disabled }) => {
-    const option = new Option(label, value, false, value === selected);
-    option.disabled = Boolean(disabled);
-    return option;
-  }));
-}
+let voice = null; // Engines.voicePicker over the language, voice and speed fields
 
-// Named voices per language (GET /api/voices); a language with one voice shows no list.
-let voices = {};
-
-function fillVoices() {
-  const list = voices[$("language").value] || [];
-  fillSelect($("voice"), list.map((v) => ({ value: v, label: v })), list[0]);
-  $("voice-label").hidden = list.length < 2;
-}
-
-// The voice fields a request sends: only what differs from the defaults.
-function voiceFields() {
-  const fields = {};
-  const list = voices[$("language").value] || [];
-  if (list.length > 1 && $("voice").value !== list[0]) fields.voice = $("voice").value;
-  const speed = Number($("speed").value);
-  if (speed && speed !== 1) fields.speed = speed;
-  return fields;
+// The TTS language matching the interface language when the server has it, else its default.
+function preferredLanguage(languages) {
+  const ui = window.i18n.lang;
+  return languages.languages.some((l) => l.code === ui) ? ui : languages.default;
 }
 
 async function loadChoices() {
@@ -57,23 +41,20 @@ async function loadChoices() {
     getJson("/api/languages"), getJson("/api/engines"), getJson("/api/avatars"),
     getJson("/api/voices"),
   ]);
-  voices = voiceList.voices;
+  voice = Engines.voicePicker($("language"), $("voice"), $("voice-label"), $("speed"));
   $("text").maxLength = languages.max_text_chars;
   $("char-limit").textContent = languages.max_text_chars;
-  fillSelect($("language"), languages.languages.map((l) => ({ value: l.code, label: `${l.name} (${l.code})` })),
-    languages.default);
-  fillVoices();
-  $("language").addEventListener("change", fillVoices);
+  Engines.fillSelect($("language"), languages.languages.map((l) => ({ value: l.code, label: `${l.name} (${l.code})` })),
+    preferredLanguage(languages));
+  voice.load(voiceList.voices);
   if (window.mountAvatarUpload) window.mountAvatarUpload($("generate-form"), $("avatar"));
-  fillSelect($("engine"), engines.engines.map((e) => ({
-    value: e.name, label: e.available ? e.name : `${e.name} (unavailable)`,
-  })), engines.default);
-  fillSelect($("avatar"), avatars.avatars.map((a) => ({ value: a.name, label: `${a.name} (${a.kind})` })),
+  Engines.fillSelect($("engine"), Engines.engineOptions(engines.engines),
+    Engines.pickEngine(engines.engines, engines.default));
+  Engines.fillSelect($("avatar"), avatars.avatars.map((a) => ({ value: a.name, label: Engines.avatarLabel(a) })),
     avatars.default);
-  const unavailable = engines.engines.filter((e) => !e.available);
   const note = $("engine-note");
-  note.textContent = unavailable.map((e) => `${e.name}: ${e.error}`).join("\n");
-  note.hidden = unavailable.length === 0;
+  note.textContent = Engines.unavailableNote(engines.engines);
+  note.hidden = !note.textContent;
 }
 
 function seconds(value) {
@@ -87,60 +68,147 @@ function showStats(response, roundTrip) {
   $("stat-encode").textContent = seconds(h("X-Timing-Encode"));
   $("stat-total").textContent = seconds(h("X-Timing-Total"));
   $("stat-roundtrip").textContent = seconds(roundTrip);
-  $("stat-duration").textContent = `${seconds(h("X-Video-Duration"))} (${h("X-Video-Frames")} frames)`;
+  $("stat-duration").textContent = t("index.stats.frames", { seconds: seconds(h("X-Video-Duration")), frames: h("X-Video-Frames") });
   const speed = Number(h("X-Video-Duration")) / Math.max(1e-3, Number(h("X-Timing-Total")));
-  $("stat-speed").textContent = `${speed.toFixed(1)}× real time`;
+  $("stat-speed").textContent = t("index.stats.realtime", { speed: speed.toFixed(1) });
   $("stats").hidden = false;
 }
 
-async function generate(event) {
-  event.preventDefault();
-  showError("");
-  const button = $("speak");
+// A new render replaces the old result at once: no old video beside a new error.
+function clearResult() {
+  const video = $("video");
+  video.removeAttribute("src");
+  video.load();
+  if (videoUrl) { URL.revokeObjectURL(videoUrl); videoUrl = null; }
+  $("download").hidden = true;
+  $("stats").hidden = true;
+  $("status").textContent = "";
+}
+
+function showProgress(job) {
+  const box = $("progress-box");
+  box.hidden = false;
+  const bar = $("progress");
+  const text = $("progress-text");
+  if (job.status === "queued") {
+    bar.removeAttribute("value"); // indeterminate
+    text.textContent = t("index.status.queued");
+    return;
+  }
+  if (!job.frames_total) {
+    bar.removeAttribute("value");
+    text.textContent = t("index.status.starting");
+    return;
+  }
+  bar.max = job.frames_total;
+  bar.value = job.frames_done;
+  const parts = [t("index.status.progress", { done: job.frames_done, total: job.frames_total })];
+  if (job.eta_s != null) parts.push(t("index.status.eta", { seconds: Math.ceil(job.eta_s) }));
+  text.textContent = parts.join(", ");
+}
+
+function requestOptions() {
   const file = $("audio-file").files[0];
-  const options = { method: "POST" };
   if (file) {
     const form = new FormData();
     form.append("audio", file);
     form.append("engine", $("engine").value);
     form.append("avatar", $("avatar").value);
-    options.body = form;
-  } else {
-    options.headers = { "Content-Type": "application/json" };
-    options.body = JSON.stringify({
-      text: $("text").value, language: $("language").value,
-      engine: $("engine").value, avatar: $("avatar").value, ...voiceFields(),
-    });
+    return { method: "POST", body: form };
   }
+  return {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      text: $("text").value, language: $("language").value,
+      engine: $("engine").value, avatar: $("avatar").value, ...(voice ? voice.fields() : {}),
+    }),
+  };
+}
+
+// Follows a job's SSE stream to its end; resolves with the last job state.
+function followJob(job) {
+  return new Promise((resolve) => {
+    const source = new EventSource(urlWithToken(`/api/jobs/${job.id}/events`));
+    currentJob = { id: job.id, source };
+    const end = (state) => { source.close(); resolve(state); };
+    source.addEventListener("progress", (e) => showProgress(JSON.parse(e.data)));
+    ["done", "failed", "cancelled"].forEach((kind) =>
+      source.addEventListener(kind, (e) => end(JSON.parse(e.data))));
+    // The stream broke (server restart, proxy): ask for the state once instead.
+    source.onerror = async () => {
+      source.close();
+      try { resolve(await (await apiFetch(`/api/jobs/${job.id}`)).json()); } catch (e) { resolve({ status: "failed", error: e.message }); }
+    };
+  });
+}
+
+async function generate(event) {
+  event.preventDefault();
+  showError("");
+  clearResult();
+  const button = $("speak");
   button.disabled = true;
-  $("status").textContent = "Rendering…";
+  $("cancel").hidden = false;
   const started = performance.now();
   try {
-    const response = await apiFetch("/api/generate", options);
+    const response = await apiFetch("/api/jobs", requestOptions());
     if (!response.ok) throw new Error(await errorText(response));
-    const blob = await response.blob();
-    if (videoUrl) URL.revokeObjectURL(videoUrl);
+    const job = await response.json();
+    showProgress(job);
+    const end = await followJob(job);
+    if (end.status === "cancelled") { $("status").textContent = t("index.status.cancelled"); return; }
+    if (end.status !== "done") throw new Error(end.error || end.status);
+    const video = await apiFetch(`/api/jobs/${job.id}/video`);
+    if (!video.ok) throw new Error(await errorText(video));
+    const blob = await video.blob();
     videoUrl = URL.createObjectURL(blob);
-    const video = $("video");
-    video.src = videoUrl;
+    $("video").src = videoUrl;
     $("download").href = videoUrl;
     $("download").hidden = false;
-    showStats(response, (performance.now() - started) / 1000);
-    $("status").textContent = `Done: ${(blob.size / 1024).toFixed(0)} KB`;
-    video.play().catch(() => { /* autoplay may be blocked; the controls remain */ });
+    showStats(video, (performance.now() - started) / 1000);
+    $("status").textContent = t("index.status.done", { size: (blob.size / 1024).toFixed(0) });
+    $("video").play().catch(() => { /* autoplay may be blocked; the controls remain */ });
   } catch (error) {
     showError(error.message);
-    $("status").textContent = "";
   } finally {
+    currentJob = null;
     button.disabled = false;
+    $("cancel").hidden = true;
+    $("progress-box").hidden = true;
   }
+}
+
+// Cancel stops the server's work (its render slot is freed) and closes the progress stream.
+async function cancel() {
+  if (!currentJob) return;
+  const { id } = currentJob;
+  $("cancel").disabled = true;
+  try {
+    const response = await apiFetch(`/api/jobs/${id}`, { method: "DELETE" });
+    if (!response.ok && response.status !== 404) showError(await errorText(response));
+  } finally {
+    $("cancel").disabled = false;
+  }
+}
+
+// With a file chosen, Speak lip-syncs the file: say so, and offer to clear it.
+function showFile() {
+  const file = $("audio-file").files[0];
+  $("file-row").hidden = !file;
+  $("file-note").textContent = file ? t("index.file.chosen", { name: file.name }) : "";
+  $("speak").textContent = t(file ? "index.file.speak" : "common.speak");
 }
 
 function updateCounter() {
   $("char-count").textContent = $("text").value.length;
 }
 
+$("text").value = t("index.sample");
 $("generate-form").addEventListener("submit", generate);
+$("cancel").addEventListener("click", cancel);
+$("audio-file").addEventListener("change", showFile);
+$("file-clear").addEventListener("click", () => { $("audio-file").value = ""; showFile(); });
 $("text").addEventListener("input", updateCounter);
 updateCounter();
-loadChoices().catch((error) => showError(`Could not load the server's options: ${error.message}`));
+loadChoices().catch((error) => showError(t("index.options.failed", { message: error.message })));

@@ -20,7 +20,7 @@ function withToken(options) {
 async function apiFetch(url, options = {}) {
   let response = await fetch(url, withToken(options));
   if (response.status === 401) {
-    const token = window.prompt("This server needs an API token:");
+    const token = window.prompt(window.i18n ? window.i18n.t("token.prompt") : "This server needs an API token:");
     if (token) {
       window.localStorage.setItem(TOKEN_KEY, token.trim());
       response = await fetch(url, withToken(options));

@@ -3,6 +3,7 @@
 "use strict";
 
 (function () {
+  const t = (key, params) => window.i18n.t(key, params);
   function el(tag, attrs = {}, text = "") {
     const node = document.createElement(tag);
     Object.entries(attrs).forEach(([k, v]) => node.setAttribute(k, v));
@@ -14,19 +15,19 @@
   function mountAvatarUpload(anchor, select) {
     if (!anchor || !select) return;
     const box = el("details", { class: "add-avatar" });
-    box.append(el("summary", {}, "Add avatar"));
-    const file = el("input", { type: "file", accept: "image/jpeg,image/png,image/webp,video/mp4,video/webm,video/quicktime", "aria-label": "Avatar photo or video" });
-    const name = el("input", { type: "text", placeholder: "name (a-z, 0-9, -)", pattern: "[a-z0-9][a-z0-9_-]{0,39}", "aria-label": "Avatar name" });
-    const button = el("button", { type: "button" }, "Upload");
+    box.append(el("summary", {}, t("avatar.add")));
+    const file = el("input", { type: "file", accept: "image/jpeg,image/png,image/webp,video/mp4,video/webm,video/quicktime", "aria-label": t("avatar.file") });
+    const name = el("input", { type: "text", placeholder: t("avatar.name.placeholder"), pattern: "[a-z0-9][a-z0-9_-]{0,39}", "aria-label": t("avatar.name") });
+    const button = el("button", { type: "button" }, t("avatar.upload"));
     const bar = el("progress", { max: "1", value: "0", hidden: "" });
     const status = el("p", { class: "note", role: "status" });
-    const preview = el("img", { alt: "The face the server found", hidden: "", width: "192" });
+    const preview = el("img", { alt: t("avatar.preview"), hidden: "", width: "192" });
     box.append(file, name, button, bar, status, preview);
     anchor.after(box);
 
     button.addEventListener("click", async () => {
       const chosen = file.files[0];
-      if (!chosen || !name.value.trim()) { status.textContent = "choose a file and a name"; return; }
+      if (!chosen || !name.value.trim()) { status.textContent = t("avatar.choose"); return; }
       const form = new FormData();
       form.append("file", chosen);
       form.append("name", name.value.trim());
@@ -34,21 +35,21 @@
       preview.hidden = true;
       bar.hidden = false;
       bar.value = 0;
-      status.textContent = "uploading…";
+      status.textContent = t("avatar.uploading");
       try {
         const resp = await apiFetch("/api/avatars", { method: "POST", body: form });
         const body = await resp.json();
         if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
         const done = await follow(body.name, (state) => {
           bar.value = state.progress;
-          status.textContent = `preparing… ${Math.round(state.progress * 100)} %`;
+          status.textContent = t("avatar.preparing", { percent: Math.round(state.progress * 100) });
         });
-        if (done.status !== "ready") throw new Error(done.error || "preparation failed");
+        if (done.status !== "ready") throw new Error(done.error || t("avatar.failed"));
         preview.src = urlWithToken(`/api/avatars/${done.name}/preview?t=${Date.now()}`);
         preview.hidden = false;
-        select.append(new Option(`${done.name} (photo)`, done.name, true, true));
+        select.append(new Option(window.Engines ? Engines.avatarLabel({ name: done.name, kind: "photo" }) : done.name, done.name, true, true));
         select.dispatchEvent(new Event("change"));
-        status.textContent = `${done.name} is ready: the green box is the face it will animate`;
+        status.textContent = t("avatar.ready", { name: done.name });
       } catch (e) {
         status.textContent = e.message;
       } finally {
@@ -67,7 +68,7 @@
         onProgress(state);
         if (state.status !== "preparing") { source.close(); resolve(state); }
       });
-      source.onerror = () => { source.close(); resolve({ status: "failed", error: "the progress stream broke" }); };
+      source.onerror = () => { source.close(); resolve({ status: "failed", error: t("avatar.stream.broke") }); };
     });
   }
 

@@ -3,10 +3,15 @@
 "use strict";
 
 (function () {
+  const t = (key, params) => window.i18n.t(key, params);
   const params = new URLSearchParams(location.search);
   const stream = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
   const token = params.get("token");
   const bg = params.get("bg");
+  // Lip sync where OBS's ears are (web/live-client.js): ?sync=off measures without it.
+  const lipSync = params.get("sync") !== "off" && window.LipSync ? window.LipSync : null;
+  let sync = null;
+  let syncTimer = null;
   const video = document.getElementById("video");
   const canvas = document.getElementById("canvas");
   const status = document.getElementById("status");
@@ -44,11 +49,14 @@
   async function connect() {
     retryTimer = null;
     window.obsStats.connects += 1;
-    show("connecting…");
+    show(t("obs.connecting"));
     const peer = new RTCPeerConnection({ iceServers: [] });
     pc = peer;
-    peer.addTransceiver("video", { direction: "recvonly" });
-    peer.addTransceiver("audio", { direction: "recvonly" });
+    const receivers = {
+      video: peer.addTransceiver("video", { direction: "recvonly" }).receiver,
+      audio: peer.addTransceiver("audio", { direction: "recvonly" }).receiver,
+    };
+    if (lipSync) sync = new lipSync.SyncCompensator((kind) => receivers[kind]);
     const media = new MediaStream();
     peer.ontrack = (e) => {
       media.addTrack(e.track);
@@ -70,11 +78,20 @@
       });
       if (response.status !== 201) throw new Error("WHEP " + response.status + ": " + await response.text());
       resource = response.headers.get("Location");
-      await peer.setRemoteDescription({ type: "answer", sdp: await response.text() });
+      const answer = await response.text();
+      await peer.setRemoteDescription({ type: "answer", sdp: sync ? lipSync.separateSyncGroups(answer) : answer });
+      if (sync) syncTimer = setInterval(compensate, 1000);
     } catch (err) {
-      show("waiting for stream " + stream + " (" + err.message + ")");
+      show(t("obs.waiting", { stream, reason: err.message }));
       retry();
     }
+  }
+
+  async function compensate() {
+    if (!pc || !sync) return;
+    const inbound = {};
+    (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp") inbound[s.kind] = s; });
+    if (sync) window.obsStats.syncHold = sync.update(inbound.audio, inbound.video);
   }
 
   function retry() {
@@ -88,6 +105,9 @@
       fetch(resource, { method: "DELETE", headers: authHeaders({}), keepalive: true }).catch(() => {});
       resource = null;
     }
+    clearInterval(syncTimer);
+    syncTimer = null;
+    if (sync) { sync.close(); sync = null; }
     if (pc) { pc.onconnectionstatechange = null; pc.close(); pc = null; }
   }
 
@@ -119,6 +139,6 @@
     video.requestVideoFrameCallback(onFrame);
   }
   window.addEventListener("pagehide", leave);
-  if (!stream) show("no stream in the URL: open /obs/{stream}");
+  if (!stream) show(t("obs.no.stream", { stream: "{stream}" }));
   else connect();
 })();

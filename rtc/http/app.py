@@ -11,10 +11,11 @@ from rtc.http.auth import cors_middleware, origin_middleware, token_middleware
 from rtc.http.avatars import register_avatars
 from rtc.http.errors import ApiError, error_middleware
 from rtc.http.generate import Generator
+from rtc.http.jobs import register_jobs
 from rtc.http.limits import json_limit_middleware
 from rtc.http.metrics import Metrics, install_metrics, metrics_middleware
 from rtc.http.openapi import openapi_handler
-from rtc.http.pages import page, static_file
+from rtc.http.pages import favicon, page, static_file
 from rtc.outputs.publications import register_publications
 from rtc.outputs.recording import register_recordings
 from rtc.outputs.whep import register_whep
@@ -105,7 +106,8 @@ def build_app(services: Services) -> web.Application:
     app.router.add_get("/api/engines", engines)
     app.router.add_get("/api/avatars", avatars)
     app.router.add_post("/api/generate", generator.handle)
-    app.on_cleanup.append(generator.close)
+    register_jobs(app, generator, metrics)  # /api/jobs: cancelled on cleanup, before...
+    app.on_cleanup.append(generator.close)  # ...this waits for the render threads
     app.router.add_get("/healthz", health)
     app.router.add_get("/api/openapi.json", openapi_handler(services.config))
     realtime = register_realtime(app, services)  # realtime routes; closes sessions on shutdown
@@ -117,4 +119,5 @@ def build_app(services: Services) -> web.Application:
     )  # /api/streams/{stream}/publish, /api/publications
     install_metrics(app, metrics, services, realtime)  # GET /metrics
     app.router.add_get("/static/{filename:.+}", static_file)
+    app.router.add_get("/favicon.ico", favicon)  # asked for by browsers on any page
     return app

@@ -35,6 +35,7 @@ from inference.avatar.store import UPLOADED, Avatar, load_avatar
 from inference.isolated_decode import PROJECT_ROOT
 from rtc.http.errors import ApiError
 from rtc.http.multipart import read_upload
+from rtc.http.sse import StateFeed, stream_feed
 from rtc.live.events import sse_message
 from rtc.services import Services
 
@@ -55,7 +56,13 @@ class UploadJob:
     status: str = "preparing"
     progress: float = 0.0
     error: str | None = None
-    listeners: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
+    feed: StateFeed = field(init=False, repr=False)
+    """What GET /api/avatars/{name}/events streams."""
+
+    def __post_init__(self) -> None:
+        self.feed = StateFeed(self.describe)
+        if self.status != "preparing":
+            self.feed.end()
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "status": self.status, "progress": self.progress}
@@ -65,9 +72,10 @@ class UploadJob:
 
     def update(self, status: str, progress: float, error: str | None = None) -> None:
         self.status, self.progress, self.error = status, round(progress, 2), error
-        for queue in self.listeners:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(self.describe())
+        if status == "preparing":
+            self.feed.changed()
+        else:
+            self.feed.end()
 
 
 class AvatarUploads:
@@ -137,6 +145,9 @@ class AvatarUploads:
             log.warning("avatar upload %s failed: %s", job.name, e)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+            if job.status == "preparing":  # an unexpected error: end the event streams too
+                why = "the avatar could not be prepared; the server log has the details"
+                job.update("failed", job.progress, why)
 
     async def _check(self, job: UploadJob, source: Path, stage: Path) -> dict[str, Any]:
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
@@ -181,27 +192,13 @@ class AvatarUploads:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """GET /api/avatars/{name}/events: progress as SSE until ready or failed."""
         job = self._job(request.match_info["name"])
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
-        job.listeners.append(queue)
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        return await stream_feed(
+            request, job.feed, lambda state: sse_message({"type": "avatar", **state})
         )
-        await response.prepare(request)
-        try:
-            state = job.describe()
-            while True:
-                await response.write(sse_message({"type": "avatar", **state}))
-                if state["status"] != "preparing":
-                    return response
-                async with asyncio.timeout(CHECK_TIMEOUT + 30):
-                    state = await queue.get()
-        except (ConnectionResetError, TimeoutError):
-            return response
-        finally:
-            job.listeners.remove(queue)
 
     async def preview(self, request: web.Request) -> web.Response:
-        """GET /api/avatars/{name}/preview: the first frame with its face box drawn."""
+        """GET /api/avatars/{name}/preview[?box=0]: the first frame with its face box drawn
+        (``box=0``: without it, the still the live pages show before a session starts)."""
         try:
             avatar = self.services.avatars.get(request.match_info["name"])
         except ValueError as e:
@@ -209,7 +206,8 @@ class AvatarUploads:
         first = avatar.frames[0]
         image = first.image.copy()
         box = first.box
-        cv2.rectangle(image, (box.x1, box.y1), (box.x2, box.y2), (60, 220, 90), 2)
+        if request.query.get("box") != "0":
+            cv2.rectangle(image, (box.x1, box.y1), (box.x2, box.y2), (60, 220, 90), 2)
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
             raise ApiError(500, "the preview could not be encoded")

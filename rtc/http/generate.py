@@ -1,4 +1,8 @@
-"""POST /api/generate: text or an uploaded audio file in, a lip-synced MP4 out."""
+"""POST /api/generate: text or an uploaded audio file in, a lip-synced MP4 out.
+
+:class:`Generator` also serves the render jobs (rtc/http/jobs.py): both take the same
+bodies (:meth:`Generator.admit`), share the render slots and threads (:meth:`Generator.run`)
+and render the same way (:meth:`Generator.render_file`)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -19,6 +25,7 @@ from inference.avatar.store import Avatar
 from inference.engines.base import EngineUnavailable, LipSyncEngine
 from inference.frames import PhonemeMark
 from inference.isolated_decode import decode_untrusted_with_source
+from inference.mel import frame_count
 from inference.render import RenderSettings, RenderStats, render_to_mp4
 from inference.threads import named_pool
 from inference.tts import TtsError, VoiceOptions
@@ -26,17 +33,24 @@ from rtc.http.bodies import GenerateBody, parse_body
 from rtc.http.errors import ApiError, read_json_object
 from rtc.http.metrics import Metrics
 from rtc.http.multipart import read_upload
+from rtc.http.slots import RenderSlots, Turn
 from rtc.services import Services
 
 log = logging.getLogger(__name__)
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 """OSError numbers meaning the temporary folder has no room left for the render."""
+INLINE_MP4 = {"Content-Disposition": 'inline; filename="avatar.mp4"'}
+"""How a rendered MP4 is handed out: shown in the browser, saved as avatar.mp4."""
+
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
+"""``progress(done, total)`` frames, called in the render thread; it may raise to stop."""
 
 
 @dataclass
-class GenerateJob:
-    """A validated /api/generate request."""
+class RenderRequest:
+    """A validated /api/generate or /api/jobs body."""
 
     engine: str | None
     avatar: str | None
@@ -47,6 +61,21 @@ class GenerateJob:
     """The voice, speed and pitch the text asks for (None: the language's defaults)."""
 
 
+@dataclass
+class Render:
+    """An admitted render: the request, the engine and avatar it named, its slot turn."""
+
+    request: RenderRequest
+    engine: LipSyncEngine
+    avatar: Avatar
+    turn: Turn
+
+
+def body_source(request: web.Request) -> str:
+    """The metrics' label of a render request's input: text (JSON) or audio (an upload)."""
+    return "audio" if request.content_type.startswith("multipart/") else "text"
+
+
 class Generator:
     """Validates requests, renders off the event loop and answers with the MP4."""
 
@@ -54,13 +83,8 @@ class Generator:
         self._services = services
         self._metrics = metrics or Metrics()
         http = services.config.http
-        # Renders running at once (few cores) and allowed to wait; beyond that 503, so a
-        # burst of requests cannot pile up unbounded work and memory.
-        parallel = max(1, http.max_parallel_renders)
-        self._slots = asyncio.Semaphore(parallel)
-        self._pool = named_pool("render", parallel)
-        self._max_waiting = max(0, http.max_waiting_renders)
-        self._waiting = 0
+        self.slots = RenderSlots(http.max_parallel_renders, http.max_waiting_renders)
+        self._pool = named_pool("render", self.slots.parallel)
 
     async def close(self, _: web.Application | None = None) -> None:
         """Wait for running renders and stop the render threads (app.on_cleanup)."""
@@ -68,7 +92,6 @@ class Generator:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The aiohttp handler; counts every request by input and outcome."""
-        source = "audio" if request.content_type.startswith("multipart/") else "text"
         status = 500
         try:
             response = await self._handle(request)
@@ -81,63 +104,69 @@ class Generator:
             status = 499  # the client went away (nginx's code for it)
             raise
         finally:
-            self._metrics.generate_requests.labels(source, str(status)).inc()
+            self._metrics.generate_requests.labels(body_source(request), str(status)).inc()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        job = await self._parse(request)
+        render = await self.admit(request)
+        data, stats = await self.run(render, partial(self._render_bytes, render))
+        self._metrics.generate_seconds.observe(time.perf_counter() - started)
+        self._metrics.generate_video_seconds.inc(stats.duration)
+        headers = stats.headers() | INLINE_MP4
+        return web.Response(body=data, content_type="video/mp4", headers=headers)
+
+    async def admit(self, request: web.Request) -> Render:
+        """The request's body validated and given a place in the render queue; ApiError
+        (4xx, or 503 for an engine that cannot run here or a full queue) otherwise."""
+        body = await self._parse(request)
         # Validate names before queueing so mistakes answer at once.
         try:
-            engine = self._services.engine(job.engine)
-            avatar = self._services.avatars.get(job.avatar)
+            engine = self._services.engine(body.engine)
+            avatar = self._services.avatars.get(body.avatar)
         except EngineUnavailable as e:
             raise ApiError(503, str(e)) from None
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        if self._slots.locked() and self._waiting >= self._max_waiting:
-            raise ApiError(
-                503,
-                f"too many renders queued (limit {self._max_waiting} waiting); try again shortly",
-                {"Retry-After": "5"},
-            )
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        # The slot is given back when the render thread finishes, not when this request
-        # does: a client that disconnects mid-render must not free a slot whose thread still
-        # runs (else disconnecting clients could start any number of renders).
+        return Render(body, engine, avatar, self.slots.admit())
+
+    async def run(
+        self, render: Render, work: Callable[[], T], on_start: Callable[[], None] | None = None
+    ) -> T:
+        """Wait for a slot, then ``work()`` in a render thread (``on_start`` as it starts);
+        a TTS failure becomes ApiError 503 and a full disk 507."""
+        turn = render.turn
+        # The slot is given back when the render thread finishes, not when the caller stops
+        # waiting: a client that disconnects mid-render must not free a slot whose thread
+        # still runs (else disconnecting clients could start any number of renders).
         loop = asyncio.get_running_loop()
         try:
-            render = self._pool.submit(self._render, job, engine, avatar)
+            await turn.wait()
+            if on_start is not None:
+                on_start()
+            future = self._pool.submit(work)
         except BaseException:
-            self._slots.release()
+            turn.end()
             raise
-        render.add_done_callback(lambda _: _call_soon(loop, self._slots.release))
+        future.add_done_callback(lambda _: call_soon(loop, turn.end))
         try:
-            data, stats = await asyncio.wrap_future(render)
+            return await asyncio.wrap_future(future)
         except TtsError as e:
             # The TTS itself broke (not the text): the request may work later, others too.
-            log.error("speech synthesis failed for /api/generate: %s", e)
+            log.error("speech synthesis failed for a render: %s", e)
             self._metrics.error("tts")
             raise ApiError(503, f"speech synthesis failed: {e}") from None
         except OSError as e:
             if e.errno not in DISK_FULL:
                 raise
-            log.error("no space left to render /api/generate in %s: %s", tempfile.gettempdir(), e)
+            log.error("no space left to render in %s: %s", tempfile.gettempdir(), e)
             self._metrics.error("disk")
             raise ApiError(
                 507,
                 "the server has no disk space left for the render; free "
                 f"space in {tempfile.gettempdir()}",
             ) from None
-        self._metrics.generate_seconds.observe(time.perf_counter() - started)
-        self._metrics.generate_video_seconds.inc(stats.duration)
-        headers = stats.headers() | {"Content-Disposition": 'inline; filename="avatar.mp4"'}
-        return web.Response(body=data, content_type="video/mp4", headers=headers)
 
-    async def _parse(self, request: web.Request) -> GenerateJob:
+    async def _parse(self, request: web.Request) -> RenderRequest:
         services = self._services
         if request.content_type == "multipart/form-data":
             return await self._parse_upload(request)
@@ -155,11 +184,11 @@ class Generator:
             voice = services.voice_options(language, body)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
-        return GenerateJob(
+        return RenderRequest(
             engine=body.engine, avatar=body.avatar, language=language, text=text, voice=voice
         )
 
-    async def _parse_upload(self, request: web.Request) -> GenerateJob:
+    async def _parse_upload(self, request: web.Request) -> RenderRequest:
         """A multipart upload (rtc/http/multipart.py counts every byte and part)."""
         services = self._services
         upload = await read_upload(
@@ -171,57 +200,71 @@ class Generator:
         if not audio:
             raise ApiError(400, "the uploaded audio file is empty")
         language = fields.get("language") or services.config.tts.default_language
-        return GenerateJob(
+        return RenderRequest(
             engine=fields.get("engine") or None,
             avatar=fields.get("avatar") or None,
             language=language,
             audio=audio,
         )
 
-    def _render(
-        self, job: GenerateJob, engine: LipSyncEngine, avatar: Avatar
-    ) -> tuple[bytes, RenderStats]:
+    def _render_bytes(self, render: Render) -> tuple[bytes, RenderStats]:
+        with tempfile.TemporaryDirectory(prefix="avatar-render-") as tmp:
+            out = Path(tmp) / "out.mp4"
+            stats = self.render_file(render, out)
+            return out.read_bytes(), stats
+
+    def render_file(
+        self, render: Render, out: Path, progress: Progress | None = None
+    ) -> RenderStats:
+        """Speak or decode the request's audio and lip-sync it into ``out`` (blocking: run
+        it in a render thread). ``progress(0, total)`` comes once the frame count is known,
+        then ``progress(done, total)`` after every chunk; an exception it raises stops the
+        render. Text the TTS cannot speak and audio that does not decode: ApiError(400)."""
         services = self._services
+        body = render.request
         t0 = time.perf_counter()
         phonemes: tuple[PhonemeMark, ...] = ()
         source: SourceAudio | None = None
-        if job.text is not None:
+        if body.text is not None:
             try:
-                speech = services.tts.synthesize(job.text, job.language, job.voice)
+                speech = services.tts.synthesize(body.text, body.language, body.voice)
             except ValueError as e:  # text the TTS cannot speak: the client's to change
                 raise ApiError(400, str(e)) from None
             pcm, phonemes, source = speech.pcm, speech.phonemes, speech.source
         else:
-            assert job.audio is not None
+            assert body.audio is not None
             try:  # the file keeps the upload's own rate and channels (up to 48 kHz stereo)
                 pcm, source = decode_untrusted_with_source(
-                    job.audio, services.config.http.max_upload_seconds
+                    body.audio, services.config.http.max_upload_seconds
                 )
             except AudioDecodeError as e:
                 raise ApiError(400, str(e)) from None
         tts_time = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory(prefix="avatar-render-") as tmp:
-            out = Path(tmp) / "out.mp4"
-            stats = render_to_mp4(
-                pcm,
-                avatar,
-                engine,
-                out,
-                phonemes=phonemes,
-                settings=RenderSettings(
-                    services.config.engines.silence_rms, services.config.avatars.feather
-                ),
-                source=source,
-            )
-            data = out.read_bytes()
+        if progress is not None:
+            progress(0, frame_count(pcm.size))
+        stats = render_to_mp4(
+            pcm,
+            render.avatar,
+            render.engine,
+            out,
+            phonemes=phonemes,
+            settings=RenderSettings(
+                services.config.engines.silence_rms, services.config.avatars.feather
+            ),
+            progress=progress,
+            source=source,
+        )
         stats = RenderStats(stats.frames, stats.duration, stats.lipsync, stats.encode, tts_time)
         log.info(
-            "generated %.2f s of video with %s in %.2f s", stats.duration, engine.name, stats.total
+            "generated %.2f s of video with %s in %.2f s",
+            stats.duration,
+            render.engine.name,
+            stats.total,
         )
-        return data, stats
+        return stats
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+def call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
     """Run ``callback`` on ``loop`` from another thread (nothing to do if it has closed)."""
     # RuntimeError: the loop closed while the render ran, and nobody waits for the slot.
     with contextlib.suppress(RuntimeError):

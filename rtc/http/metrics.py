@@ -88,6 +88,12 @@ class Metrics:
             "Seconds of video rendered by /api/generate",
             registry=self.registry,
         )
+        self.render_jobs = Counter(
+            "avatar_render_jobs",
+            "Render jobs (/api/jobs) by input and how they ended (done, failed, cancelled)",
+            ["source", "status"],
+            registry=self.registry,
+        )
         self.publication_changes = Counter(
             "avatar_publication_state_changes",
             "Publications into Janus entering a state (connecting, live, retrying, failed, "

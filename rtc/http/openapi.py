@@ -15,6 +15,7 @@ from aiohttp import web
 
 from config import AppConfig
 from rtc.http.auth import STATE_CHANGING, guarded, viewer_path
+from rtc.http.openapi_jobs import job_operations
 from rtc.http.openapi_operations import operations
 from rtc.http.openapi_schemas import Operation, error_response, schemas
 
@@ -37,15 +38,20 @@ def route_paths(app: web.Application) -> list[tuple[str, str]]:
     return found
 
 
+def described(config: AppConfig) -> dict[tuple[str, str], Operation]:
+    """Every operation described, by (method, OpenAPI path)."""
+    return operations(config) | job_operations(config)
+
+
 def undocumented(app: web.Application, config: AppConfig) -> list[tuple[str, str]]:
     """Routes of ``app`` this module has no description for (a test keeps this empty)."""
-    known = operations(config)
+    known = described(config)
     return [key for key in route_paths(app) if key not in known]
 
 
 def build_spec(app: web.Application, config: AppConfig) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app``'s routes."""
-    known = operations(config)
+    known = described(config)
     paths: dict[str, dict[str, Operation]] = {}
     for method, path in route_paths(app):
         operation = dict(

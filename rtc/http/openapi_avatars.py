@@ -73,9 +73,18 @@ def avatar_operations() -> dict[tuple[str, str], Operation]:
             },
         },
         ("GET", "/api/avatars/{name}/preview"): {
-            "summary": "Its first frame with the detected face box (JPEG)",
+            "summary": "Its first frame with the detected face box (JPEG); box=0: the plain still",
             "tags": ["avatars"],
-            "parameters": [NAME],
+            "parameters": [
+                NAME,
+                {
+                    "name": "box",
+                    "in": "query",
+                    "required": False,
+                    "description": "0: without the face box (the live pages' poster)",
+                    "schema": {"type": "string", "enum": ["0", "1"]},
+                },
+            ],
             "responses": {
                 "200": {
                     "description": "the picture",

@@ -8,6 +8,7 @@ from rtc.http.openapi_avatars import avatar_operations
 from rtc.http.openapi_publish import publication_operations
 from rtc.http.openapi_schemas import (
     NO_SESSION,
+    RENDER_BODY,
     RETRY,
     SDP_BODY,
     SESSION_ID,
@@ -20,7 +21,9 @@ from rtc.http.openapi_schemas import (
     json_body,
     ok_response,
     page_operation,
+    path_parameter,
     ref,
+    render_refusals,
 )
 from rtc.http.openapi_voices import voice_operations
 from rtc.outputs.whep import ALLOW_RESOURCE, ALLOW_VIEWER
@@ -56,8 +59,13 @@ def operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
     http = config.http
     return {
         ("GET", "/"): page_operation("The text/audio-to-video page"),
-        ("GET", "/realtime"): page_operation("The realtime page (Wav2Lip GAN)"),
-        ("GET", "/realtime2"): page_operation("The realtime page (Wav2Lip NOGAN)"),
+        ("GET", "/realtime"): page_operation("The live page, Wav2Lip GAN preselected"),
+        ("GET", "/realtime2"): page_operation("The live page, Wav2Lip NOGAN preselected"),
+        ("GET", "/favicon.ico"): {
+            "summary": "The pages' icon (SVG)",
+            "tags": ["pages"],
+            "responses": {"200": {"description": "the icon"}},
+        },
         ("GET", "/static/{filename}"): {
             "summary": "A file of the pages (never outside the web folder)",
             "tags": ["pages"],
@@ -114,32 +122,14 @@ def operations(config: AppConfig) -> dict[tuple[str, str], Operation]:
         ("POST", "/api/generate"): {
             "summary": "Text or an audio file in, a lip-synced MP4 out",
             "tags": ["video"],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": ref("GenerateText")},
-                    "multipart/form-data": {"schema": ref("GenerateUpload")},
-                },
-            },
+            "requestBody": RENDER_BODY,
             "responses": {
                 "200": {
                     "description": "H.264 + AAC MP4, 25 fps",
                     "headers": TIMING,
                     "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
                 },
-                "400": error_response("bad text, language, engine, avatar, JSON or upload"),
-                "413": error_response(
-                    f"body over {http.max_json_bytes} bytes (JSON) or upload over "
-                    f"{http.max_upload_bytes} bytes"
-                ),
-                "415": error_response("neither JSON nor multipart"),
-                "503": {
-                    "description": "engine unavailable here, TTS failure, or more than "
-                    f"{http.max_waiting_renders} renders waiting "
-                    "(Retry-After)",
-                    "headers": RETRY,
-                    **json_body(ref("Error")),
-                },
+                **render_refusals(config),
                 "507": error_response("no disk space left for the render"),
             },
         },
@@ -339,13 +329,7 @@ def recording_operations() -> dict[tuple[str, str], Operation]:
         },
     }
     no_stream = error_response("no live stream of that name")
-    name = {
-        "name": "name",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "a file name from GET /api/recordings",
-    }
+    name = path_parameter("name", "a file name from GET /api/recordings")
     return {
         ("POST", "/api/streams/{stream}/recording/start"): {
             "summary": "Start recording a live stream to fragmented MP4",

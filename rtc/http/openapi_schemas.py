@@ -41,6 +41,17 @@ def page_operation(summary: str) -> Operation:
     }
 
 
+def path_parameter(name: str, description: str) -> Schema:
+    """A required string parameter of the path."""
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
 SESSION_ID = {
     "name": "session_id",
     "in": "path",
@@ -86,6 +97,35 @@ TIMING = {
         "X-Video-Duration",
     )
 }
+
+
+RENDER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": ref("GenerateText")},
+        "multipart/form-data": {"schema": ref("GenerateUpload")},
+    },
+}
+"""What /api/generate and POST /api/jobs take."""
+
+
+def render_refusals(config: AppConfig) -> dict[str, Any]:
+    """What /api/generate and POST /api/jobs refuse at once (rtc/http/generate.py admit)."""
+    http = config.http
+    return {
+        "400": error_response("bad text, language, engine, avatar, JSON or upload"),
+        "413": error_response(
+            f"body over {http.max_json_bytes} bytes (JSON) or upload over "
+            f"{http.max_upload_bytes} bytes"
+        ),
+        "415": error_response("neither JSON nor multipart"),
+        "503": {
+            "description": "engine unavailable here, TTS failure, or more than "
+            f"{http.max_waiting_renders} renders waiting (Retry-After)",
+            "headers": RETRY,
+            **json_body(ref("Error")),
+        },
+    }
 
 
 def text_body(model: type[Body], config: AppConfig) -> Schema:

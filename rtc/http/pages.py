@@ -39,3 +39,12 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     if not path.is_relative_to(root) or not path.is_file():
         raise ApiError(404, "no such file")
     return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+async def favicon(_: web.Request) -> web.StreamResponse:
+    """GET /favicon.ico: the pages' icon (an SVG; browsers take it whatever the name says),
+    so a browser opening any URL here, a JSON answer too, gets no 404."""
+    return web.FileResponse(
+        WEB_DIR / "favicon.svg",
+        headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"},
+    )

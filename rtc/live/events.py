@@ -77,7 +77,8 @@ class EventHub:
             queue.close()
 
 
-def sse_message(event: dict[str, Any]) -> bytes:
-    """One Server-Sent Events message: ``event: <type>`` and the JSON as data."""
-    kind = str(event.get("type", "message")).replace("\n", " ")
+def sse_message(event: dict[str, Any], kind: str | None = None) -> bytes:
+    """One Server-Sent Events message: ``event: <kind>`` (by default the event's type) and
+    the JSON as data."""
+    kind = str(event.get("type", "message") if kind is None else kind).replace("\n", " ")
     return f"event: {kind}\ndata: {json.dumps(event)}\n\n".encode()
