@@ -144,7 +144,6 @@ async def test_realtime_gan_page_is_readable_without_checkpoint(viseme_server_ur
     async with open_live(viseme_server_url, "/realtime", shot="realtime-unavailable.png") as page:
         # The fallback notice stays on the page after switching: the user knows why.
         assert "viseme" in (await page.text_content("#rt-engine") or "")
-        save_screenshot("realtime.png", await page.screenshot(full_page=True))
 
 
 async def test_microphone_speech_moves_the_mouth(viseme_server_url: str, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from functools import partial
@@ -70,7 +71,11 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 class Rig:
     def __init__(
-        self, avatar_store: AvatarStore, tts: TextToSpeech, options: PipelineOptions | None = None
+        self,
+        avatar_store: AvatarStore,
+        tts: TextToSpeech,
+        options: PipelineOptions | None = None,
+        avatar: str = "cartoon",
     ) -> None:
         self.time = ManualTime(0.0)
         self.clock = MediaClock(self.time, t0=0.0)
@@ -87,7 +92,7 @@ class Rig:
             "test",
             self.clock,
             self.batcher,
-            avatar_store.get("cartoon"),
+            avatar_store.get(avatar),
             tts,
             self.events.append,
             options,
@@ -406,3 +411,54 @@ async def test_remote_sentences_are_requested_ahead_in_parallel(
         assert starts[2] - starts[0] < 0.2, starts
     else:  # one at a time (a local library behind one lock gains nothing from more)
         assert starts[1] - starts[0] >= 0.29 and starts[2] - starts[1] >= 0.29, starts
+
+
+async def test_a_face_switched_mid_speech_dissolves_into_the_new_one(
+    avatar_store: AvatarStore, espeak_tts: TextToSpeech
+) -> None:
+    """The frames already made keep the old face, the next ones blend old into new with a
+    rising share of the new one, then the new face alone: no cut while speaking."""
+    import dataclasses
+
+    from rtc.live.crossfade import FADE_FRAMES
+
+    rig = Rig(avatar_store, RecordingTTS(espeak_tts), avatar="astronaut")
+    old = rig.pipeline.avatar
+    negative = dataclasses.replace(
+        old,
+        name="negative",
+        frames=tuple(
+            dataclasses.replace(f, image=np.ascontiguousarray(255 - f.image)) for f in old.frames
+        ),
+    )
+    corner = (slice(0, 48), slice(0, 48))  # background: far from the mouth
+
+    def brightness(frame: Any) -> float:
+        return float(frame.to_ndarray(format="bgr24")[corner].mean())
+
+    rig.pipeline.start()
+    try:
+        rig.pipeline.say("Раз, два, три, четыре, пять, шесть, семь, восемь, девять.", "ru")
+        await until(lambda: rig.pipeline.stats.speech_frames > 0)
+        await rig.step(5)
+        rig.pipeline.switch_avatar(negative)
+        seen: list[float] = []
+        for _ in range(3 * rig.pipeline.options.max_ahead + 2 * FADE_FRAMES):
+            await rig.step()
+            await until(partial(rig.pipeline.video_queue.__contains__, rig.slot))
+            frame = rig.pipeline.video_queue.take(rig.slot)
+            assert frame is not None
+            seen.append(brightness(frame))
+    finally:
+        await rig.close()
+    before, after = brightness_of(old), brightness_of(negative)
+    assert abs(seen[0] - before) < 2 and abs(seen[-1] - after) < 2
+    between = [b for b in seen if min(before, after) + 5 < b < max(before, after) - 5]
+    assert len(between) >= FADE_FRAMES - 2, seen  # a dissolve, not a cut
+    step = 1 if after > before else -1
+    assert all(step * (b - a) >= -1 for a, b in itertools.pairwise(seen)), seen
+
+
+def brightness_of(avatar: Any) -> float:
+    """The corner brightness of an avatar's own picture."""
+    return float(avatar.frames[0].image[0:48, 0:48].mean())

@@ -36,6 +36,7 @@ from inference.mp4 import bgr_to_video_frame
 from inference.tts import TextToSpeech, VoiceOptions
 from rtc.live.batcher import Batcher
 from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES, MediaClock
+from rtc.live.crossfade import CrossFade, Finish
 from rtc.live.event_kinds import (
     ErrorEvent,
     LiveEvent,
@@ -93,6 +94,8 @@ class Pipeline:
         self._announced: set[str] = set()
         self.mic = MicScheduler(self.options.mic_backlog, self.options.silence_rms)
         self.idle = IdleSource(avatar)
+        self.fade: CrossFade | None = None
+        """The dissolve of a face switched mid-speech, while it lasts."""
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.first_frame = self.idle.frame(self._next - 1)
@@ -189,10 +192,12 @@ class Pipeline:
 
     def switch_avatar(self, avatar: Avatar) -> None:
         """Show ``avatar`` from now on: frames not yet made use it; idle pictures already
-        queued are replaced at once (within a frame); speech frames already made play out
-        (a cut at the next request, no cross-fade)."""
+        queued are replaced at once (within a frame); speech frames already made play out,
+        and the next ones dissolve from the old face into the new (rtc/live/crossfade.py)."""
         if avatar is self.avatar:
             return
+        if self.speaking:
+            self.fade = CrossFade.between(self.avatar, avatar, self._next)
         self.avatar = avatar
         self.idle = IdleSource(avatar)
         if not self.speaking:
@@ -312,17 +317,27 @@ class Pipeline:
         )
 
     def _submit(self, batch: list[tuple[int, LipSyncRequest]]) -> None:
-        if not batch:
-            return
-        indices = [index for index, _ in batch]
-        futures = self.batcher.submit(
-            self.session_id,
-            [r for _, r in batch],
-            [self.clock.video_time(i) for i in indices],
-            finish=bgr_to_video_frame,
+        fade = self.fade
+        if fade is not None and batch and fade.done(batch[0][0]):
+            fade = self.fade = None
+        # Slots inside a dissolve finish one by one (each its own blend); the batcher still
+        # infers them together with the rest.
+        plain = [(i, r) for i, r in batch if fade is None or not fade.covers(i)]
+        parts: list[tuple[list[tuple[int, LipSyncRequest]], Finish]] = (
+            [(plain, bgr_to_video_frame)] if plain else []
         )
-        for index, future in zip(indices, futures, strict=True):
-            future.add_done_callback(partial(self._on_result, self.generation, index))
+        if fade is not None:
+            parts += [([(i, r)], fade.finish(i)) for i, r in batch if fade.covers(i)]
+        for part, finish in parts:
+            indices = [index for index, _ in part]
+            futures = self.batcher.submit(
+                self.session_id,
+                [r for _, r in part],
+                [self.clock.video_time(i) for i in indices],
+                finish=finish,
+            )
+            for index, future in zip(indices, futures, strict=True):
+                future.add_done_callback(partial(self._on_result, self.generation, index))
 
     def _on_result(self, generation: int, index: int, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or generation != self.generation or self._closed:
