@@ -52,6 +52,15 @@ class MouthGeometry:
     """Lowest row of the chin; the jaw warp fades out below it."""
 
 
+class FaceLandmarksLike(Protocol):
+    """What an engine needs of a frame's landmarks (inference/avatar/landmarks.py's
+    FaceLandmarks is one)."""
+
+    def group(self, indices: tuple[int, ...]) -> np.ndarray:
+        """The (x, y) points of one group of mesh indices, in order."""
+        ...
+
+
 class MouthPictures(Protocol):
     """What an engine needs of a drawn character (inference/avatar/drawn.py's
     DrawnCharacter is one): the base records name no concrete avatar type."""
@@ -82,6 +91,9 @@ class AvatarFrame:
     """Whether a rendered mouth opening may show teeth (off for toothless characters)."""
     character: MouthPictures | None = None
     """Set on frames of a drawn avatar: mouths are its pictures, ``box`` is the mouth box."""
+    landmarks: FaceLandmarksLike | None = None
+    """Lips, jaw line and eyes of a photo's face (inference/avatar/landmarks.py), when the
+    face mesh found them; None for drawn avatars and where Haar's guesses stand."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""Prepare a photo or video avatar once: face boxes, mouth geometry and 96x96 crops, cached.
+"""Prepare a photo or video avatar once: face boxes, mouth geometry and landmarks, cached.
 
-Detection uses OpenCV's Haar cascades, which ship inside the opencv-python-headless<5 wheel,
-so nothing is downloaded. Haar face boxes stop around the lower lip line, higher than the
-S3FD boxes Wav2Lip was trained with, so the box is first extended down to the chin and then
-the reference pads (top, bottom, left, right) = (0, 10, 0, 0) are applied.
+A Haar cascade (shipped inside the opencv-python-headless<5 wheel) finds the face roughly;
+MediaPipe's face mesh (inference/avatar/landmarks.py) then places lips, jaw line and eyes,
+and the face box and mouth come from those points. Where the mesh is not installed or finds
+nothing, Haar's guesses stand: its boxes stop around the lower lip line, higher than the S3FD
+boxes Wav2Lip was trained with, so they are extended down to the chin. Either way the
+reference pads (top, bottom, left, right) = (0, 10, 0, 0) are applied.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from inference.avatar.landmarks import KEPT, FaceLandmarks, face_mesh
 from inference.frames import AvatarFrame, Box, MouthGeometry
 
 log = logging.getLogger(__name__)
 
-PREP_VERSION = 1
+PREP_VERSION = 2
 """Bump when the cached data's meaning changes; old cache entries are then ignored."""
 PADS = (0, 10, 0, 0)
 """Pads (top, bottom, left, right) in pixels, as in the reference, so the chin is inside."""
@@ -55,11 +58,14 @@ class PreparedMedia:
     """int32 (n, 4): x1, y1, x2, y2 per frame after extension, pads and smoothing."""
     mouths: np.ndarray
     """float32 (n, 5): centre x, centre y, half width, lip height, chin y per frame."""
+    landmarks: tuple[FaceLandmarks | None, ...] = ()
+    """Per frame (when the face mesh ran and found the face): lips, jaw line and eyes."""
 
     def avatar_frames(self, teeth: bool = True) -> tuple[AvatarFrame, ...]:
         """The prepared frames as pipeline records."""
         out = []
-        for image, box, mouth in zip(self.frames, self.boxes, self.mouths, strict=True):
+        marks = self.landmarks or (None,) * len(self.frames)
+        for image, box, mouth, lm in zip(self.frames, self.boxes, self.mouths, marks, strict=True):
             image.setflags(write=False)
             out.append(
                 AvatarFrame(
@@ -67,6 +73,7 @@ class PreparedMedia:
                     box=Box(*(int(v) for v in box)),
                     mouth=MouthGeometry(*(float(v) for v in mouth)),
                     teeth=teeth,
+                    landmarks=lm,
                 )
             )
         return tuple(out)
@@ -179,10 +186,14 @@ class FaceFinder:
         return np.array([cx, cy, half, lip, chin], np.float32)
 
 
-def _padded_box(face: tuple[int, int, int, int], shape: tuple[int, ...]) -> np.ndarray:
+def _padded_box(
+    face: tuple[int, int, int, int], shape: tuple[int, ...], to_chin: bool = True
+) -> np.ndarray:
+    """The face box with the reference pads; a Haar box (``to_chin``) is extended to the
+    chin first (a landmark box ends at the chin already)."""
     x, y, w, h = face
     top, bottom, left, right = PADS
-    y2 = y + h + round(CHIN_EXTEND * h)
+    y2 = y + h + (round(CHIN_EXTEND * h) if to_chin else 0)
     return np.array(
         [
             max(0, x - left),
@@ -227,8 +238,10 @@ def detect(path: Path, progress: bool = False) -> PreparedMedia:
     """Run detection over every frame of ``path`` (no cache)."""
     frames = load_frames(path, progress)
     finder = FaceFinder()
+    mesh = face_mesh()
     boxes: list[np.ndarray | None] = []
     mouths: list[np.ndarray | None] = []
+    marks: list[FaceLandmarks | None] = []
     bar = tqdm(
         frames,
         desc=f"finding the face in {path.name}",
@@ -237,11 +250,39 @@ def detect(path: Path, progress: bool = False) -> PreparedMedia:
     )
     for image in bar:
         face = finder.face(image)
-        boxes.append(None if face is None else _padded_box(face, image.shape))
-        mouths.append(None if face is None else finder.mouth(image, face))
+        found = None if face is None or mesh is None else mesh.find(image, face)
+        marks.append(found)
+        if found is not None:  # the mesh's points: better than Haar's guesses
+            boxes.append(_padded_box(found.face_box(), image.shape, to_chin=False))
+            mouths.append(found.mouth())
+        else:
+            boxes.append(None if face is None else _padded_box(face, image.shape))
+            mouths.append(None if face is None else finder.mouth(image, face))
+    if mesh is not None and face_count(boxes) > face_count(marks):
+        log.warning(
+            "%s: the face mesh missed the face in %d of %d frames; Haar's guesses used there",
+            path,
+            face_count(boxes) - face_count(marks),
+            len(frames),
+        )
     box_rows = np.rint(_smooth(_fill_missing(boxes, "face", path))).astype(np.int32)
     mouth_rows = _smooth(_fill_missing(mouths, "mouth", path)).astype(np.float32)
-    return PreparedMedia(frames=tuple(frames), boxes=box_rows, mouths=mouth_rows)
+    return PreparedMedia(tuple(frames), box_rows, mouth_rows, tuple(marks))
+
+
+def face_count(rows: list[np.ndarray | None] | list[FaceLandmarks | None]) -> int:
+    """Frames with something found."""
+    return sum(row is not None for row in rows)
+
+
+def _landmarks_from(row: object) -> FaceLandmarks | None:
+    """A cached frame's landmarks (None stays None); ValueError when malformed."""
+    if row is None:
+        return None
+    points = np.asarray(row, np.float32)
+    if points.shape != (len(KEPT), 2):
+        raise ValueError(f"landmarks of shape {points.shape}, expected {(len(KEPT), 2)}")
+    return FaceLandmarks(points)
 
 
 def prepare(path: Path, cache_dir: Path, progress: bool = False) -> PreparedMedia:
@@ -258,8 +299,9 @@ def prepare(path: Path, cache_dir: Path, progress: bool = False) -> PreparedMedi
                 frames = load_frames(path, progress)
                 boxes = np.asarray(meta["boxes"], np.int32).reshape(-1, 4)
                 mouths = np.asarray(meta["mouths"], np.float32).reshape(-1, 5)
-                if len(boxes) == len(frames) == len(mouths):
-                    return PreparedMedia(tuple(frames), boxes, mouths)
+                marks = tuple(_landmarks_from(row) for row in meta["landmarks"])
+                if len(boxes) == len(frames) == len(mouths) == len(marks):
+                    return PreparedMedia(tuple(frames), boxes, mouths, marks)
             log.warning("avatar cache %s does not match %s; preparing again", entry, path)
         except (ValueError, KeyError, TypeError, OSError) as e:
             log.warning("avatar cache %s is corrupt (%s); preparing again", entry, e)
@@ -270,6 +312,9 @@ def prepare(path: Path, cache_dir: Path, progress: bool = False) -> PreparedMedi
         "source": path.name,
         "boxes": media.boxes.tolist(),
         "mouths": np.round(media.mouths, 2).tolist(),
+        "landmarks": [
+            None if lm is None else np.round(lm.points, 1).tolist() for lm in media.landmarks
+        ],
     }
     tmp = entry.with_suffix(".tmp")
     try:
