@@ -96,7 +96,7 @@ def test_preparation_keeps_landmarks_and_takes_the_face_box_from_them(tmp_path: 
     # The Wav2Lip box reaches the chin (plus the reference's 10 px) and spans the cheeks.
     assert y2 == pytest.approx(chin[1] + 10, abs=2)
     assert x1 < marks.at(MOUTH_LEFT)[0] and marks.at(MOUTH_RIGHT)[0] < x2 and y1 < 150
-    cx, cy, half, _, chin_y = media.mouths[0]
+    half, chin_y = media.mouths[0][2], media.mouths[0][4]
     assert half == pytest.approx(
         np.linalg.norm(marks.at(MOUTH_RIGHT) - marks.at(MOUTH_LEFT)) / 2, rel=1e-3
     )
@@ -122,7 +122,7 @@ def test_without_the_model_haar_stands_with_a_warning(
     assert media.landmarks == (None,)
     assert any("face landmarks are off" in r.getMessage() for r in caplog.records)
     # Haar's box still holds the face: the mouth inside, extended to the chin.
-    x1, y1, x2, y2 = media.boxes[0]
+    x1, _, x2, y2 = media.boxes[0]
     assert x1 < HAND_MARKED[MOUTH_LEFT][0] and HAND_MARKED[MOUTH_RIGHT][0] < x2
     assert y2 > HAND_MARKED[CHIN][1]
 
