@@ -1,8 +1,17 @@
-"""Render a mouth shape on a photo: warp lips and jaw, then draw the opening between them.
+"""Render a mouth shape on a photo: warp lips and jaw apart, then shade the opening between.
 
-The warp is a backward map (cv2.remap) built from separable profiles cached per avatar frame,
-so a frame costs two small outer products and one remap. The patch carries its own soft alpha
-covering exactly the warped area, so the compositor adds no second seam.
+The lips part along the photo's own mouth line. With face landmarks
+(inference/avatar/landmarks.py) that line is the middle of the inner lip contour, curved
+with a smile and running between the upper and lower teeth when the photo shows them. The
+teeth then travel with their lips, the upper row up a little and the lower row down with the
+jaw, and the opening between them is the photo's own mouth, opened. Without landmarks the
+line is straight through Haar's mouth centre and teeth are drawn in (unless the avatar has
+none).
+
+The warp is a backward map (cv2.remap) from profiles cached per avatar frame: a frame costs a
+few array products and one remap, and a closed mouth is the photo itself, pixel for pixel.
+The patch carries its own soft alpha covering exactly the warped area, so the compositor adds
+no second seam.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from inference.avatar.landmarks import LIPS_INNER, LIPS_OUTER
 from inference.frames import AvatarFrame, Box, FacePatch
 from inference.visemes import MouthShape
 
@@ -20,7 +30,11 @@ MAX_GAP = 0.85
 """Largest lip gap, in units of the closed lips' height."""
 INTERIOR_BGR = np.array([52, 40, 92], np.float32)
 """Dark red-brown of the mouth cavity."""
+TONGUE_BGR = np.array([92, 88, 170], np.float32)
+"""The tongue's pink, seen low in the cavity of open vowels."""
 TEETH_BGR = np.array([196, 204, 216], np.float32)
+TEETH_SHOWN = 0.25
+"""An inner-lip gap at rest above this share of the lips' height: the photo shows its teeth."""
 
 
 @dataclass(frozen=True)
@@ -31,12 +45,16 @@ class _Geometry:
     mx: float
     my: float
     half_width: float
+    inner_half: float  # half the opening's width at rest (inner lip corners)
     lip: float
-    jaw_rows: np.ndarray  # (h,) how much of the jaw drop each row below the mouth takes
-    lip_rows: np.ndarray  # (h,) how much of the upper-lip lift each row above takes
+    shows_teeth: bool
+    split: np.ndarray  # (w,) the mouth line's row per column
+    jaw: np.ndarray  # (h, w) share of the jaw drop each pixel below the line takes
+    lips: np.ndarray  # (h, w) share of the upper-lip lift each pixel above takes
+    across: np.ndarray  # (h, w) 0 above the lips .. 1 below: how the cheeks stretch
+    near: np.ndarray  # (h, w) reach of the horizontal (spread/round) warp
     cols: np.ndarray  # (w,) horizontal falloff of the vertical warp
-    width_rows: np.ndarray  # (h,) vertical falloff of the horizontal (spread/round) warp
-    width_cols: np.ndarray  # (w,) horizontal extent of the spread/round warp
+    rel: np.ndarray  # (h, w) signed distance below the mouth line
     xs: np.ndarray  # (w,) float32 column coordinates
     ys: np.ndarray  # (h,) float32 row coordinates
     alpha: np.ndarray  # (h, w) soft mask of the area the warp may touch
@@ -46,6 +64,51 @@ def _ramp(values: np.ndarray, full: float, zero: float) -> np.ndarray:
     """1 up to ``full``, cosine down to 0 at ``zero`` (both as distances)."""
     t = np.clip((values - full) / max(1e-3, zero - full), 0.0, 1.0)
     return (0.5 + 0.5 * np.cos(np.pi * t)).astype(np.float32)
+
+
+def _contour_row(points: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The contour's row at each column (held flat beyond its ends)."""
+    order = np.argsort(points[:, 0])
+    return np.interp(xs, points[order, 0], points[order, 1]).astype(np.float32)
+
+
+def _mouth_line(frame: AvatarFrame, box: Box, xs: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """The line the lips part along (a row per column), the opening's half width at rest,
+    and whether the photo shows its teeth there."""
+    m = frame.mouth
+    marks = frame.landmarks
+    if marks is None:
+        return np.full(xs.shape, m.center_y - box.y1, np.float32), 0.78 * m.half_width, False
+    inner = marks.group(LIPS_INNER) - np.array([box.x1, box.y1], np.float32)
+    upper, lower = inner[:11], np.concatenate([inner[10:], inner[:1]])  # 78..13..308, 308..14..78
+    outer = marks.group(LIPS_OUTER) - np.array([box.x1, box.y1], np.float32)
+    # Beyond the inner corners the line runs on to the outer ones (held flat further out).
+    corners = outer[[0, 10]]
+    top = _contour_row(np.concatenate([upper, corners]), xs)
+    bottom = _contour_row(np.concatenate([lower, corners]), xs)
+    centre = int(np.clip(round(m.center_x - box.x1), 0, len(xs) - 1))
+    shows = float(bottom[centre] - top[centre]) > TEETH_SHOWN * m.lip_height
+    inner_half = float(np.ptp(inner[:, 0])) / 2.0
+    line = _teeth_line(frame, box, top, bottom) if shows else (top + bottom) / 2.0
+    return line, max(inner_half, 0.3 * m.half_width), shows
+
+
+def _teeth_line(frame: AvatarFrame, box: Box, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """Where the upper teeth meet the lower ones (or the lower lip): the darkest row between
+    the inner lips, per column, smoothed along the mouth. Parting the lips there keeps each
+    row of teeth whole on its own lip."""
+    gray = cv2.cvtColor(frame.image[box.y1 : box.y2, box.x1 : box.x2], cv2.COLOR_BGR2GRAY)
+    gray = cv2.GaussianBlur(gray, (0, 0), 1.0).astype(np.float32)
+    rows = np.arange(gray.shape[0], dtype=np.float32)[:, None]
+    # Search the lower two thirds of the gap: smiles show more upper than lower teeth.
+    lo = top + 0.3 * (bottom - top)
+    hi = bottom - 0.05 * (bottom - top)
+    inside = (rows >= lo[None, :]) & (rows <= hi[None, :])
+    darkest = np.argmin(np.where(inside, gray, np.inf), axis=0).astype(np.float32)
+    found = inside.any(axis=0)
+    line = np.where(found, darkest, (top + bottom) / 2.0)
+    line = cv2.GaussianBlur(line[None, :], (0, 0), 4.0)[0]  # one tooth gap is not the line
+    return np.clip(line, top, bottom).astype(np.float32)
 
 
 @lru_cache(maxsize=2048)
@@ -58,37 +121,28 @@ def _geometry(frame: AvatarFrame) -> _Geometry:
     box = Box(face.x1, face.y1, face.x2, min(h_img, face.y2 + extra))
     xs = np.arange(box.width, dtype=np.float32)
     ys = np.arange(box.height, dtype=np.float32)
-    mx, my = m.center_x - box.x1, m.center_y - box.y1
+    mx = m.center_x - box.x1
+    split, inner_half, shows = _mouth_line(frame, box, xs)
+    my = float(split[int(np.clip(round(mx), 0, len(xs) - 1))])
     chin = m.chin_y - box.y1
-    below = ys - my
+    rel = ys[:, None] - split[None, :]
     # The whole jaw moves down to the chin, then the drop fades out over the neck.
-    jaw_rows = np.where(below >= 0, _ramp(ys, chin, box.height - 2), 0.0).astype(np.float32)
-    lip_rows = np.where(below < 0, np.exp(-((below / (1.3 * m.lip_height)) ** 2)), 0.0)
+    jaw = np.where(rel >= 0, _ramp(ys, chin, box.height - 2)[:, None], 0.0).astype(np.float32)
+    lips = np.where(rel < 0, np.exp(-((rel / (1.3 * m.lip_height)) ** 2)), 0.0).astype(np.float32)
+    across = np.clip(rel / (2.0 * m.lip_height) * 0.5 + 0.5, 0.0, 1.0)
+    across = (across * across * (3.0 - 2.0 * across)).astype(np.float32)
     jaw_width = max(m.half_width * 1.9, 1.0)
     cols = _ramp(np.abs(xs - mx), m.half_width * 1.2, jaw_width)
-    width_rows = np.exp(-((below / (1.6 * m.lip_height)) ** 2)).astype(np.float32)
     width_cols = _ramp(np.abs(xs - mx), m.half_width * 1.1, m.half_width * 2.0)
-    reach = np.maximum(
-        np.outer(np.maximum(jaw_rows, lip_rows), cols), np.outer(width_rows, width_cols)
-    )
+    near = (np.exp(-((rel / (1.6 * m.lip_height)) ** 2)) * width_cols[None, :]).astype(np.float32)
+    reach = np.maximum(np.maximum(jaw, lips) * cols[None, :], near)
     alpha = np.asarray(
         cv2.GaussianBlur((reach > 0.01).astype(np.float32), (0, 0), 3.0), dtype=np.float32
     )
     return _Geometry(
-        box,
-        mx,
-        my,
-        m.half_width,
-        m.lip_height,
-        jaw_rows,
-        lip_rows.astype(np.float32),
-        cols,
-        width_rows,
-        width_cols,
-        xs,
-        ys,
-        alpha,
-    )
+        box, mx, my, m.half_width, inner_half, m.lip_height, shows, split,
+        jaw, lips, across, near, cols, rel.astype(np.float32), xs, ys, alpha,
+    )  # fmt: skip
 
 
 def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> FacePatch:
@@ -99,20 +153,19 @@ def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> Fa
     drop, lift = 0.78 * gap, 0.22 * gap
     spread = 1.0 + 0.14 * shape.wide - 0.24 * shape.round
     squeeze = 1.0 - 0.25 * shape.press  # pressed lips look thinner
+    hole_w = 0.9 * g.inner_half * spread * (1.0 - 0.3 * shape.round)
+    # The opening's height along the mouth: a lens, full in the middle and closing to a point
+    # at the corners, as lips part (a flat profile gives a box with hard ends).
+    inner = np.sqrt(np.clip(1.0 - ((g.xs - g.mx) / max(hole_w, 1.0)) ** 2, 0.0, 1.0))
 
     # Backward map: output pixel (x, y) samples the source at (x - dx, y - dy).
-    # Inside the opening the lips split (a jump in dy at the lip line, hidden by the cavity);
-    # beside it the cheeks must stretch continuously, or the lip line smears sideways.
-    split = drop * g.jaw_rows - lift * g.lip_rows
-    across = np.clip((g.ys - g.my) / (2.0 * g.lip) * 0.5 + 0.5, 0.0, 1.0)
-    across = across * across * (3.0 - 2.0 * across)
-    stretch = np.where(g.ys < g.my, g.lip_rows, g.jaw_rows) * (-lift + (drop + lift) * across)
-    hole_w = g.half_width * spread * (0.78 - 0.25 * shape.round)
-    inner = _ramp(np.abs(g.xs - g.mx), hole_w * 0.85, hole_w * 1.15)
-    dy = (np.outer(split, inner) + np.outer(stretch, 1.0 - inner)) * g.cols[None, :]
-    near = np.outer(g.width_rows, g.width_cols)
-    map_x = g.xs[None, :] - (g.xs[None, :] - g.mx) * (1.0 - 1.0 / spread) * near
-    squash = (g.ys[:, None] - g.my) * (1.0 - 1.0 / squeeze) * near
+    # Inside the opening the lips split (a jump in dy at the mouth line, covered by the
+    # cavity); beside it the cheeks stretch continuously, or the lip line smears sideways.
+    split = drop * g.jaw - lift * g.lips
+    stretch = np.where(g.rel < 0, g.lips, g.jaw) * (-lift + (drop + lift) * g.across)
+    dy = (split * inner[None, :] + stretch * (1.0 - inner[None, :])) * g.cols[None, :]
+    map_x = g.xs[None, :] - (g.xs[None, :] - g.mx) * (1.0 - 1.0 / spread) * g.near
+    squash = g.rel * (1.0 - 1.0 / squeeze) * g.near
     map_y = g.ys[:, None] - dy - squash
     warped = cv2.remap(
         region,
@@ -122,46 +175,47 @@ def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> Fa
         borderMode=cv2.BORDER_REPLICATE,
     )
     if gap > 0.5:  # below half a pixel there is no visible opening
-        warped = _draw_opening(warped, g, drop, lift, spread, teeth, shape)
+        opening = inner * g.cols
+        warped = _shade_opening(warped, g, drop * opening, lift * opening, teeth, shape)
     return FacePatch(image=warped, box=g.box, alpha=g.alpha)
 
 
-def _draw_opening(
+def _shade_opening(
     image: np.ndarray,
     g: _Geometry,
-    drop: float,
-    lift: float,
-    spread: float,
+    down: np.ndarray,
+    up: np.ndarray,
     teeth: bool,
     shape: MouthShape,
 ) -> np.ndarray:
-    top, bottom = g.my - lift, g.my + drop
-    cy = (top + bottom) / 2.0
-    half_h = max(0.5, (bottom - top) / 2.0)
-    # Rounded lips make a rounder, narrower hole; spread lips a long thin one (same width as
-    # the split in render_photo_mouth).
-    half_w = g.half_width * spread * (0.78 - 0.25 * shape.round)
-    # Work only on the hole's bounding box: it is a few percent of the patch.
-    h, w = image.shape[:2]
-    r0, r1 = max(0, int(top) - 2), min(h, int(np.ceil(bottom)) + 3)
-    c0, c1 = max(0, int(g.mx - half_w) - 2), min(w, int(np.ceil(g.mx + half_w)) + 3)
-    if r1 <= r0 or c1 <= c0:
+    """Fill the gap the warp opened (per column: from ``up`` above the mouth line to ``down``
+    below it) with the inside of a mouth, edges soft over about a pixel."""
+    columns = np.nonzero(down + up > 0.5)[0]
+    if columns.size == 0:
         return image
-    ys, xs = g.ys[r0:r1], g.xs[c0:c1]
-    dx = (xs[None, :] - np.float32(g.mx)) / np.float32(max(half_w, 1.0))
-    dyn = (ys[:, None] - np.float32(cy)) / np.float32(half_h)
-    inside = 1.0 - (dx**2 + dyn**2)
-    # Soft edge a couple of pixels wide whatever the hole's size.
-    mask = np.clip(inside * (min(half_h, half_w) / 2.5), 0.0, 1.0)
-    # Darker towards the back of the mouth.
-    shade = 0.45 + 0.55 * np.clip(dyn**2 + dx**2, 0.0, 1.0)
+    c0, c1 = int(columns[0]), int(columns[-1]) + 1
+    top = (g.split - up)[c0:c1]
+    bottom = (g.split + down)[c0:c1]
+    r0 = max(0, int(np.floor(top.min())) - 1)
+    r1 = min(image.shape[0], int(np.ceil(bottom.max())) + 2)
+    if r1 <= r0:
+        return image
+    ys = g.ys[r0:r1, None]
+    mask = np.clip(np.minimum(ys - top[None, :], bottom[None, :] - ys) + 0.5, 0.0, 1.0)
+    height = np.maximum(bottom - top, 1e-3)[None, :]
+    depth = (ys - top[None, :]) / height  # 0 at the upper edge .. 1 at the lower
+    sideways = np.abs(g.xs[None, c0:c1] - g.mx) / max(1.0, float(c1 - c0) / 2.0)
+    # Darkest at the back, lighter towards the lips.
+    shade = 0.45 + 0.55 * np.clip((2.0 * depth - 1.0) ** 2 + sideways**2, 0.0, 1.0)
     fill = INTERIOR_BGR[None, None, :] * shade[..., None]
-    if teeth:
-        depth = min(0.28 * (bottom - top), 0.35 * g.lip)
-        tooth = _ramp(ys - top, depth * 0.8, depth)
+    tongue = np.clip(shape.open - 0.4, 0.0, 0.6) * _ramp(1.0 - depth, 0.15, 0.45) * (1 - sideways)
+    fill = fill * (1.0 - tongue[..., None]) + TONGUE_BGR[None, None, :] * tongue[..., None]
+    if teeth and not g.shows_teeth:  # the photo's own teeth move with its lips otherwise
+        edge = np.minimum(0.28 * height, 0.35 * g.lip)
+        tooth = _ramp((ys - top[None, :]) / edge, 0.8, 1.0)
         if shape.wide > 0.5:  # spread vowels show the lower teeth too
-            tooth = np.maximum(tooth, _ramp(bottom - ys, depth * 0.5, depth * 0.7))
-        t = tooth[:, None, None]
+            tooth = np.maximum(tooth, _ramp((bottom[None, :] - ys) / edge, 0.5, 0.7))
+        t = tooth[..., None]
         fill = fill * (1.0 - t) + TEETH_BGR[None, None, :] * t
     out = image.copy()
     m = mask[..., None]
