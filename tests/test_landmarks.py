@@ -1,5 +1,6 @@
 """Face landmarks (MediaPipe's face mesh through OpenVINO) against hand-marked points, their
-place in the avatar cache, and the Haar fallback when the model is missing."""
+place in the avatar cache, the Haar fallback when the model is missing, and the blinks of a
+still photo that they make possible."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ import numpy as np
 import pytest
 
 from inference.avatar import landmarks
-from inference.avatar.landmarks import CHIN, MOUTH_LEFT, MOUTH_RIGHT, face_mesh, model_path
+from inference.avatar.landmarks import (
+    CHIN,
+    LEFT_EYE,
+    MOUTH_LEFT,
+    MOUTH_RIGHT,
+    RIGHT_EYE,
+    face_mesh,
+    model_path,
+)
 from inference.avatar.prepare import FaceFinder, detect, prepare
+from inference.avatar.store import BLINK_FRAMES, BLINK_PERIOD, AvatarStore
 
 ASTRONAUT = Path(__file__).resolve().parent.parent / "avatars" / "astronaut.jpg"
 HAND_MARKED = {
@@ -134,3 +144,36 @@ def test_no_face_gives_no_landmarks() -> None:
     rng = np.random.default_rng(3)
     noise = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
     assert mesh.find(noise, (150, 150, 200, 200)) is None
+
+
+def test_a_still_photo_blinks_with_its_own_eyelids(avatar_store: AvatarStore) -> None:
+    _require_model()
+    photo = avatar_store.get("astronaut")
+    frame = photo.frames[0]
+    assert frame.landmarks is not None
+    period = int(BLINK_PERIOD * 25)
+    shut = BLINK_FRAMES.index(1.0)
+    assert photo.idle_image(10) is frame.image  # between blinks: the photo itself
+    closed = photo.idle_image(shut)
+    assert closed is photo.idle_image(shut + period)  # the same picture every blink
+    boxes = []
+    for eye in (LEFT_EYE, RIGHT_EYE):
+        pts = frame.landmarks.group(eye)
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        boxes.append((int(x0) - 3, int(y0) - int(y1 - y0) - 3, int(x1) + 4, int(y1) + 3))
+
+        # The eye's white (bright and grey, unlike skin) is gone under the lid.
+        area = (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
+        assert whites(frame.image[area]) > 40
+        assert whites(closed[area]) < 0.2 * whites(frame.image[area])
+    outside = np.ones(closed.shape[:2], bool)
+    for x0, y0, x1, y1 in boxes:
+        outside[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(closed[outside], frame.image[outside])  # only the eyes
+
+
+def whites(eye: np.ndarray) -> int:
+    """Pixels of an eye's white: bright and grey, unlike skin."""
+    pixels = eye.astype(np.int16)
+    grey = pixels.max(axis=2) - pixels.min(axis=2) < 40
+    return int(((pixels.min(axis=2) > 110) & grey).sum())

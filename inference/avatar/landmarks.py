@@ -164,6 +164,12 @@ class FaceLandmarks:
         return x, y, w, h
 
 
+def contour_row(points: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """A contour's row at each column ``xs`` (held flat beyond its ends)."""
+    order = np.argsort(points[:, 0])
+    return np.interp(xs, points[order, 0], points[order, 1]).astype(np.float32)
+
+
 def model_path() -> Path | None:
     """The face mesh file, or None when no installed package ships it."""
     override = os.environ.get(ENV_OVERRIDE)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.avatar.blink import blink_image
 from inference.avatar.drawn import DrawnCharacter, load_drawn_character
 from inference.avatar.prepare import IMAGE_SUFFIXES, VIDEO_SUFFIXES, prepare
 from inference.frames import AvatarFrame, MouthGeometry
@@ -51,18 +52,23 @@ class Avatar:
         return self.frames[k if k < n else period - k]
 
     def idle_image(self, index: int) -> np.ndarray:
-        """The picture shown at frame ``index`` while nobody speaks (loop, or blinks)."""
+        """The picture shown at frame ``index`` while nobody speaks: the loop's frame, or a
+        blink every few seconds (a drawn character's lids, or a still photo's eyelids from
+        its landmarks; a video loop moves on its own)."""
         frame = self.frame_at(index)
-        if self.character is None or self.character.blink is None:
-            return frame.image
         period = int(BLINK_PERIOD * 25)
         k = index % period
         closure = BLINK_FRAMES[k] if k < len(BLINK_FRAMES) else 0.0
-        if not closure:
+        drawn = self.character is not None and self.character.blink is not None
+        still = len(self.frames) == 1 and frame.landmarks is not None
+        if not closure or not (drawn or still):
             return frame.image
         image = self._blinks.get(closure)
         if image is None:
-            image = self.character.render_frame({"rest": 1.0}, blink=closure)
+            if self.character is not None:
+                image = self.character.render_frame({"rest": 1.0}, blink=closure)
+            else:
+                image = blink_image(frame, closure)
             image.setflags(write=False)  # shared by every session
             image = self._blinks.setdefault(closure, image)
         return image

@@ -22,7 +22,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from inference.avatar.landmarks import LIPS_INNER, LIPS_OUTER
+from inference.avatar.landmarks import LIPS_INNER, LIPS_OUTER, contour_row
 from inference.frames import AvatarFrame, Box, FacePatch
 from inference.visemes import MouthShape
 
@@ -66,12 +66,6 @@ def _ramp(values: np.ndarray, full: float, zero: float) -> np.ndarray:
     return (0.5 + 0.5 * np.cos(np.pi * t)).astype(np.float32)
 
 
-def _contour_row(points: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """The contour's row at each column (held flat beyond its ends)."""
-    order = np.argsort(points[:, 0])
-    return np.interp(xs, points[order, 0], points[order, 1]).astype(np.float32)
-
-
 def _mouth_line(frame: AvatarFrame, box: Box, xs: np.ndarray) -> tuple[np.ndarray, float, bool]:
     """The line the lips part along (a row per column), the opening's half width at rest,
     and whether the photo shows its teeth there."""
@@ -84,8 +78,8 @@ def _mouth_line(frame: AvatarFrame, box: Box, xs: np.ndarray) -> tuple[np.ndarra
     outer = marks.group(LIPS_OUTER) - np.array([box.x1, box.y1], np.float32)
     # Beyond the inner corners the line runs on to the outer ones (held flat further out).
     corners = outer[[0, 10]]
-    top = _contour_row(np.concatenate([upper, corners]), xs)
-    bottom = _contour_row(np.concatenate([lower, corners]), xs)
+    top = contour_row(np.concatenate([upper, corners]), xs)
+    bottom = contour_row(np.concatenate([lower, corners]), xs)
     centre = int(np.clip(round(m.center_x - box.x1), 0, len(xs) - 1))
     shows = float(bottom[centre] - top[centre]) > TEETH_SHOWN * m.lip_height
     inner_half = float(np.ptp(inner[:, 0])) / 2.0
