@@ -72,3 +72,26 @@ async def test_obs_page_plays_the_stream_and_reconnects(browser, viseme_server_u
             await controller.close()
         if second is not None:
             await second.close()
+
+
+@pytest.mark.parametrize(("avatar", "keyed"), [("cartoon", True), ("astronaut", False)])
+async def test_transparent_background_keys_only_a_uniform_matte(
+    browser, viseme_server_url, avatar: str, keyed: bool
+) -> None:
+    """The drawn character's plain matte is keyed out; a photo is shown whole (keying its
+    background would punch holes in hair: there is no person mask)."""
+    controller = TestClient(viseme_server_url)
+    page = await browser.new_page(viewport={"width": 512, "height": 512})
+    name = f"obs-key-{avatar}"
+    try:
+        await controller.connect(stream=name, avatar=avatar)
+        await page.goto(f"{viseme_server_url}/obs/{name}?bg=transparent")
+        await page.wait_for_function("window.obsStats.frames > 10", timeout=30_000)
+        assert await page.evaluate("window.obsStats.keyed") is keyed
+        corner = await page.evaluate(
+            "document.getElementById('canvas').getContext('2d').getImageData(2, 2, 1, 1).data[3]"
+        )
+        assert (corner == 0) is keyed  # transparent where keyed, opaque for the photo
+    finally:
+        await page.close()
+        await controller.close()

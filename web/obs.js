@@ -112,7 +112,25 @@
   }
 
   // ?bg=transparent: WebRTC video has no alpha, so the avatar's uniform background (its
-  // matte colour, read from the top-left pixel) is keyed out into a transparent canvas.
+  // matte colour, read from the top-left pixel) is keyed out into a transparent canvas. Only
+  // a background that is uniform all round the frame is keyed: a photo's is not, and keying
+  // it would punch holes in hair and clothes (no person-segmentation model runs here; see
+  // docs/obs.md), so a photo is shown whole, background included.
+  // The top edge and the sides down to 60 %: shoulders may reach the bottom either way.
+  function uniformBorder(px, w, h) {
+    const r0 = px[0], g0 = px[1], b0 = px[2];
+    const STEPS = 16;
+    for (let i = 0; i <= STEPS; i += 1) {
+      const x = Math.min(w - 1, Math.round((i * (w - 1)) / STEPS));
+      const y = Math.min(h - 1, Math.round((i * 0.6 * (h - 1)) / STEPS));
+      for (const [cx, cy] of [[x, 0], [0, y], [w - 1, y]]) {
+        const k = 4 * (cy * w + cx);
+        if (Math.abs(px[k] - r0) + Math.abs(px[k + 1] - g0) + Math.abs(px[k + 2] - b0) >= 40) return false;
+      }
+    }
+    return true;
+  }
+
   function keyOut() {
     const w = video.videoWidth, h = video.videoHeight;
     if (!w || !h) return;
@@ -121,6 +139,8 @@
     ctx.drawImage(video, 0, 0, w, h);
     const image = ctx.getImageData(0, 0, w, h);
     const px = image.data;
+    window.obsStats.keyed = uniformBorder(px, w, h);
+    if (!window.obsStats.keyed) return; // a photo: drawn as it is
     const r0 = px[0], g0 = px[1], b0 = px[2];
     for (let i = 0; i < px.length; i += 4) {
       const d = Math.abs(px[i] - r0) + Math.abs(px[i + 1] - g0) + Math.abs(px[i + 2] - b0);
