@@ -160,6 +160,26 @@ def test_factory_and_registry() -> None:
         create_tts("nope")
 
 
+def spectral_centroid(pcm: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
+    return float((spectrum * np.fft.rfftfreq(pcm.size, 1 / SAMPLE_RATE)).sum() / spectrum.sum())
+
+
+def test_variants_recolour_the_voice_and_unknown_ones_are_refused(tts: EspeakTTS) -> None:
+    # bench/vowels.py learns the viseme engine's sound templates in espeak's variants.
+    text = "Мама мыла раму"
+    plain = tts.synthesize(text, "ru")
+    female = create_tts("espeak", variant="f3").synthesize(text, "ru")
+    again = tts.synthesize(text, "ru")  # one global synthesiser: the variant must not stick
+    assert [m.phoneme for m in female.phonemes] == [m.phoneme for m in plain.phonemes]
+    # f3 scales the formants by 1.2-1.35 (measured centroid: 1370 -> 1650 Hz).
+    assert spectral_centroid(female.pcm) > 1.1 * spectral_centroid(plain.pcm)
+    assert spectral_centroid(again.pcm) == pytest.approx(spectral_centroid(plain.pcm), rel=0.03)
+    assert tts.voices("ru") == []  # variants are not voices a request can name
+    with pytest.raises(ValueError, match="unknown espeak variant 'zz'"):
+        create_tts("espeak", variant="zz").synthesize(text, "ru")
+
+
 def test_speech_rejects_wrong_audio_layout() -> None:
     with pytest.raises(ValueError, match="float32"):
         Speech(pcm=np.zeros((10, 2), np.float32), phonemes=(), words=(), language="en")

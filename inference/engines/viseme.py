@@ -1,9 +1,10 @@
 """The weight-free ``viseme`` engine: real lip-sync from phonemes or sound, no model file.
 
-Per frame it decides a mouth shape (TTS phoneme when known, else the audio's loudness and
-spectral tilt), smooths it over time per stream (fast attack, slower release, a dead band
-against jitter), and renders it: on a photo by warping lips and jaw and drawing the opening
-(teeth optional per avatar); on a drawn character by cross-fading its viseme mouth pictures.
+Per frame it decides a mouth shape (the TTS phoneme when known, else the sound's nearest
+phoneme templates, viseme_sound.py; the loudness sets the opening), smooths it over time per
+stream (fast attack, slower release, a dead band against jitter), and renders it: on a photo
+by warping lips and jaw and drawing the opening (teeth optional per avatar); on a drawn
+character by cross-fading its viseme mouth pictures.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class VisemeEngine(LipSyncEngine):
         return [self._one(request) for request in requests]
 
     def _one(self, request: LipSyncRequest) -> FacePatch:
-        viseme, target = target_shape(request.mel, request.silent, request.phoneme)
         state = request.stream.values if request.stream is not None else None
+        viseme, target = target_shape(request.mel, request.silent, request.phoneme, state)
         character = request.frame.character
         if character is not None:
             previous = state.get(_WEIGHTS_KEY) if state is not None else None

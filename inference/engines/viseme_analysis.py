@@ -1,17 +1,19 @@
-"""From sound to mouth shape: phoneme->viseme mapping, audio features, temporal smoothing.
+"""From sound to mouth shape: phoneme->viseme mapping, loudness, temporal smoothing.
 
-Used by the weight-free ``viseme`` engine. Everything here is pure numpy and cheap (a few
-microseconds per frame), so it runs inside the engine's batch loop.
+Used by the weight-free ``viseme`` engine; the shape of speech without phonemes comes from
+viseme_sound.py. Everything here is pure numpy and cheap (tens of microseconds per frame at
+most), so it runs inside the engine's batch loop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import librosa
 import numpy as np
 
+from inference.engines.viseme_sound import SoundTemplates, sound_guess, sound_shape
 from inference.visemes import VISEMES, MouthShape
 
 # espeak-ng mnemonics (ru, kk, en voices) by the mouth shape they need. Stress marks and the
@@ -84,27 +86,9 @@ def audio_shape(mel: np.ndarray) -> AudioShape:
     return AudioShape(loudness, MouthShape(open=opening, wide=wide, round=rounded))
 
 
-def target_shape(mel: np.ndarray, silent: bool, phoneme: str | None) -> tuple[str, MouthShape]:
-    """The viseme and shape a frame should show.
-
-    With a TTS phoneme, the phoneme decides the shape and the audio decides how far it opens
-    (so shouting opens wider); without one (a microphone), the audio decides both.
-    """
-    if silent:
-        return "rest", VISEMES["rest"]
-    heard = audio_shape(mel)
-    if phoneme is not None:
-        viseme = phoneme_viseme(phoneme)
-        base = VISEMES[viseme]
-        gain = 0.0 if heard.loudness < 0.05 else 0.55 + 0.45 * heard.loudness
-        return viseme, MouthShape(
-            open=base.open * gain, wide=base.wide, round=base.round, press=base.press
-        )
-    return classify(heard.shape), heard.shape
-
-
 def classify(shape: MouthShape) -> str:
-    """Nearest viseme name for an audio-derived shape (for drawn characters)."""
+    """Nearest viseme for a band-energy shape (:func:`audio_shape`): the sound-only guess the
+    engine made before viseme_sound.py, kept as bench/vowels.py's baseline."""
     if shape.open < 0.12:
         return "rest"
     if shape.round > 0.5:
@@ -112,6 +96,40 @@ def classify(shape: MouthShape) -> str:
     if shape.wide > 0.65:
         return "EE"
     return "AA" if shape.open > 0.5 else "CONS"
+
+
+def opening_gain(loudness: float) -> float:
+    """How much of a viseme's opening a frame of this loudness shows (0 when inaudible)."""
+    return 0.0 if loudness < 0.05 else 0.55 + 0.45 * loudness
+
+
+def target_shape(
+    mel: np.ndarray,
+    silent: bool,
+    phoneme: str | None,
+    state: dict[str, object] | None = None,
+    templates: SoundTemplates | None = None,
+) -> tuple[str, MouthShape]:
+    """The viseme and shape a frame should show.
+
+    With a TTS phoneme the phoneme decides the shape; without one (a microphone, an upload,
+    a TTS without timings) the sound's templates do (:mod:`viseme_sound`: rounded for о/у,
+    spread for и/э, closed lips for м/б/п), keeping their running level in the stream's
+    ``state``. Either way the loudness decides how far it opens (so shouting opens wider).
+    """
+    if silent:
+        return "rest", VISEMES["rest"]
+    gain = opening_gain(audio_shape(mel).loudness)
+    if phoneme is not None:
+        viseme = phoneme_viseme(phoneme)
+        base = VISEMES[viseme]
+    else:
+        viseme, base = sound_shape(sound_guess(mel, state, templates))
+        if gain == 0.0:
+            # Too quiet to open: show the winner's own lips (pressed, spread, rounded or at
+            # rest) rather than a blend, so a closed mouth does not drift between shapes.
+            base = VISEMES[viseme]
+    return viseme, replace(base, open=base.open * gain)
 
 
 ATTACK = 0.75

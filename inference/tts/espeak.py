@@ -155,6 +155,7 @@ class _Library:
         self._lib.espeak_SetSynthCallback(self._callback)
         self._current_voice: str | None = None
         self.choices = self._list_voices(Path(data_path))
+        self.variants = frozenset(p.name for p in (Path(data_path) / "voices" / "!v").glob("*"))
         log.info("espeak-ng loaded from %s: %d Hz, %d languages", lib_path, rate, len(self.choices))
 
     def _declare(self) -> None:
@@ -340,12 +341,14 @@ class EspeakTTS(TextToSpeech):
 
     Thread-safe: all instances share one process-wide lock around the C library (which is
     global); resampling and bookkeeping run outside it. The library loads on first use.
+    ``variant`` (``f3``, ``m3``: espeak-ng-data/voices/!v) recolours every voice, unlisted.
     """
 
     name: ClassVar[str] = "espeak"
 
-    def __init__(self) -> None:
+    def __init__(self, variant: str | None = None) -> None:
         self._languages: list[Language] | None = None
+        self._variant = f"+{variant}" if variant else ""  # espeak's "voice+variant" naming
 
     def warmup(self) -> None:
         """Load the library and the voice list now rather than on the first request."""
@@ -375,7 +378,9 @@ class EspeakTTS(TextToSpeech):
         level = round(max(0, min(100, _DEFAULT_PITCH * pitch)))
         with _LOCK:
             library = _get_library()
-            library.select_voice(library.choices[code].identifier)
+            if self._variant and self._variant[1:] not in library.variants:
+                raise ValueError(f"unknown espeak variant {self._variant[1:]!r}; see voices/!v")
+            library.select_voice(library.choices[code].identifier + self._variant)
             library.set_rate_and_pitch(rate, level)
             samples, events = library.synth(text)
             rate = library.rate
