@@ -4,7 +4,7 @@ Per frame it decides a mouth shape (the TTS phoneme when known, else the sound's
 phoneme templates, viseme_sound.py; the loudness sets the opening), smooths it over time per
 stream (fast attack, slower release, a dead band against jitter), and renders it: on a photo
 by warping lips and jaw and drawing the opening (teeth optional per avatar); on a drawn
-character by cross-fading its viseme mouth pictures.
+character by switching its viseme mouth pictures whole, each held at least 80 ms.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 from inference.engines.base import LipSyncEngine, register_engine
 from inference.engines.viseme_analysis import (
+    SpriteState,
+    hold_viseme,
     smooth_shape,
-    smooth_weights,
     target_shape,
 )
 from inference.engines.viseme_photo import render_photo_mouth
@@ -22,7 +23,7 @@ from inference.frames import FacePatch, LipSyncRequest
 from inference.visemes import MouthShape
 
 _SHAPE_KEY = "viseme.shape"
-_WEIGHTS_KEY = "viseme.weights"
+_SPRITE_KEY = "viseme.sprite"
 
 
 class VisemeEngine(LipSyncEngine):
@@ -46,11 +47,11 @@ class VisemeEngine(LipSyncEngine):
         viseme, target = target_shape(request.mel, request.silent, request.phoneme, state)
         character = request.frame.character
         if character is not None:
-            previous = state.get(_WEIGHTS_KEY) if state is not None else None
-            weights = smooth_weights(previous if isinstance(previous, dict) else None, viseme)
+            previous = state.get(_SPRITE_KEY) if state is not None else None
+            sprite = hold_viseme(previous if isinstance(previous, SpriteState) else None, viseme)
             if state is not None:
-                state[_WEIGHTS_KEY] = weights
-            image, alpha = character.render_mouth(weights)
+                state[_SPRITE_KEY] = sprite
+            image, alpha = character.render_mouth({sprite.viseme: 1.0})
             return FacePatch(image=image, box=character.mouth_box(), alpha=alpha)
         last = state.get(_SHAPE_KEY) if state is not None else None
         shape = smooth_shape(last if isinstance(last, MouthShape) else None, target)

@@ -138,8 +138,10 @@ RELEASE = 0.5
 """Fraction of the way to a smaller opening covered per frame (slower closing)."""
 DEADBAND = 0.02
 """Changes smaller than this are ignored so a steady vowel does not shimmer."""
-CROSSFADE = 0.6
-"""Per-frame step of the viseme weights towards the new viseme (drawn characters)."""
+MIN_HOLD_FRAMES = 2
+"""Frames a drawn character's mouth picture stays up at least (80 ms), as sprite lip-sync
+tools hold theirs: shorter visemes would flicker, and blending two pictures instead shows
+ghosted double outlines."""
 
 
 def _approach(current: float, target: float) -> float:
@@ -161,13 +163,20 @@ def smooth_shape(previous: MouthShape | None, target: MouthShape) -> MouthShape:
     )
 
 
-def smooth_weights(previous: dict[str, float] | None, viseme: str) -> dict[str, float]:
-    """One cross-fade step of viseme weights towards ``viseme`` (weights sum to 1)."""
+@dataclass(frozen=True)
+class SpriteState:
+    """The mouth picture a drawn character shows and for how many frames it has."""
+
+    viseme: str
+    held: int = 1
+
+
+def hold_viseme(previous: SpriteState | None, viseme: str) -> SpriteState:
+    """The picture to show next: ``viseme``, once the shown one has been up for
+    MIN_HOLD_FRAMES; pictures switch whole, never blended. The phonemes are already looked up
+    ahead of the sound (inference/lipsync.py ANTICIPATION), so a switch leads its sound."""
     if previous is None:
-        return {viseme: 1.0}
-    out = {name: w * (1.0 - CROSSFADE) for name, w in previous.items()}
-    out[viseme] = out.get(viseme, 0.0) + CROSSFADE
-    # Drop negligible weights so the blend stays cheap.
-    kept = {k: v for k, v in out.items() if v > 0.02}
-    total = sum(kept.values())
-    return {k: v / total for k, v in kept.items()}
+        return SpriteState(viseme)
+    if viseme == previous.viseme or previous.held < MIN_HOLD_FRAMES:
+        return SpriteState(previous.viseme, previous.held + 1)
+    return SpriteState(viseme)
