@@ -64,7 +64,7 @@ def test_mic_backlog_is_bounded_and_silence_closes_the_mouth() -> None:
 def test_idle_source_converts_each_picture_once(avatar_store: AvatarStore) -> None:
     photo = IdleSource(avatar_store.get("astronaut"))
     frames = [photo.frame(i) for i in range(50)]
-    assert len(photo) == 1  # one still picture, never blinking
+    assert len(photo) == 3  # the still and its two blink pictures (half and fully shut)
     assert all(f.format.name == "yuv420p" for f in frames)
     assert frames[0] is not frames[1]  # each slot gets its own frame object to stamp
     cartoon = IdleSource(avatar_store.get("cartoon"))
