@@ -15,6 +15,7 @@ from inference.engines.base import LipSyncEngine, create_engine
 from inference.frames import AvatarFrame, Box, FacePatch, LipSyncRequest, MouthGeometry, StreamState
 from inference.lipsync import build_requests, run_engine
 from inference.mel import frame_count, melspectrogram
+from inference.mp4 import bgr_to_video_frame
 from inference.tts import TextToSpeech
 from rtc.live.batcher import Batcher, BatcherClosed, BatcherPool
 
@@ -234,3 +235,40 @@ async def test_empty_submit() -> None:
     batcher = Batcher(RecordingEngine())
     assert batcher.submit("a", [], []) == []
     batcher.close()
+
+
+class FinishingEngine(RecordingEngine):
+    """Finishes frames itself (here with the base class's host compositor) and counts how
+    many frames went each way."""
+
+    finishes_frames = True
+
+    def __init__(self) -> None:
+        super().__init__(max_batch=8)
+        self.finished = 0
+
+    def infer_i420(self, requests: Sequence[LipSyncRequest], feather: bool = True) -> list:
+        self.finished += len(requests)
+        return super().infer_i420(requests, feather)
+
+
+async def test_an_engine_that_finishes_frames_gets_the_video_frames() -> None:
+    engine = FinishingEngine()
+    batcher = Batcher(engine, max_batch=8, max_wait=0.05)
+    try:
+        video = batcher.submit("a", tagged("a", 3), [FAR] * 3, finish=bgr_to_video_frame)
+        bgr = batcher.submit("b", tagged("b", 2), [FAR] * 2)
+        dissolve = batcher.submit("c", tagged("c", 1), [FAR], finish=lambda image: image.sum())
+        frames = await asyncio.gather(*video)
+        images = await asyncio.gather(*bgr)
+        (total,) = await asyncio.gather(*dissolve)
+    finally:
+        batcher.close()
+    assert engine.finished == 3  # only the frames whose finish has an I420 twin
+    assert sum(len(b) for b in engine.batches) == 3 + 3  # infer_i420 runs infer here too
+    want = bgr_to_video_frame(FRAME.image).to_ndarray()  # the recording engine pastes the crop
+    for frame in frames:
+        np.testing.assert_array_equal(frame.to_ndarray(), want)
+    for image in images:
+        np.testing.assert_array_equal(image, FRAME.image)
+    assert total == FRAME.image.sum()

@@ -5,6 +5,9 @@ An engine turns a batch of :class:`~inference.frames.LipSyncRequest` (a 16-step 
 the avatar frame it applies to) into one :class:`~inference.frames.FacePatch` per request.
 Engines are synchronous and thread-confined: the batcher calls ``infer`` from one worker
 thread, so they never touch asyncio. Adding an engine = one module + one ``register_engine``.
+
+An engine may also finish frames itself (``finishes_frames``, :meth:`LipSyncEngine.infer_i420`):
+paste and colour conversion on its own device, for callers that only need I420 planes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+import cv2
+import numpy as np
+
+from inference.compositor import composite
 from inference.frames import FacePatch, LipSyncRequest
 from inference.registry import Registry
 
@@ -35,10 +42,34 @@ class LipSyncEngine(ABC):
     """How it runs there (``torch``, ``openvino`` ...), for logs and /api/engines."""
     max_batch: int = 32
     """Largest batch ``infer`` should be given; bigger batches are split by the caller."""
+    finishes_frames: bool = False
+    """True when :meth:`infer_i420` does the compositing and conversion on the engine's own
+    device (cheaper than the host compositor): callers that need I420 then call it."""
 
     @abstractmethod
     def infer(self, requests: Sequence[LipSyncRequest]) -> list[FacePatch]:
         """Return one patch per request, in order. Must accept an empty sequence."""
+
+    def infer_i420(
+        self, requests: Sequence[LipSyncRequest], feather: bool = True
+    ) -> list[np.ndarray]:
+        """Finished frames, one uint8 I420 array ``(h * 3 // 2, w)`` (OpenCV's layout, which
+        ``inference.mp4.i420_to_video_frame`` takes) per request, in order.
+
+        This default runs :meth:`infer`, the host compositor and OpenCV's BGR -> I420, the
+        pictures every other path shows; engines with ``finishes_frames`` override it.
+        """
+        patches = self.infer(requests)
+        if len(patches) != len(requests):
+            raise RuntimeError(
+                f"engine {self.name} returned {len(patches)} patches for {len(requests)} frames"
+            )
+        return [
+            np.asarray(
+                cv2.cvtColor(composite(r.frame, p, feather), cv2.COLOR_BGR2YUV_I420), np.uint8
+            )
+            for r, p in zip(requests, patches, strict=True)
+        ]
 
     def warmup(self) -> None:  # noqa: B027 - optional hook, empty by default on purpose
         """Run once at start-up so the first real request is not slow."""

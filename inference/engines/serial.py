@@ -10,8 +10,11 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
 
 from inference.engines.base import LipSyncEngine
 from inference.frames import FacePatch, LipSyncRequest
@@ -20,6 +23,8 @@ BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 """Upper bounds of the batch-size histogram (frames per ``infer`` call)."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Upper bounds (seconds) of the ``infer`` duration histogram."""
+
+_Result = TypeVar("_Result")
 
 
 class Buckets:
@@ -65,7 +70,8 @@ class InferStats:
 
 
 class SerialEngine(LipSyncEngine):
-    """Wraps an engine so only one thread runs ``infer`` on it at a time, and counts calls."""
+    """Wraps an engine so only one thread runs ``infer`` (or ``infer_i420``) on it at a time,
+    and counts calls."""
 
     def __init__(self, inner: LipSyncEngine) -> None:
         self.inner = inner
@@ -73,6 +79,7 @@ class SerialEngine(LipSyncEngine):
         self.device = inner.device
         self.backend = inner.backend
         self.max_batch = inner.max_batch
+        self.finishes_frames = inner.finishes_frames
         self._lock = threading.Lock()
         # Separate from _lock so a metrics scrape never waits for a running batch.
         self._stats_lock = threading.Lock()
@@ -86,19 +93,29 @@ class SerialEngine(LipSyncEngine):
 
     def infer(self, requests: Sequence[LipSyncRequest]) -> list[FacePatch]:
         """Run the wrapped engine under this engine's lock."""
+        return self._counted(len(requests), lambda: self.inner.infer(requests))
+
+    def infer_i420(
+        self, requests: Sequence[LipSyncRequest], feather: bool = True
+    ) -> list[np.ndarray]:
+        """The wrapped engine's finished frames (its device path, if it has one), under the
+        same lock and counters as :meth:`infer`."""
+        return self._counted(len(requests), lambda: self.inner.infer_i420(requests, feather))
+
+    def _counted(self, frames: int, call: Callable[[], _Result]) -> _Result:
         with self._lock:
             t0 = time.perf_counter()
             try:
-                patches = self.inner.infer(requests)
+                result = call()
             except Exception:
                 with self._stats_lock:
                     self._stats.failures += 1
                 raise
             elapsed = time.perf_counter() - t0
         with self._stats_lock:
-            self._stats.batch_sizes.observe(len(requests))
+            self._stats.batch_sizes.observe(frames)
             self._stats.seconds.observe(elapsed)
-        return patches
+        return result
 
     def warmup(self) -> None:
         """Warm the wrapped engine up."""

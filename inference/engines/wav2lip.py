@@ -5,6 +5,11 @@ the crop with its lower half zeroed (the target) and the unmasked crop (the refe
 6 channels /255, BGR kept (avatar frames are BGR, like the training data: no colour flip here);
 the mel window becomes (1, 80, 16). The generator's (3, 96, 96) output is x255 -> uint8 ->
 resized back to the box. Silent windows skip the model and return the original crop.
+
+On a CUDA device the engine also finishes frames itself (:meth:`Wav2LipEngine.infer_i420`,
+:mod:`inference.engines.wav2lip_torch_path`): paste and colour conversion run on the GPU and
+only I420 planes come back. :meth:`~Wav2LipEngine.infer` (face patches) stays for every
+other caller.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from inference.engines.wav2lip_backends import (
     resolve_device,
 )
 from inference.engines.wav2lip_calibrate import ranges_path_for
+from inference.engines.wav2lip_inputs import crop_face, face_input, mel_input, small_face
 from inference.engines.wav2lip_loader import (
     CHECKPOINT_NAMES,
     Variant,
@@ -34,6 +40,7 @@ from inference.engines.wav2lip_loader import (
     load_wav2lip,
 )
 from inference.engines.wav2lip_model import FACE_SIZE, MEL_BANDS, MEL_STEPS
+from inference.engines.wav2lip_torch_path import TorchFramePath
 from inference.frames import AvatarFrame, Box, FacePatch, LipSyncRequest
 
 __all__ = [
@@ -47,8 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_HALF = FACE_SIZE // 2
 
 
 def locate_checkpoint(variant: Variant, config: EngineConfig, explicit: Path | None = None) -> Path:
@@ -76,7 +81,9 @@ class Wav2LipEngine(LipSyncEngine):
     """Wav2Lip 96x96 lip sync over any :class:`~inference.engines.wav2lip_backends.Backend`.
 
     Build it with :meth:`from_config` (loads the checkpoint, picks device and backend) or
-    directly around a backend (tests, benchmarks).
+    directly around a backend (tests, benchmarks). ``device_path``: finish frames on the
+    backend's device (:meth:`infer_i420`); None turns it on for CUDA backends only, True
+    forces it (on a CPU backend it runs on CPU tensors: how the tests check it).
     """
 
     name: ClassVar[str] = "wav2lip"
@@ -85,13 +92,24 @@ class Wav2LipEngine(LipSyncEngine):
     """Prepared face crops kept (27 KB each): a few avatars' whole loops."""
 
     def __init__(
-        self, backend: Backend, *, checkpoint: Path | None = None, max_batch: int = 16
+        self,
+        backend: Backend,
+        *,
+        checkpoint: Path | None = None,
+        max_batch: int = 16,
+        device_path: bool | None = None,
     ) -> None:
         self._backend = backend
         self.backend = backend.name
         self.device = backend.device
         self.checkpoint = checkpoint
         self.max_batch = max(1, max_batch)
+        if device_path is None:
+            device_path = backend.device.startswith("cuda")
+        self._frame_path = (
+            TorchFramePath(backend, backend.device, self.max_batch) if device_path else None
+        )
+        self.finishes_frames = device_path
         # (id(image), box) -> (image, resized crop CHW uint8). The image is kept so its id
         # cannot be reused by another array while the entry lives.
         self._faces: OrderedDict[tuple[int, Box], tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -126,18 +144,25 @@ class Wav2LipEngine(LipSyncEngine):
         todo: list[int] = []
         for i, req in enumerate(requests):
             if req.silent:
-                box = req.frame.box
-                crop = _crop(req.frame)
-                patches[i] = FacePatch(crop.copy(), box)
+                patches[i] = FacePatch(crop_face(req.frame).copy(), req.frame.box)
             else:
                 todo.append(i)
         if todo:
-            mel = np.stack([_mel_input(requests[i].mel) for i in todo])
+            mel = np.stack([mel_input(requests[i].mel) for i in todo])
             face = self._face_batch([requests[i].frame for i in todo])
             out = self._run(mel, face)
             for j, i in enumerate(todo):
                 patches[i] = _to_patch(out[j], requests[i].frame.box)
         return [p for p in patches if p is not None]
+
+    def infer_i420(
+        self, requests: Sequence[LipSyncRequest], feather: bool = True
+    ) -> list[np.ndarray]:
+        """Finished frames on the device (see :mod:`~inference.engines.wav2lip_torch_path`)
+        when the device path is on, else through the host compositor."""
+        if self._frame_path is None:
+            return super().infer_i420(requests, feather)
+        return self._frame_path.run(requests, feather)
 
     def warmup(self) -> None:
         """Run one full batch so lazy kernel selection happens before real traffic."""
@@ -152,6 +177,7 @@ class Wav2LipEngine(LipSyncEngine):
             checkpoint=str(self.checkpoint) if self.checkpoint else None,
             variant=self.variant,
             max_batch=self.max_batch,
+            device_path=self.finishes_frames,
         )
         return info
 
@@ -164,11 +190,7 @@ class Wav2LipEngine(LipSyncEngine):
 
     def _face_batch(self, frames: Sequence[AvatarFrame]) -> np.ndarray:
         """(B, 6, 96, 96) float32: masked target then reference, both BGR /255."""
-        small = np.stack([self._small_face(f) for f in frames]).astype(np.float32)
-        small *= 1.0 / 255.0
-        face = np.concatenate([small, small], axis=1)
-        face[:, :3, _HALF:] = 0.0  # the model must not see the mouth it has to draw
-        return face
+        return face_input(np.stack([self._small_face(f) for f in frames]))
 
     def _small_face(self, frame: AvatarFrame) -> np.ndarray:
         """The face crop resized to 96x96, CHW uint8, cached per prepared avatar frame."""
@@ -177,9 +199,7 @@ class Wav2LipEngine(LipSyncEngine):
         if hit is not None and hit[0] is frame.image:
             self._faces.move_to_end(key)
             return hit[1]
-        # INTER_LINEAR, OpenCV's default, as the training crops were resized.
-        small = cv2.resize(_crop(frame), (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
-        chw = np.ascontiguousarray(small.transpose(2, 0, 1))
+        chw = small_face(frame)
         self._faces[key] = (frame.image, chw)
         if len(self._faces) > self.cache_size:
             self._faces.popitem(last=False)
@@ -203,35 +223,8 @@ class Wav2LipNoganEngine(Wav2LipEngine):
 def model_inputs(requests: Sequence[LipSyncRequest]) -> tuple[np.ndarray, np.ndarray]:
     """The generator's (mel, face) inputs for ``requests``, exactly as the engine builds them
     (uncached): what int8 calibration must see."""
-    mel = np.stack([_mel_input(r.mel) for r in requests])
-    small = (
-        np.stack(
-            [
-                cv2.resize(
-                    _crop(r.frame), (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR
-                ).transpose(2, 0, 1)
-                for r in requests
-            ]
-        ).astype(np.float32)
-        / 255.0
-    )
-    face = np.concatenate([small, small], axis=1)
-    face[:, :3, _HALF:] = 0.0
-    return mel, face
-
-
-def _crop(frame: AvatarFrame) -> np.ndarray:
-    box = frame.box
-    crop = frame.image[box.y1 : box.y2, box.x1 : box.x2]
-    if crop.shape[0] == 0 or crop.shape[1] == 0 or crop.ndim != 3 or crop.shape[2] != 3:
-        raise ValueError(f"face box {box} gives an empty or non-BGR crop of {frame.image.shape}")
-    return crop
-
-
-def _mel_input(mel: np.ndarray) -> np.ndarray:
-    if mel.shape != (MEL_BANDS, MEL_STEPS):
-        raise ValueError(f"mel window has shape {mel.shape}; expected ({MEL_BANDS}, {MEL_STEPS})")
-    return np.asarray(mel, dtype=np.float32)[None]
+    mel = np.stack([mel_input(r.mel) for r in requests])
+    return mel, face_input(np.stack([small_face(r.frame) for r in requests]))
 
 
 def _to_patch(pred: np.ndarray, box: Box) -> FacePatch:

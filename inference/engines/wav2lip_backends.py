@@ -55,6 +55,17 @@ class Backend(ABC):
     def run(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
         """(B, 1, 80, 16) + (B, 6, 96, 96) float32 -> (B, 3, 96, 96) float32 in [0, 1]."""
 
+    def run_tensors(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """:meth:`run` on float32 tensors of the backend's device, the result left there
+        (the device path of ``wav2lip_torch_path``); called under ``torch.inference_mode``
+        on the caller's CUDA stream.
+
+        This default goes through :meth:`run` on the host (OpenVINO, test stubs); the torch
+        backends run their module on the tensors directly.
+        """
+        out = self.run(mel.cpu().numpy(), face.cpu().numpy())
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(mel.device)
+
 
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 in hardware (AVX512-BF16/AMX, or Arm BF16).
@@ -209,6 +220,11 @@ class TorchBackend(Backend):
             out = self._model(torch.from_numpy(mel), torch.from_numpy(face))
         return np.ascontiguousarray(out.numpy(), dtype=np.float32)
 
+    def run_tensors(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """The fp32 module on the tensors themselves: no host round trip."""
+        out: torch.Tensor = self._model(mel, face)
+        return out
+
 
 class TorchBf16Backend(Backend):
     """bf16 autocast on CPU with channels_last (oneDNN's fast layout) and folded BatchNorm."""
@@ -219,10 +235,15 @@ class TorchBf16Backend(Backend):
         self._model = _channels_last(fold_batchnorm(model))
 
     def run(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
-        face_t = torch.from_numpy(face).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            out = self._model(torch.from_numpy(mel), face_t)
-        return out.float().contiguous().numpy()
+        with torch.inference_mode():
+            return self.run_tensors(torch.from_numpy(mel), torch.from_numpy(face)).numpy()
+
+    def run_tensors(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """bf16 autocast on the tensors, back to contiguous float32."""
+        face_t = face.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self._model(mel, face_t)
+        return out.float().contiguous()
 
 
 class CudaBackend(Backend):
@@ -266,6 +287,13 @@ class CudaBackend(Backend):
         # One sync per batch: the host buffers are reused by the next call.
         self._stream.synchronize()
         return out_h.numpy().copy()
+
+    def run_tensors(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """fp16 on device tensors, on the caller's stream (the weights were made ready in
+        the constructor), float32 out: no copy, no synchronisation."""
+        face_h = face.half().contiguous(memory_format=torch.channels_last)
+        out: torch.Tensor = self._model(mel.half(), face_h)
+        return out.float().contiguous()
 
 
 class OpenVinoBackend(Backend):

@@ -10,6 +10,11 @@ every batch, so one session that floods the queue (a long utterance submitted at
 push the others past their deadlines. Frames already past their deadline are not inferred
 (their video slot is gone; the track repeats the previous frame), so an overloaded engine
 sheds load instead of falling further behind. Stale work is dropped with :meth:`flush`.
+
+An engine that finishes frames itself (``engine.finishes_frames``: Wav2Lip on CUDA) gets the
+frames whose finish is a plain conversion to a video frame (:data:`I420_TWINS`) as one
+``infer_i420`` call, so paste and colour conversion stay on its device; frames that need the
+BGR picture (a dissolve, no finish) still go through the host compositor.
 """
 
 from __future__ import annotations
@@ -30,12 +35,17 @@ from config import AppConfig
 from inference.engines.base import LipSyncEngine
 from inference.frames import LipSyncRequest
 from inference.lipsync import infer_and_composite
+from inference.mp4 import bgr_to_video_frame, i420_to_video_frame
 from inference.threads import set_os_thread_name
 
 log = logging.getLogger(__name__)
 
 Finish = Callable[[np.ndarray], Any]
 """Run in the worker on each composited BGR frame (e.g. conversion to an av.VideoFrame)."""
+
+I420_TWINS: dict[Finish, Finish] = {bgr_to_video_frame: i420_to_video_frame}
+"""Finishes that only convert the BGR frame, each with the same step from I420 planes (OpenCV's
+layout, what ``engine.infer_i420`` returns)."""
 
 
 class BatcherClosed(RuntimeError):
@@ -242,13 +252,7 @@ class Batcher:
     def _infer(self, batch: list[_Item]) -> None:
         t0 = time.perf_counter()
         try:
-            images = infer_and_composite(
-                self.engine, [item.request for item in batch], self.feather
-            )
-            results = [
-                item.finish(image) if item.finish is not None else image
-                for item, image in zip(batch, images, strict=True)
-            ]
+            results = self._finished(batch)
         except Exception as e:  # reported to every session of the batch; the worker lives on
             log.exception("engine %s failed on a batch of %d", self.engine.name, len(batch))
             for item in batch:
@@ -269,6 +273,39 @@ class Batcher:
         self.stats.latency = self.max_wait + 2 * self._batch_cost
         for item, result in zip(batch, results, strict=True):
             item.loop.call_soon_threadsafe(_resolve, item.future, result)
+
+    def _finished(self, batch: list[_Item]) -> list[Any]:
+        """Each item's result, in order: its finish applied to its frame, finished by the
+        engine itself where it can (one ``infer_i420`` call), else by the host compositor.
+
+        A batch may so become two engine calls; an engine that finishes frames must therefore
+        keep no state across a stream's frames (Wav2Lip keeps none).
+        """
+        twins = {
+            k: twin
+            for k, item in enumerate(batch)
+            if self.engine.finishes_frames
+            and item.finish is not None
+            and (twin := I420_TWINS.get(item.finish)) is not None
+        }
+        results: list[Any] = [None] * len(batch)
+        if twins:
+            frames = self.engine.infer_i420([batch[k].request for k in twins], self.feather)
+            if len(frames) != len(twins):
+                raise RuntimeError(
+                    f"engine {self.engine.name} returned {len(frames)} frames for {len(twins)}"
+                )
+            for (k, twin), frame in zip(twins.items(), frames, strict=True):
+                results[k] = twin(frame)
+        rest = [k for k in range(len(batch)) if k not in twins]
+        if rest:
+            images = infer_and_composite(
+                self.engine, [batch[k].request for k in rest], self.feather
+            )
+            for k, image in zip(rest, images, strict=True):
+                finish = batch[k].finish
+                results[k] = finish(image) if finish is not None else image
+        return results
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

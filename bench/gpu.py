@@ -1,0 +1,283 @@
+"""The Wav2Lip engine on a CUDA GPU: agreement with fp32, generator speed, the device path.
+
+    python bench/gpu.py                  # on the GPU machine: steps 1-3, prints markdown
+    python bench/gpu.py --write          # ... and replaces its section of docs/benchmarks.md
+    python bench/gpu.py --cpu-smoke      # steps 1 and 3, tiny, on CPU: the script runs at all
+
+1. Agreement, one random-weight checkpoint (saved and loaded like a user's file): the ``cuda``
+   backend (fp16, BatchNorm folded, channels_last) against ``torch`` fp32 on the CPU, max and
+   mean abs difference of the [0, 1] output; then the engine's device path
+   (``inference/engines/wav2lip_torch_path.py``) against today's host path with the CPU fp32
+   model (numpy crop, compositor, OpenCV I420), per plane in grey levels.
+2. The generator alone per batch size (1 .. 128): fp32 (cuDNN may use TF32 for convolutions,
+   torch's default), fp16, fp16 + channels_last (what the ``cuda`` backend runs) and that
+   replayed as a CUDA graph captured for each batch size (a fixed bucket).
+3. The whole batch: the device path (gather -> model -> paste -> I420 -> pinned host planes)
+   against the host path with the same ``cuda`` backend, frames per second per batch size.
+
+Issue 18's fourth step (N live sessions over WebRTC) is not here: it needs aiortc, which the
+GPU machine lacks. So does av (and librosa): nothing here imports them. The avatar is
+``avatars/astronaut.jpg`` read with OpenCV and the face box the avatar store finds for it,
+the host path's I420 is ``cv2.cvtColor`` (what ``inference.mp4.bgr_to_video_frame`` calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # allow `python bench/gpu.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bench.gpu_generator import measure_generator  # noqa: E402
+from bench.report import DOCS, cpu_model, write_section  # noqa: E402
+from inference.compositor import composite  # noqa: E402
+from inference.engines.wav2lip import Wav2LipEngine  # noqa: E402
+from inference.engines.wav2lip_backends import Backend, create_backend  # noqa: E402
+from inference.engines.wav2lip_calibrate import synthetic_batches  # noqa: E402
+from inference.engines.wav2lip_loader import load_wav2lip  # noqa: E402
+from inference.engines.wav2lip_model import Wav2Lip  # noqa: E402
+from inference.frames import AvatarFrame, Box, LipSyncRequest, MouthGeometry  # noqa: E402
+
+SECTION = "## GPU (bench/gpu.py)"
+ASTRONAUT = ROOT / "avatars" / "astronaut.jpg"
+ASTRONAUT_BOX = Box(169, 119, 329, 312)
+"""The face box the avatar store found for the astronaut when this was written (the store
+needs av, absent on the GPU machine). Speed depends only on the sizes, agreement on none."""
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+NO_CUDA = (
+    "bench/gpu.py needs a CUDA GPU, and torch {version} sees none "
+    "(built for CUDA: {cuda}). Run it on the GPU machine, or check the script here with "
+    "--cpu-smoke."
+)
+
+
+def random_checkpoint(folder: Path, seed: int = 0, batches: int = 2) -> Wav2Lip:
+    """A random generator saved as a legacy checkpoint and loaded back like a user's file.
+
+    Its BatchNorm statistics are measured on drawn faces, so outputs spread over [0, 1]
+    instead of sitting at 0.5: differences between backends then mean something.
+    """
+    torch.manual_seed(seed)
+    model = Wav2Lip()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None  # a plain average over the calibration passes
+            module.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        for mel, face in synthetic_batches(batches, 6, seed=seed + 1):
+            model(torch.from_numpy(mel), torch.from_numpy(face))
+    path = folder / "wav2lip.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return load_wav2lip(path)
+
+
+def astronaut_frame() -> AvatarFrame:
+    image = cv2.imread(str(ASTRONAUT), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SystemExit(f"cannot read {ASTRONAUT}")
+    image = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]  # I420: even sizes
+    mouth = MouthGeometry(center_x=249, center_y=260, half_width=30, lip_height=10, chin_y=300)
+    return AvatarFrame(image=image, box=ASTRONAUT_BOX, mouth=mouth)
+
+
+def speech(frame: AvatarFrame, count: int, seed: int = 0) -> list[LipSyncRequest]:
+    rng = np.random.default_rng(seed)
+    return [
+        LipSyncRequest(
+            mel=rng.uniform(-4, 4, (80, 16)).astype(np.float32), frame=frame, silent=False
+        )
+        for _ in range(count)
+    ]
+
+
+def host_i420(engine: Wav2LipEngine, requests: Sequence[LipSyncRequest]) -> list[np.ndarray]:
+    """Today's path: face patches, the compositor, OpenCV's BGR -> I420."""
+    patches = engine.infer(requests)
+    return [
+        np.asarray(cv2.cvtColor(composite(r.frame, p), cv2.COLOR_BGR2YUV_I420))
+        for r, p in zip(requests, patches, strict=True)
+    ]
+
+
+def plane_diffs(want: list[np.ndarray], got: list[np.ndarray]) -> dict[str, tuple[int, float]]:
+    """(max, mean) abs difference per plane over all frames, in grey levels."""
+    height, width = want[0].shape[0] * 2 // 3, want[0].shape[1]
+    luma, chroma = height * width, height * width // 4
+    diffs = [np.abs(w.astype(np.int16) - g).reshape(-1) for w, g in zip(want, got, strict=True)]
+    bounds = {"Y": (0, luma), "U": (luma, luma + chroma), "V": (luma + chroma, None)}
+    out: dict[str, tuple[int, float]] = {}
+    for name, (start, stop) in bounds.items():
+        values = np.concatenate([d[start:stop] for d in diffs])
+        out[name] = (int(values.max()), float(values.mean()))
+    return out
+
+
+def agreement(model: Wav2Lip, candidate: Backend, frame: AvatarFrame, batch: int) -> list[str]:
+    """Step 1 as table rows: the backend against fp32, then the device path's I420 against
+    the host path's, with the CPU fp32 model (everything that differs) and with the same
+    backend (the paste and conversion kernels alone)."""
+    reference = create_backend("torch", model)
+    mel, face = synthetic_batches(1, batch, seed=21)[0]
+    diff = np.abs(candidate.run(mel, face) - reference.run(mel, face))
+    rows = [
+        f"| `{candidate.name}` backend vs `torch` fp32 on CPU (output in [0, 1]) "
+        f"| {diff.max():.4f} | {diff.mean():.5f} |"
+    ]
+    requests = speech(frame, batch, seed=5)
+    device = Wav2LipEngine(candidate, max_batch=batch, device_path=True).infer_i420(requests)
+    for label, backend in (("fp32 CPU", reference), (f"same `{candidate.name}`", candidate)):
+        host = Wav2LipEngine(backend, max_batch=batch, device_path=False)
+        for plane, (most, mean) in plane_diffs(host_i420(host, requests), device).items():
+            rows.append(
+                f"| device path ({candidate.device}) vs host path ({label} backend), "
+                f"{plane} plane, grey levels | {most} | {mean:.4f} |"
+            )
+    return rows
+
+
+def per_second(run: Callable[[], object], batch: int, seconds: float, min_iters: int) -> float:
+    """Frames per second of ``run`` (one batch a call, synchronous), warm."""
+    run()
+    iters = 0
+    start = time.perf_counter()
+    while iters < min_iters or time.perf_counter() - start < seconds:
+        run()
+        iters += 1
+    return iters * batch / (time.perf_counter() - start)
+
+
+def whole_batch(
+    backend: Backend, frame: AvatarFrame, batches: Sequence[int], seconds: float, min_iters: int
+) -> dict[str, dict[int, float]]:
+    """Step 3: frames per second of the device path and of the host path, per batch."""
+    results: dict[str, dict[int, float]] = {"device path": {}, "host path (today)": {}}
+    for b in batches:
+        requests = speech(frame, b, seed=b)
+        device = Wav2LipEngine(backend, max_batch=b, device_path=True)
+        host = Wav2LipEngine(backend, max_batch=b, device_path=False)
+        results["device path"][b] = per_second(
+            partial(device.infer_i420, requests), b, seconds, min_iters
+        )
+        results["host path (today)"][b] = per_second(
+            partial(host_i420, host, requests), b, seconds, min_iters
+        )
+        print(
+            f"whole batch b={b:<3d} device {results['device path'][b]:8.1f} fps, "
+            f"host {results['host path (today)'][b]:8.1f} fps",
+            flush=True,
+        )
+    return results
+
+
+def machine(device: str) -> str:
+    cpu = f"nproc {os.cpu_count()}, {cpu_model()}"
+    versions = (
+        f"torch {torch.__version__}, OpenCV {cv2.__version__}, Python {platform.python_version()}"
+    )
+    if not device.startswith("cuda"):
+        return f"{cpu}, no GPU used; {versions}"
+    props = torch.cuda.get_device_properties(device)
+    gpu = f"{torch.cuda.get_device_name(device)} ({props.total_memory / 2**30:.0f} GiB)"
+    cudnn = torch.backends.cudnn.version()
+    return f"{gpu}, CUDA {torch.version.cuda}, cuDNN {cudnn}; {cpu}; {versions}"
+
+
+def report(command: str, elapsed: float, device: str, sections: list[str], smoke: bool) -> str:
+    note = " **CPU smoke run: tiny, not a benchmark.**" if smoke else ""
+    return (
+        f"{SECTION}\n\n"
+        "The Wav2Lip engine on a GPU, random weights (real speed, meaningless mouths): "
+        f"agreement with fp32, the generator alone, the whole batch.{note}\n\n"
+        f"- command: `{command}` ({elapsed:.0f} s)\n"
+        f"- machine: {machine(device)}\n"
+        f"- date: {time.strftime('%Y-%m-%d')}\n\n" + "\n\n".join(sections) + "\n\n"
+        "Not measured here: N live sessions over WebRTC (issue 18 step 4), which needs aiortc; "
+        "the GPU machine has none.\n"
+    )
+
+
+def fps_table(results: dict[str, dict[int, float]], batches: Sequence[int], label: str) -> str:
+    head = f"| {label} | " + " | ".join(f"b={b}" for b in batches) + " | best |"
+    rows = [head, "|---|" + "---:|" * (len(batches) + 1)]
+    for name, per_batch in results.items():
+        cells = [f"{per_batch[b]:.0f}" if b in per_batch else "-" for b in batches]
+        best = max(per_batch, key=lambda b: per_batch[b]) if per_batch else None
+        tail = f"{per_batch[best]:.0f} (b={best})" if best is not None else "-"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {tail} |")
+    return "\n".join(rows)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--cpu-smoke", action="store_true", help="steps 1 and 3, tiny, on CPU")
+    parser.add_argument("--write", action="store_true", help="replace the section in docs")
+    parser.add_argument("--device", default="cuda", help="cuda or cuda:N")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per cell")
+    parser.add_argument("--min-iters", type=int, default=3)
+    parser.add_argument("--skip-generator", action="store_true", help="leave out step 2")
+    args = parser.parse_args(argv)
+    if args.cpu_smoke and args.write:
+        parser.error("--cpu-smoke numbers are no benchmark: not writing them into the docs")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """Run the steps and return the markdown section (also printed)."""
+    args = parse(argv)
+    if not args.cpu_smoke and not torch.cuda.is_available():
+        raise SystemExit(NO_CUDA.format(version=torch.__version__, cuda=torch.version.cuda))
+    device = "cpu" if args.cpu_smoke else args.device
+    batches = [1, 2] if args.cpu_smoke else [int(b) for b in args.batches.split(",")]
+    seconds, min_iters = (0.0, 1) if args.cpu_smoke else (args.seconds, args.min_iters)
+    began = time.perf_counter()
+    frame = astronaut_frame()
+    with tempfile.TemporaryDirectory() as folder:
+        model = random_checkpoint(Path(folder), batches=1 if args.cpu_smoke else 2)
+    name = "torch" if args.cpu_smoke else "cuda"
+    backend = create_backend(name, model, device, max_batch=max(batches))
+    rows = agreement(model, backend, frame, batch=2 if args.cpu_smoke else 16)
+    sections = [
+        "### 1. Agreement with fp32\n\n| check | max | mean |\n|---|---:|---:|\n" + "\n".join(rows)
+    ]
+    print("\n".join(rows), flush=True)
+    if not args.cpu_smoke and not args.skip_generator:
+        generator = measure_generator(model, device, batches, seconds, min_iters)
+        sections.append(
+            "### 2. Generator alone, frames per second\n\n"
+            + fps_table(generator, batches, "variant")
+        )
+    whole = whole_batch(backend, frame, batches, seconds, min_iters)
+    sections.append(
+        "### 3. Whole batch, frames per second (from requests to I420 planes on the host)\n\n"
+        + fps_table(whole, batches, "path")
+    )
+    given = sys.argv[1:] if argv is None else argv
+    command = "python bench/gpu.py" + "".join(f" {shlex.quote(a)}" for a in given)
+    body = report(command, time.perf_counter() - began, device, sections, args.cpu_smoke)
+    print()
+    print(body)
+    if args.write:
+        write_section(SECTION, body)
+        print(f"updated {DOCS}")
+    return body
+
+
+if __name__ == "__main__":
+    main()
