@@ -1,10 +1,11 @@
 """The virtual presenter against fake devices: a fake microphone speaks, the mouth moves on the
-fake camera and the voice reaches the fake speaker. Real devices are not available here."""
+fake camera and the voice reaches the fake speaker. Real audio devices (a PulseAudio server of
+its own) are tests/test_present_pulse.py's."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,8 @@ from inference.avatar.store import AvatarStore
 from inference.engines.base import create_engine
 from inference.tts import TextToSpeech
 from rtc.live.batcher import BatcherPool
-from rtc.outputs.present import DeviceError, Presenter, SoundDeviceMic, VirtualCamera
+from rtc.outputs.audio_devices import DeviceError, SoundDeviceMic, VirtualCamera
+from rtc.outputs.present import Presenter
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,6 +56,9 @@ class FakeCamera:
 
 
 class FakeSpeaker:
+    latency = 0.06
+    """What a device would report: the presenter holds the frames back this long."""
+
     def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
         self.closed = False
@@ -80,7 +85,10 @@ async def test_present_moves_the_mouth_with_the_microphone(
     finally:
         await asyncio.to_thread(pool.close)
     assert mic.closed and camera.closed and speaker.closed
-    assert stats.mic_chunks > 0 and stats.frames == len(camera.frames) > 25
+    assert stats.frame_delay == speaker.latency
+    assert stats.mic_chunks > 0 and stats.camera_frames == len(camera.frames) > 25
+    # Every released frame reached the camera but the last one or two, still held back.
+    assert 0 <= stats.frames - stats.camera_frames <= round(speaker.latency * 25) + 1
     height, width = avatar.frames[0].image.shape[:2]
     assert camera.frames[0].shape == (height, width, 3)
     box = avatar.frames[0].box
@@ -94,23 +102,26 @@ async def test_present_moves_the_mouth_with_the_microphone(
     assert max(rms) > 0.02
 
 
-def require_no_extra() -> None:
-    if importlib.util.find_spec("sounddevice") or importlib.util.find_spec("pyvirtualcam"):
-        pytest.skip("the 'present' extra is installed: this checks the error without it")
+@pytest.fixture
+def without_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the 'present' extra were not installed, even where it is (CI installs it for
+    tests/test_present_pulse.py): a None in sys.modules makes the import fail."""
+    monkeypatch.setitem(sys.modules, "sounddevice", None)
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", None)
 
 
+@pytest.mark.usefixtures("without_extra")
 async def test_missing_devices_and_extras_give_clear_errors() -> None:
-    require_no_extra()
     with pytest.raises(DeviceError, match="present"):
         SoundDeviceMic("default")
     with pytest.raises(DeviceError, match=r"pyvirtualcam|virtual camera"):
         VirtualCamera(512, 512)
 
 
+@pytest.mark.usefixtures("without_extra")
 def test_present_command_reports_the_missing_extra(caplog: pytest.LogCaptureFixture) -> None:
     from server import main
 
-    require_no_extra()
     assert main(["present", "--mic", "list"]) == 2
     assert "sounddevice" in caplog.text
 
@@ -136,7 +147,7 @@ def test_the_speaker_never_blocks_the_loop(monkeypatch: pytest.MonkeyPatch) -> N
     released with the sound); PortAudio's callback drains it, silence when it runs dry."""
     import types
 
-    from rtc.outputs import present
+    from rtc.outputs import audio_devices as present
 
     stub = types.SimpleNamespace(
         OutputStream=StubStream, check_output_settings=lambda **_: None, query_devices=list
@@ -147,8 +158,40 @@ def test_the_speaker_never_blocks_the_loop(monkeypatch: pytest.MonkeyPatch) -> N
     for k in range(present.SPEAKER_CHUNKS + 5):  # more than it holds: never waits
         speaker.write(np.full(320, k, np.int16))
     out = np.empty((320, 1), np.int16)
-    stream.callback(out, 320, None, None)
-    assert out[0, 0] == 5  # the oldest went when it fell behind
+    # PortAudio's timing: this buffer reaches the output 50 ms after the callback.
+    info = types.SimpleNamespace(currentTime=10.0, outputBufferDacTime=10.05)
+    stream.callback(out, 320, info, None)
+    assert out[0, 0] == 5 and speaker.dropped == 5  # the oldest went when it fell behind
     for _ in range(present.SPEAKER_CHUNKS):
-        stream.callback(out, 320, None, None)
+        stream.callback(out, 320, info, None)
     assert not out.any() and speaker.underruns == 1  # ran dry: silence, counted
+    # Its latency: the wait in the buffer (a moment here) plus what PortAudio holds ahead.
+    assert 0.05 <= speaker.latency < 0.06
+
+
+def test_the_speaker_plays_once_the_device_keeps_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few callbacks and then a stall (PulseAudio's stream starting) is not playing yet;
+    callbacks at the device's pace for STEADY_S are."""
+    import types
+
+    from rtc.outputs import audio_devices as present
+
+    stub = types.SimpleNamespace(
+        OutputStream=StubStream, check_output_settings=lambda **_: None, query_devices=list
+    )
+    monkeypatch.setattr(present, "_sounddevice", lambda: stub)
+    now = [100.0]
+    monkeypatch.setattr(present.time, "monotonic", lambda: now[0])
+    speaker = present.SoundDeviceSpeaker("default")
+    info = types.SimpleNamespace(currentTime=0.0, outputBufferDacTime=0.04)
+    out = np.empty((320, 1), np.int16)
+    for _ in range(3):  # the start-up prefill, back to back
+        speaker._stream.callback(out, 320, info, None)
+    now[0] += 1.5  # the stall
+    for _ in range(round(present.STEADY_S / 0.02)):
+        assert not speaker.playing.is_set()
+        speaker._stream.callback(out, 320, info, None)
+        now[0] += 0.02
+    now[0] += 1e-6  # past STEADY_S whatever the float sums
+    speaker._stream.callback(out, 320, info, None)
+    assert speaker.playing.is_set()

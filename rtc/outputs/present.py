@@ -6,45 +6,43 @@ The microphone feeds the same pipeline a WebRTC caller's microphone does (echo o
 travels with the face); the session's media clock releases frame and voice together, and the
 frames go to a virtual camera (pyvirtualcam), the voice to an output device (sounddevice), so
 Zoom/Meet see and hear the avatar. Sources and sinks are small protocols, so tests run the whole
-loop against fakes; the real devices are imported only when asked for (the ``present`` extra).
+loop against fakes (and against PulseAudio null sinks, tests/test_present_pulse.py); the real
+devices are imported only when asked for (the ``present`` extra).
+
+The output device plays each 20 ms a little after it is written (its own buffer, PulseAudio's),
+so the frames go to the camera that much after their release: face and voice leave the machine
+together, which is what the meeting app receives.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import sys
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import av
 import numpy as np
 
 from config import AppConfig
 from inference.avatar.store import Avatar
-from inference.frames import FPS, SAMPLE_RATE
+from inference.frames import FPS
+from inference.mel import mel_basis
 from inference.tts import TextToSpeech
 from rtc.live.batcher import Batcher, BatcherPool
-from rtc.live.clock import AUDIO_SAMPLES, MediaClock
+from rtc.live.clock import MediaClock
 from rtc.live.options import PipelineOptions
 from rtc.live.pipeline import Event, Pipeline
 from rtc.live.queues import DropOldestQueue
+from rtc.outputs.audio_devices import VirtualCamera, list_audio_devices, open_audio
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
 
-SPEAKER_CHUNKS = 10
-"""20 ms chunks (200 ms) waiting for the output device at most."""
-MIC_QUEUE_CHUNKS = 50
-"""20 ms microphone chunks (1 s) buffered between the audio callback and the loop at most."""
-
-
-class DeviceError(RuntimeError):
-    """A device or the optional dependency is missing; the message lists what exists."""
+MAX_FRAME_DELAY = 0.5
+"""Seconds the camera's frames are held back at most, whatever a device reports."""
 
 
 class MicSource(Protocol):
@@ -66,6 +64,11 @@ class FrameSink(Protocol):
 class AudioSink(Protocol):
     """Speaker / virtual microphone: takes s16 mono 16 kHz samples."""
 
+    @property
+    def latency(self) -> float:
+        """Seconds from :meth:`write` until the samples leave the device (0 for a fake)."""
+        ...
+
     def write(self, samples: np.ndarray) -> None: ...
 
     def close(self) -> None: ...
@@ -76,8 +79,13 @@ class PresenterStats:
     """What the presenter did."""
 
     frames: int = 0
+    """Video frames released by the clock."""
+    camera_frames: int = 0
+    """Frames the camera got (at the stop, the few still held back for the voice are not)."""
     audio_frames: int = 0
     mic_chunks: int = 0
+    frame_delay: float = 0.0
+    """Seconds the last frame was held back after its release, matching the speaker's latency."""
 
 
 class Presenter:
@@ -114,6 +122,10 @@ class Presenter:
         self.speaker = speaker
         self.stats = PresenterStats()
         self.events: list[Event] = []
+        # Released frames on their way to the camera; bounded by the longest delay allowed.
+        self._delayed: DropOldestQueue[tuple[float, np.ndarray]] = DropOldestQueue(
+            round(MAX_FRAME_DELAY * FPS) + 2
+        )
 
     def _event(self, event: Event) -> None:
         self.events = [*self.events[-99:], event]  # bounded: the last 100
@@ -121,10 +133,14 @@ class Presenter:
 
     async def run(self, seconds: float | None = None) -> PresenterStats:
         """Present until cancelled (or for ``seconds``); closes the sinks at the end."""
+        # Built lazily by the first microphone window otherwise: a ~0.5 s stall of the loop
+        # then, which skips frames and makes the audio track catch up in a burst.
+        await asyncio.to_thread(mel_basis)
         self.pipeline.start()
         tasks = [
             asyncio.create_task(self._read_mic(), name="present-mic"),
             asyncio.create_task(self._pump_video(), name="present-video"),
+            asyncio.create_task(self._send_video(), name="present-camera"),
             asyncio.create_task(self._pump_audio(), name="present-audio"),
         ]
         try:
@@ -140,6 +156,7 @@ class Presenter:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._delayed.close()
             await self.pipeline.close()
             self.video.stop()
             self.audio.stop()
@@ -157,11 +174,30 @@ class Presenter:
     async def _pump_video(self) -> None:
         while True:
             frame = await self.video.recv()
+            released = self.clock.now()
             if self.camera is not None:
                 # One conversion per frame, off the loop (it costs a few ms at 512 px).
                 rgb = await asyncio.to_thread(_to_rgb, frame)
-                self.camera.send(rgb)
+                delay = self.frame_delay()
+                self.stats.frame_delay = delay
+                self._delayed.put((released + delay, rgb))
             self.stats.frames += 1
+
+    def frame_delay(self) -> float:
+        """Seconds a released frame waits for its voice to come out of the speaker."""
+        if self.speaker is None:
+            return 0.0
+        return min(MAX_FRAME_DELAY, max(0.0, self.speaker.latency))
+
+    async def _send_video(self) -> None:
+        while True:
+            item = await self._delayed.get()
+            if item is None or self.camera is None:
+                return
+            due, rgb = item
+            await self.clock.time.sleep_until(due)
+            self.camera.send(rgb)
+            self.stats.camera_frames += 1
 
     async def _pump_audio(self) -> None:
         while True:
@@ -173,160 +209,6 @@ class Presenter:
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.asarray(frame.to_ndarray(format="rgb24"))
-
-
-# --- real devices (the ``present`` extra) ------------------------------------------------------
-
-
-def _sounddevice() -> Any:
-    try:
-        import sounddevice
-    except (ImportError, OSError) as e:  # OSError: PortAudio itself is missing
-        raise DeviceError(
-            "the microphone and speaker need sounddevice: "
-            "pip install 'talking-avatar[present]' (and PortAudio, e.g. "
-            "apt-get install libportaudio2)"
-        ) from e
-    return sounddevice
-
-
-def list_audio_devices(kind: str) -> str:
-    """Human-readable list of input or output devices (``kind``: 'input' | 'output')."""
-    sd = _sounddevice()
-    key = "max_input_channels" if kind == "input" else "max_output_channels"
-    rows = [f"  {i}: {d['name']}" for i, d in enumerate(sd.query_devices()) if d[key] > 0]
-    return "\n".join(rows) or "  (none)"
-
-
-def _device(sd: Any, name: str, kind: str) -> Any:
-    try:
-        sd.check_input_settings(
-            device=_index(name), samplerate=SAMPLE_RATE, channels=1
-        ) if kind == "input" else sd.check_output_settings(
-            device=_index(name), samplerate=SAMPLE_RATE, channels=1
-        )
-    except Exception as e:
-        raise DeviceError(
-            f"no usable {kind} device {name!r} ({e}); available:\n{list_audio_devices(kind)}"
-        ) from e
-    return _index(name)
-
-
-def _index(name: str) -> int | str:
-    return int(name) if name.isdigit() else name
-
-
-class SoundDeviceMic:
-    """A sounddevice input stream delivering 20 ms chunks through a bounded queue."""
-
-    def __init__(self, device: str) -> None:
-        sd = _sounddevice()
-        self._loop = asyncio.get_running_loop()
-        # The loop behind: the oldest sound is the least useful, so it goes first.
-        self._queue: DropOldestQueue[np.ndarray] = DropOldestQueue(MIC_QUEUE_CHUNKS)
-        self._stream = sd.InputStream(
-            device=_device(sd, device, "input"),
-            samplerate=SAMPLE_RATE,
-            channels=1,
-            dtype="float32",
-            blocksize=AUDIO_SAMPLES,
-            callback=self._callback,
-        )
-        self._stream.start()
-
-    def _callback(self, data: np.ndarray, frames: int, time: Any, status: Any) -> None:
-        self._loop.call_soon_threadsafe(self._put, data[:, 0].copy())
-
-    def _put(self, chunk: np.ndarray) -> None:
-        self._queue.put(chunk)
-
-    async def chunks(self) -> AsyncIterator[np.ndarray]:
-        """Chunks as they arrive."""
-        while True:
-            chunk = await self._queue.get()
-            if chunk is None:  # never closed while the device runs; for the type
-                return
-            yield chunk
-
-    def close(self) -> None:
-        """Stop the device."""
-        with contextlib.suppress(Exception):
-            self._stream.stop()
-            self._stream.close()
-
-
-class SoundDeviceSpeaker:
-    """A sounddevice output stream (a speaker, or a virtual microphone's sink), fed through a
-    bounded buffer that PortAudio's callback drains: ``write`` never blocks the event loop
-    (a blocking write there would hold back the frames released with the sound)."""
-
-    def __init__(self, device: str) -> None:
-        sd = _sounddevice()
-        self._chunks: collections.deque[np.ndarray] = collections.deque(maxlen=SPEAKER_CHUNKS)
-        self._lock = threading.Lock()
-        self.underruns = 0
-        self._stream = sd.OutputStream(
-            device=_device(sd, device, "output"),
-            samplerate=SAMPLE_RATE,
-            channels=1,
-            dtype="int16",
-            blocksize=AUDIO_SAMPLES,
-            latency="low",
-            callback=self._callback,
-        )
-        self._stream.start()
-
-    def _callback(self, out: np.ndarray, frames: int, time: Any, status: Any) -> None:
-        with self._lock:
-            chunk = self._chunks.popleft() if self._chunks else None
-        if chunk is None or len(chunk) != frames:
-            self.underruns += chunk is None
-            out.fill(0)
-            if chunk is not None:
-                out[: min(frames, len(chunk)), 0] = chunk[:frames]
-            return
-        out[:, 0] = chunk
-
-    def write(self, samples: np.ndarray) -> None:
-        """Queue 20 ms for the device (the oldest goes when it falls behind)."""
-        with self._lock:
-            self._chunks.append(np.asarray(samples, np.int16).reshape(-1))
-
-    def close(self) -> None:
-        """Stop the device."""
-        with contextlib.suppress(Exception):
-            self._stream.stop()
-            self._stream.close()
-
-
-class VirtualCamera:
-    """pyvirtualcam (v4l2loopback on Linux, the OBS virtual camera on Windows/macOS)."""
-
-    def __init__(self, width: int, height: int) -> None:
-        try:
-            import pyvirtualcam
-        except ImportError as e:
-            raise DeviceError(
-                "--vcam needs pyvirtualcam: pip install 'talking-avatar[present]'"
-            ) from e
-        try:
-            self._camera = pyvirtualcam.Camera(width=width, height=height, fps=FPS)
-        except Exception as e:  # pyvirtualcam raises RuntimeError with the backend's reason
-            raise DeviceError(
-                f"no virtual camera is available ({e}); on Linux load "
-                "v4l2loopback (see docs/presenter.md), on Windows/macOS "
-                "install OBS and start its virtual camera once"
-            ) from e
-        log.info("virtual camera: %s", self._camera.device)
-
-    def send(self, rgb: np.ndarray) -> None:
-        """One frame (the clock already paces them)."""
-        self._camera.send(rgb)
-
-    def close(self) -> None:
-        """Release the device."""
-        with contextlib.suppress(Exception):
-            self._camera.close()
 
 
 def run_presenter(
@@ -352,8 +234,7 @@ def run_presenter(
     pool = BatcherPool.for_config(config)
 
     async def run() -> None:
-        mic = SoundDeviceMic(mic_device)
-        speaker = SoundDeviceSpeaker(speaker_device) if speaker_device else None
+        mic, speaker = await open_audio(mic_device, speaker_device)
         camera = None
         if vcam:
             height, width = avatar.frames[0].image.shape[:2]
