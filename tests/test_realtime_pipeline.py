@@ -34,6 +34,7 @@ class CountingViseme:
         self.inner = create_engine("viseme")
         self.name = "viseme"
         self.max_batch = 16
+        self.finishes_frames = False
         self.frames = 0
         self.requests: list[LipSyncRequest] = []
 
