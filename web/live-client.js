@@ -59,7 +59,10 @@
 
     outputLatencyMs() {
       try {
-        if (!this.ctx) this.ctx = new AudioContext();
+        if (!this.ctx) {
+          this.ctx = new AudioContext();
+          this.ctx.resume().catch(() => {});
+        }
         return 1000 * ((this.ctx.outputLatency || 0) + (this.ctx.baseLatency || 0));
       } catch (_) { return 0; }
     }
@@ -144,6 +147,9 @@
       this.audioSender = audioTransceiver.sender;
       const receivers = { video: videoTransceiver.receiver, audio: audioTransceiver.receiver };
       this.sync = this.compensateSync ? new SyncCompensator((kind) => receivers[kind]) : null;
+      // Its AudioContext is made now, inside the Connect click: one made later, outside a
+      // user gesture, may stay suspended and report no output latency.
+      if (this.sync) this.sync.outputLatencyMs();
       this.channel = pc.createDataChannel("control");
       this.channel.onmessage = (e) => this._message(e.data);
       pc.ontrack = (e) => {

@@ -16,7 +16,7 @@ no second seam.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -39,7 +39,8 @@ TEETH_SHOWN = 0.25
 
 @dataclass(frozen=True)
 class _Geometry:
-    """Per-frame constants of the warp, relative to the patch box."""
+    """Per-frame constants of the warp, relative to the patch box (kept for every frame of
+    an avatar: small, apart from the alpha mask the old renderer kept too)."""
 
     box: Box
     mx: float
@@ -49,15 +50,24 @@ class _Geometry:
     lip: float
     shows_teeth: bool
     split: np.ndarray  # (w,) the mouth line's row per column
-    jaw: np.ndarray  # (h, w) share of the jaw drop each pixel below the line takes
-    lips: np.ndarray  # (h, w) share of the upper-lip lift each pixel above takes
-    across: np.ndarray  # (h, w) 0 above the lips .. 1 below: how the cheeks stretch
-    near: np.ndarray  # (h, w) reach of the horizontal (spread/round) warp
+    jaw_rows: np.ndarray  # (h,) share of the jaw drop by row, below the line
     cols: np.ndarray  # (w,) horizontal falloff of the vertical warp
-    rel: np.ndarray  # (h, w) signed distance below the mouth line
+    width_cols: np.ndarray  # (w,) horizontal extent of the spread/round warp
     xs: np.ndarray  # (w,) float32 column coordinates
     ys: np.ndarray  # (h,) float32 row coordinates
     alpha: np.ndarray  # (h, w) soft mask of the area the warp may touch
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """The warp's per-pixel weights around the curved mouth line (h, w each): a megabyte a
+    frame, so only the last few frames keep theirs (a still photo always hits)."""
+
+    rel: np.ndarray  # signed distance below the mouth line
+    jaw: np.ndarray  # share of the jaw drop each pixel below the line takes
+    lips: np.ndarray  # share of the upper-lip lift each pixel above takes
+    across: np.ndarray  # 0 above the lips .. 1 below: how the cheeks stretch
+    near: np.ndarray  # reach of the horizontal (spread/round) warp
 
 
 def _ramp(values: np.ndarray, full: float, zero: float) -> np.ndarray:
@@ -119,29 +129,41 @@ def _geometry(frame: AvatarFrame) -> _Geometry:
     split, inner_half, shows = _mouth_line(frame, box, xs)
     my = float(split[int(np.clip(round(mx), 0, len(xs) - 1))])
     chin = m.chin_y - box.y1
-    rel = ys[:, None] - split[None, :]
     # The whole jaw moves down to the chin, then the drop fades out over the neck.
-    jaw = np.where(rel >= 0, _ramp(ys, chin, box.height - 2)[:, None], 0.0).astype(np.float32)
-    lips = np.where(rel < 0, np.exp(-((rel / (1.3 * m.lip_height)) ** 2)), 0.0).astype(np.float32)
-    across = np.clip(rel / (2.0 * m.lip_height) * 0.5 + 0.5, 0.0, 1.0)
-    across = (across * across * (3.0 - 2.0 * across)).astype(np.float32)
+    jaw_rows = _ramp(ys, chin, box.height - 2)
     jaw_width = max(m.half_width * 1.9, 1.0)
     cols = _ramp(np.abs(xs - mx), m.half_width * 1.2, jaw_width)
     width_cols = _ramp(np.abs(xs - mx), m.half_width * 1.1, m.half_width * 2.0)
-    near = (np.exp(-((rel / (1.6 * m.lip_height)) ** 2)) * width_cols[None, :]).astype(np.float32)
-    reach = np.maximum(np.maximum(jaw, lips) * cols[None, :], near)
+    g = _Geometry(
+        box, mx, my, m.half_width, inner_half, m.lip_height, shows, split,
+        jaw_rows, cols, width_cols, xs, ys, np.zeros(0, np.float32),
+    )  # fmt: skip
+    f = _weights(g)
+    reach = np.maximum(np.maximum(f.jaw, f.lips) * cols[None, :], f.near)
     alpha = np.asarray(
         cv2.GaussianBlur((reach > 0.01).astype(np.float32), (0, 0), 3.0), dtype=np.float32
     )
-    return _Geometry(
-        box, mx, my, m.half_width, inner_half, m.lip_height, shows, split,
-        jaw, lips, across, near, cols, rel.astype(np.float32), xs, ys, alpha,
-    )  # fmt: skip
+    return replace(g, alpha=alpha)
+
+
+def _weights(g: _Geometry) -> _Fields:
+    rel = g.ys[:, None] - g.split[None, :]
+    jaw = np.where(rel >= 0, g.jaw_rows[:, None], 0.0).astype(np.float32)
+    lips = np.where(rel < 0, np.exp(-((rel / (1.3 * g.lip)) ** 2)), 0.0).astype(np.float32)
+    across = np.clip(rel / (2.0 * g.lip) * 0.5 + 0.5, 0.0, 1.0)
+    across = (across * across * (3.0 - 2.0 * across)).astype(np.float32)
+    near = np.exp(-((rel / (1.6 * g.lip)) ** 2)) * g.width_cols[None, :]
+    return _Fields(rel.astype(np.float32), jaw, lips, across, near.astype(np.float32))
+
+
+@lru_cache(maxsize=16)
+def _fields(frame: AvatarFrame) -> _Fields:
+    return _weights(_geometry(frame))
 
 
 def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> FacePatch:
     """The patch showing ``frame`` with its mouth in ``shape``."""
-    g = _geometry(frame)
+    g, f = _geometry(frame), _fields(frame)
     region = frame.image[g.box.y1 : g.box.y2, g.box.x1 : g.box.x2]
     gap = shape.open * MAX_GAP * g.lip
     drop, lift = 0.78 * gap, 0.22 * gap
@@ -155,11 +177,11 @@ def render_photo_mouth(frame: AvatarFrame, shape: MouthShape, teeth: bool) -> Fa
     # Backward map: output pixel (x, y) samples the source at (x - dx, y - dy).
     # Inside the opening the lips split (a jump in dy at the mouth line, covered by the
     # cavity); beside it the cheeks stretch continuously, or the lip line smears sideways.
-    split = drop * g.jaw - lift * g.lips
-    stretch = np.where(g.rel < 0, g.lips, g.jaw) * (-lift + (drop + lift) * g.across)
+    split = drop * f.jaw - lift * f.lips
+    stretch = np.where(f.rel < 0, f.lips, f.jaw) * (-lift + (drop + lift) * f.across)
     dy = (split * inner[None, :] + stretch * (1.0 - inner[None, :])) * g.cols[None, :]
-    map_x = g.xs[None, :] - (g.xs[None, :] - g.mx) * (1.0 - 1.0 / spread) * g.near
-    squash = g.rel * (1.0 - 1.0 / squeeze) * g.near
+    map_x = g.xs[None, :] - (g.xs[None, :] - g.mx) * (1.0 - 1.0 / spread) * f.near
+    squash = f.rel * (1.0 - 1.0 / squeeze) * f.near
     map_y = g.ys[:, None] - dy - squash
     warped = cv2.remap(
         region,
