@@ -116,16 +116,20 @@
   // a background that is uniform all round the frame is keyed: a photo's is not, and keying
   // it would punch holes in hair and clothes (no person-segmentation model runs here; see
   // docs/obs.md), so a photo is shown whole, background included.
-  // The top edge and the sides down to 60 %: shoulders may reach the bottom either way.
-  function uniformBorder(px, w, h) {
-    const r0 = px[0], g0 = px[1], b0 = px[2];
-    const STEPS = 16;
-    for (let i = 0; i <= STEPS; i += 1) {
-      const x = Math.min(w - 1, Math.round((i * (w - 1)) / STEPS));
-      const y = Math.min(h - 1, Math.round((i * 0.6 * (h - 1)) / STEPS));
-      for (const [cx, cy] of [[x, 0], [0, y], [w - 1, y]]) {
-        const k = 4 * (cy * w + cx);
-        if (Math.abs(px[k] - r0) + Math.abs(px[k + 1] - g0) + Math.abs(px[k + 2] - b0) >= 40) return false;
+  const KEY_DISTANCE = 40; // summed |dR|+|dG|+|dB| within which a pixel is the matte's colour
+
+  function distance(px, k, ref) {
+    return Math.abs(px[k] - ref[0]) + Math.abs(px[k + 1] - ref[1]) + Math.abs(px[k + 2] - ref[2]);
+  }
+
+  // The top edge and the sides down to 60 % (shoulders may reach the bottom either way), read
+  // as three thin strips: a photo is told apart without reading back the whole frame.
+  function uniformBorder(ctx, w, h, ref) {
+    const side = Math.max(1, Math.round(0.6 * h));
+    for (const strip of [ctx.getImageData(0, 0, w, 1), ctx.getImageData(0, 0, 1, side),
+      ctx.getImageData(w - 1, 0, 1, side)]) {
+      for (let k = 0; k < strip.data.length; k += 4) {
+        if (distance(strip.data, k, ref) >= KEY_DISTANCE) return false;
       }
     }
     return true;
@@ -137,14 +141,13 @@
     if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
     const ctx = canvas.getContext("2d", { willReadFrequently: true });
     ctx.drawImage(video, 0, 0, w, h);
+    const ref = ctx.getImageData(0, 0, 1, 1).data;
+    window.obsStats.keyed = uniformBorder(ctx, w, h, ref);
+    if (!window.obsStats.keyed) return; // a photo: drawn as it is
     const image = ctx.getImageData(0, 0, w, h);
     const px = image.data;
-    window.obsStats.keyed = uniformBorder(px, w, h);
-    if (!window.obsStats.keyed) return; // a photo: drawn as it is
-    const r0 = px[0], g0 = px[1], b0 = px[2];
-    for (let i = 0; i < px.length; i += 4) {
-      const d = Math.abs(px[i] - r0) + Math.abs(px[i + 1] - g0) + Math.abs(px[i + 2] - b0);
-      if (d < 40) px[i + 3] = 0;
+    for (let k = 0; k < px.length; k += 4) {
+      if (distance(px, k, ref) < KEY_DISTANCE) px[k + 3] = 0;
     }
     ctx.putImageData(image, 0, 0);
   }
