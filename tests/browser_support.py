@@ -89,3 +89,15 @@ def running_server(cache_dir: Path, *extra: str) -> Iterator[str]:
     """Start ``python server.py serve`` on loopback; yield its base URL; stop it."""
     with server_process(cache_dir / "server.log", cache_dir, None, *extra, start_seconds=90) as s:
         yield s.base
+
+
+@contextmanager
+def weightless_server(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
+    """A server with an empty checkpoints folder (every newcomer's case: no Wav2Lip weights),
+    for browser tests; skips when no browser can run here."""
+    require_browser()
+    empty = tmp_path_factory.mktemp("no-checkpoints")
+    with running_server(
+        tmp_path_factory.mktemp("server-cache"), "--checkpoints", str(empty), *extra
+    ) as url:
+        yield url

@@ -17,7 +17,7 @@ from inference.engines.base import LipSyncEngine, create_engine
 from inference.tts import TextToSpeech, create_tts
 from rtc.services import Services
 from rtc.webrtc.ice import use_loopback_ice
-from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, require_browser, running_server
+from tests.browser_support import CHROMIUM, CHROMIUM_FLAGS, weightless_server
 
 SHIPPED_AVATARS = PROJECT_ROOT / "avatars"
 """The avatars the project ships: astronaut.jpg (photo) and cartoon/ (drawn)."""
@@ -87,11 +87,7 @@ def loopback_ice() -> Iterator[None]:
 def viseme_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python server.py serve`` with no checkpoints (so the viseme engine), one per module
     of browser tests; skips when no browser can run here."""
-    require_browser()
-    empty = tmp_path_factory.mktemp("no-checkpoints")
-    with running_server(
-        tmp_path_factory.mktemp("server-cache"), "--checkpoints", str(empty), "--engine", "viseme"
-    ) as url:
+    with weightless_server(tmp_path_factory, "--engine", "viseme") as url:
         yield url
 
 

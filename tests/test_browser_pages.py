@@ -14,9 +14,8 @@ from tests.browser_support import (
     CHROMIUM,
     CHROMIUM_FLAGS,
     connect_live,
-    require_browser,
-    running_server,
     save_screenshot,
+    weightless_server,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -31,16 +30,8 @@ LONG_TEXT = "Раз, два, три, четыре, пять, шесть, сем�
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """No checkpoints (every newcomer's case); one render at a time and none waiting, so
     a render whose slot was not freed makes the next one fail at once (503)."""
-    require_browser()
-    empty = tmp_path_factory.mktemp("no-checkpoints")
-    with running_server(
-        tmp_path_factory.mktemp("pages-cache"),
-        "--checkpoints",
-        str(empty),
-        "--max-parallel-renders",
-        "1",
-        "--max-waiting-renders",
-        "0",
+    with weightless_server(
+        tmp_path_factory, "--max-parallel-renders", "1", "--max-waiting-renders", "0"
     ) as url:
         yield url
 
