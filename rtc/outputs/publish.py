@@ -39,6 +39,7 @@ from rtc.outputs.whep import preferred_video_codecs
 from rtc.webrtc.encoding import ENCODED_CODECS, follow_receiver_feedback, video_codec_of
 from rtc.webrtc.fanout import PacketTrack
 from rtc.webrtc.ice import rtc_configuration
+from rtc.webrtc.packet_sender import send_attached_packets
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ class Publication:
         video.attach(receiver, media.remove)
         follow_receiver_feedback(video_transceiver.sender, receiver)
         audio.attach(media.audio_receiver(f"janus-{self.id}"), media.remove)
+        send_attached_packets(pc)
         await janus.trickle_completed(handle)
         mids = [t.mid or str(k) for k, t in enumerate(pc.getTransceivers())]
         for k, relay in enumerate(target.relays):

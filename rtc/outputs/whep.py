@@ -33,6 +33,7 @@ from rtc.http.pages import page
 from rtc.outputs.streams import Stream, StreamFull, StreamRegistry, Viewer
 from rtc.webrtc.encoding import answered_video_codec, follow_receiver_feedback
 from rtc.webrtc.ice import parse_ice_server, rtc_configuration
+from rtc.webrtc.packet_sender import send_attached_packets
 from rtc.webrtc.signalling import REALTIME_KEY
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class Whep:
             raise ApiError(400, str(e)) from None
         # The stream's packets of that codec: its encoder is shared with every receiver.
         follow_receiver_feedback(video.sender, viewer.attach(codec))
+        send_attached_packets(pc)
         return str(pc.localDescription.sdp)
 
     def _cancel_deadline(self, viewer_id: str) -> None:

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +39,9 @@ from aiortc.mediastreams import MediaStreamError
 
 from inference.frames import SAMPLE_RATE
 from rtc.webrtc.encoding import MIN_BITRATE, AudioEncoder, VideoEncoder
+from rtc.webrtc.fanout_receiver import Packer, Receiver
+
+__all__ = ["FanoutSettings", "MediaFanout", "PacketTrack", "Receiver", "VideoGroup"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,6 @@ AUDIO_QUEUE_PACKETS = 25
 """Audio packets (500 ms) a receiver may lag before its oldest ones are dropped. Larger than
 the video's because gaps in sound are heard; a dropped packet leaves a gap in the timestamps
 (each packet keeps its slot's time), which the player conceals."""
-SLOTS_PER_SECOND = {"video": 25, "audio": 50}
 KEYFRAME_GAP = 0.5
 """Seconds between two forced keyframes of one stream at least (``--keyframe-gap``)."""
 
@@ -65,108 +66,6 @@ class FanoutSettings:
     keyframe_gap: float = KEYFRAME_GAP
 
 
-class Receiver:
-    """One receiver's packets: a bounded queue, filled only once the receiver pulls."""
-
-    def __init__(
-        self,
-        name: str,
-        kind: str,
-        capacity: int,
-        on_keyframe: Callable[[], None],
-        codec: str | None = None,
-    ) -> None:
-        self.name = name
-        self.kind = kind
-        self.codec = codec
-        """The video codec's mime type (None for audio)."""
-        self.capacity = capacity
-        self._on_keyframe = on_keyframe
-        self._queue: deque[av.Packet] = deque()
-        self._ready = asyncio.Event()
-        self.active = False
-        """Set by the first :meth:`get`: packets are queued only once the sender pulls, so a
-        peer still connecting does not get a burst of stale packets."""
-        self.waiting_for_keyframe = kind == "video"
-        """A video receiver starts, and restarts after an overflow, at a keyframe."""
-        self.closed = False
-        self.sent = 0
-        self.dropped = 0
-        """Packets this receiver never got because it lagged (whole GOPs, for video)."""
-        self.keyframe_requests = 0
-        """Keyframes this receiver asked for (its start, PLI/FIR, overflows)."""
-        self.estimate: Callable[[], int | None] = lambda: None
-        """Its receiver's bandwidth estimate, if it reports one (see follow_receiver_feedback)."""
-        self.below_floor = False
-        """Its estimate is below the stream's floor: it gets more than it says it can carry."""
-        self.first_slot: int | None = None
-        """Session clock slot (video 1/25 s, audio 20 ms) of the first packet it got: maps a
-        receiver's RTP time, counted from its first packet, back to the session clock."""
-
-    @property
-    def depth(self) -> int:
-        """Packets waiting (not ``__len__``: an empty receiver must still be truthy)."""
-        return len(self._queue)
-
-    def request_keyframe(self) -> None:
-        """Ask the codec group for a keyframe (coalesced with everybody else's)."""
-        self.keyframe_requests += 1
-        self._on_keyframe()
-
-    def offer(self, packet: av.Packet) -> None:
-        """Queue ``packet`` (called by the group for every packet it encodes)."""
-        if self.closed or not self.active:
-            return
-        if self.waiting_for_keyframe:
-            if not packet.is_keyframe:
-                self.dropped += 1
-                return
-            self.waiting_for_keyframe = False
-        if len(self._queue) >= self.capacity:
-            if self.kind == "audio":
-                self._queue.popleft()
-                self.dropped += 1
-            else:  # never a partial GOP: drop what is queued, restart at a keyframe
-                self.dropped += len(self._queue) + 1
-                self._queue.clear()
-                self.waiting_for_keyframe = True
-                self.request_keyframe()
-                return
-        self._queue.append(packet)
-        self._ready.set()
-
-    async def get(self) -> av.Packet | None:
-        """The next packet, or None once the receiver or its stream ended."""
-        if not self.active:
-            self.active = True
-            if self.kind == "video":
-                self.request_keyframe()  # a joiner decodes from its first packet
-        while not self._queue:
-            if self.closed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
-        self.sent += 1
-        packet = self._queue.popleft()
-        if self.first_slot is None and packet.pts is not None and packet.time_base is not None:
-            self.first_slot = round(packet.pts * packet.time_base * SLOTS_PER_SECOND[self.kind])
-        return packet
-
-    def close(self) -> None:
-        """End the receiver: :meth:`get` returns None once the queued packets are gone."""
-        self.closed = True
-        self._ready.set()
-
-    def describe(self) -> dict[str, object]:
-        """Counters for the API and /metrics."""
-        return {
-            "sent": self.sent,
-            "dropped": self.dropped,
-            "keyframe_requests": self.keyframe_requests,
-            "below_floor": self.below_floor,
-        }
-
-
 class VideoGroup:
     """One codec's shared encoder and the receivers of its packets."""
 
@@ -179,6 +78,7 @@ class VideoGroup:
             mime_type, settings.video_bitrate, floor=settings.min_video_bitrate
         )
         self.receivers: list[Receiver] = []
+        self.packer = Packer(mime_type)
         self._now = now
         self._wanted = False
         self._last_forced = -float("inf")
@@ -215,8 +115,9 @@ class VideoGroup:
     def publish(self, packet: av.Packet) -> None:
         """Give ``packet`` to every receiver (each one's own queue decides)."""
         self.packets += 1
+        packed = self.packer.pack(packet)
         for receiver in self.receivers:
-            receiver.offer(packet)
+            receiver.offer(packed)
 
     def describe(self) -> dict[str, object]:
         """State for the API."""
@@ -250,6 +151,7 @@ class MediaFanout:
         self.groups: dict[str, VideoGroup] = {}
         self.audio_receivers: list[Receiver] = []
         self._audio_encoder: AudioEncoder | None = None
+        self._audio_packer = Packer("audio/opus")
         self._tasks: list[asyncio.Task[None]] = []
         self.closed = False
 
@@ -348,8 +250,9 @@ class MediaFanout:
                 # Inline (about 0.3 ms a packet): a hop to a worker thread costs the loop more.
                 packet = self._audio_encoder.encode(frame)
                 packet.is_keyframe = True
+                packed = self._audio_packer.pack(packet)
                 for receiver in self.audio_receivers:
-                    receiver.offer(packet)
+                    receiver.offer(packed)
 
     def describe(self) -> dict[str, object]:
         """State for the API: codec groups and receivers."""

@@ -39,6 +39,7 @@ from rtc.webrtc.channel import answer
 from rtc.webrtc.encoding import answered_video_codec, follow_receiver_feedback
 from rtc.webrtc.fanout import FanoutSettings, MediaFanout, PacketTrack
 from rtc.webrtc.ice import rtc_configuration
+from rtc.webrtc.packet_sender import send_attached_packets
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Session:
         follow_receiver_feedback(video_sender, video)
         if "audio" in kinds:
             self.audio_out.attach(self.media.audio_receiver("session"), self.media.remove)
+        send_attached_packets(self.pc)
         self.pipeline.start()
         self.media.start()
         self._spawn(self._watchdog(), "watchdog")
