@@ -139,12 +139,13 @@ async def viewers_main(args: argparse.Namespace) -> None:
 # --- the conductor ------------------------------------------------------------------------
 
 
-def server_stat(pid: int) -> tuple[float, float]:
-    """(CPU seconds so far, resident MB) of process ``pid``."""
+def server_stat(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds so far, of which in the kernel, resident MB) of process ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    user, kernel = int(fields[11]) / tick, int(fields[12]) / tick
     rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    return cpu, rss
+    return user + kernel, kernel, rss
 
 
 async def dropped_packets(url: str) -> float:
@@ -180,10 +181,10 @@ async def level(
         procs.append((subprocess.Popen(cmd), out))
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     dropped0 = await dropped_packets(url)
-    cpu0, _ = server_stat(pid)
+    cpu0, kernel0, _ = server_stat(pid)
     sent0, missing0 = await stats.video()
     await asyncio.sleep(seconds)
-    cpu1, rss = server_stat(pid)
+    cpu1, kernel1, rss = server_stat(pid)
     sent1, missing1 = await stats.video()
     dropped1 = await dropped_packets(url)
     viewers: list[dict[str, Any]] = []
@@ -203,6 +204,7 @@ async def level(
     return {
         "viewers": count,
         "cpu": 100 * (cpu1 - cpu0) / seconds,
+        "kernel": 100 * (kernel1 - kernel0) / seconds,
         "rss": rss,
         "fps_min": min(fps),
         "fps_median": float(np.median(fps)),
@@ -263,13 +265,14 @@ async def conduct(levels: list[int], seconds: float) -> list[dict[str, Any]]:
 def table(results: list[dict[str, Any]]) -> str:
     base = results[0]["cpu"] if results else 1.0
     rows = [
-        "| viewers | server CPU (% of a core) | vs 1 viewer | viewer fps min / median "
-        "| fresh fps | lag between viewers median / p95 (ms) | server RSS (MB) | drops |",
-        "|---|---|---|---|---|---|---|---|",
+        "| viewers | server CPU (% of a core) | of which kernel | vs 1 viewer "
+        "| viewer fps min / median | fresh fps | lag between viewers median / p95 (ms) "
+        "| server RSS (MB) | drops |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rows.append(
-            f"| {r['viewers']} | {r['cpu']:.0f} | {r['cpu'] / base:.2f}x "
+            f"| {r['viewers']} | {r['cpu']:.0f} | {r['kernel']:.0f} | {r['cpu'] / base:.2f}x "
             f"| {r['fps_min']:.1f} / {r['fps_median']:.1f} | {r['fresh']:.1f} "
             f"| {r['spread_median']:.1f} / {r['spread_p95']:.1f} | {r['rss']:.0f} "
             f"| {r['dropped']:.0f} |"

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 import pytest
@@ -21,7 +22,6 @@ from aiortc.rtp import (
     RTCP_PSFB_APP,
     RtcpPsfbPacket,
     RtpPacket,
-    is_rtcp,
     pack_remb_fci,
     unwrap_rtx,
 )
@@ -29,7 +29,7 @@ from aiortc.rtp import (
 from rtc.webrtc.encoding import VP8, follow_receiver_feedback
 from rtc.webrtc.fanout import FanoutSettings, PacketTrack, Receiver, VideoGroup
 from rtc.webrtc.fanout_receiver import Packed
-from rtc.webrtc.packet_sender import run_now, send_attached_packets
+from rtc.webrtc.packet_sender import direct_wire, run_now, send_attached_packets
 from tests.test_encoding import face_frames
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("loopback_ice")]
@@ -47,6 +47,20 @@ class Link:
     sent: list[bytes] = field(default_factory=list)
     """Plain RTP as the sender handed it to DTLS (before SRTP)."""
     decoded: list[av.VideoFrame] = field(default_factory=list)
+
+
+class SrtpSpy:
+    """The sending SRTP session, keeping what it is asked to encrypt (plain RTP)."""
+
+    def __init__(self, session: Any, sent: list[bytes]) -> None:
+        self.session, self.sent = session, sent
+
+    def protect(self, data: bytes) -> bytes:
+        self.sent.append(data)
+        return bytes(self.session.protect(data))
+
+    def protect_rtcp(self, data: bytes) -> bytes:
+        return bytes(self.session.protect_rtcp(data))
 
 
 @contextlib.asynccontextmanager
@@ -72,15 +86,6 @@ async def link() -> AsyncIterator[Link]:
     track.attach(receiver, lambda r: r.close())
     send_attached_packets(server)
     r = Link(group, receiver, transceiver.sender, server, client)
-    dtls = transceiver.sender.transport
-    plain_send = dtls._send_rtp
-
-    async def spy(data: bytes) -> None:
-        if not is_rtcp(data):  # sender reports go through here too
-            r.sent.append(data)
-        await plain_send(data)
-
-    dtls._send_rtp = spy  # type: ignore[method-assign]
     await client.setRemoteDescription(server.localDescription)
     remote = await asyncio.wait_for(got_track, 10)
 
@@ -95,6 +100,8 @@ async def link() -> AsyncIterator[Link]:
             break
         await asyncio.sleep(0.05)
     assert receiver.active, "the sender never started"
+    dtls = transceiver.sender.transport
+    dtls._tx_srtp = SrtpSpy(dtls._tx_srtp, r.sent)  # type: ignore[assignment]
     try:
         yield r
     finally:
@@ -138,6 +145,8 @@ async def test_the_receiver_decodes_every_frame_and_headers_are_numbered_and_mar
         stamps = sorted({p.timestamp for p in packets})
         assert len(stamps) == FRAMES and {b - a for a, b in itertools.pairwise(stamps)} == {3600}
         assert {p.ssrc for p in packets} == {r.sender._ssrc}
+        # They went the direct way, not through the fallback (aioice is as expected).
+        assert direct_wire(r.sender.transport) is not None
 
 
 async def test_a_nack_is_answered_with_the_same_packet_through_rtx() -> None:
@@ -163,6 +172,8 @@ async def test_sender_reports_count_what_left_and_remb_reaches_the_encoder() -> 
         stats = [s for s in (await r.sender.getStats()).values() if s.type == "outbound-rtp"]
         assert stats[0].packetsSent == len(r.sent)
         assert stats[0].bytesSent == sum(len(p.payload) for p in parsed(r))
+        transport = [s for s in (await r.sender.getStats()).values() if s.type == "transport"]
+        assert transport[0].packetsSent >= len(r.sent)  # the DTLS transport counted them too
         remb = RtcpPsfbPacket(
             fmt=RTCP_PSFB_APP, ssrc=0, media_ssrc=0, fci=pack_remb_fci(300_000, [r.sender._ssrc])
         )

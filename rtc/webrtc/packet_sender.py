@@ -34,6 +34,8 @@ from typing import Any, NamedTuple
 from aiortc import RTCPeerConnection, RTCRtpSender, clock
 from aiortc.codecs import get_encoder
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _PRIVATE = "_RTCRtpSender__"
 """aiortc's sender keeps its state in name-mangled attributes; these are read and kept up."""
+_TX_BYTES, _TX_PACKETS = "_RTCDtlsTransport__tx_bytes", "_RTCDtlsTransport__tx_packets"
 
 
 class _Sent(NamedTuple):
@@ -115,7 +118,7 @@ class PackedSender:
         sequence_number = self._sequence_number
         template = self._packet(sequence_number, timestamp, 0, abs_send_time, b"")
         header = bytearray(template.serialize(self._get("rtp_header_extensions_map")))
-        send = self.sender.transport._send_rtp
+        send = _wire(self.sender.transport)
         last = len(packed.payloads) - 1
         octets = 0
         for i, payload in enumerate(packed.payloads):
@@ -126,7 +129,7 @@ class PackedSender:
             self._sent[sequence_number % RTP_HISTORY_SIZE] = _Sent(
                 sequence_number, timestamp, marker, abs_send_time, payload
             )
-            run_now(send(bytes(header) + payload))
+            send(bytes(header) + payload)
             octets += len(payload)
             sequence_number = uint16_add(sequence_number, 1)
         self._sequence_number = sequence_number
@@ -164,6 +167,36 @@ class PackedSender:
             await original(sequence_number)
 
         return retransmit
+
+
+def _wire(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
+    """What sends one plain RTP packet of ``dtls`` now: :func:`direct_wire`, or where aioice
+    is not as expected, aiortc's own coroutine run in place (it counts what it sends)."""
+    if dtls._state != DtlsState.CONNECTED:
+        raise ConnectionError("Cannot send encrypted RTP, not connected")
+    direct = direct_wire(dtls)
+    return direct if direct is not None else lambda data: run_now(dtls._send_rtp(data))
+
+
+def direct_wire(dtls: RTCDtlsTransport) -> Callable[[bytes], None] | None:
+    """SRTP, then the nominated ICE pair's UDP ``sendto``: what ``RTCDtlsTransport._send_rtp``
+    and aioice's ``Connection.sendto`` do, without their four coroutines per packet. Reads
+    aioice internals (looked up once per frame); None where they are not there."""
+    pair = getattr(getattr(dtls.transport, "_connection", None), "_nominated", {}).get(1)
+    udp = getattr(getattr(pair, "protocol", None), "transport", None)
+    if pair is None or udp is None:
+        return None
+    protect, sendto, address = dtls._tx_srtp.protect, udp.sendto, pair.remote_addr
+    counted = hasattr(dtls, _TX_BYTES) and hasattr(dtls, _TX_PACKETS)
+
+    def send(data: bytes) -> None:
+        wire = protect(data)
+        sendto(wire, address)
+        if counted:  # the transport's own counters (getStats), as _send_rtp keeps them
+            setattr(dtls, _TX_BYTES, getattr(dtls, _TX_BYTES) + len(wire))
+            setattr(dtls, _TX_PACKETS, getattr(dtls, _TX_PACKETS) + 1)
+
+    return send
 
 
 def run_now(step: Coroutine[Any, Any, None]) -> None:
