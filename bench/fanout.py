@@ -51,7 +51,7 @@ from bench.report import cpu_model, write_section  # noqa: E402
 
 SECTION = "## Fan-out (bench/fanout.py)"
 TEXT = "Раз, два, три, четыре, пять. Папа купил большую карту мира. Мама мыла раму."
-PER_PROCESS = 8
+PER_PROCESS = 16
 SETTLE = 6.0
 """Seconds between starting a level's viewers and its measurement window."""
 

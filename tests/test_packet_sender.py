@@ -145,6 +145,25 @@ async def test_the_receiver_decodes_every_frame_and_headers_are_numbered_and_mar
         stamps = sorted({p.timestamp for p in packets})
         assert len(stamps) == FRAMES and {b - a for a, b in itertools.pairwise(stamps)} == {3600}
         assert {p.ssrc for p in packets} == {r.sender._ssrc}
+        # Byte for byte what aiortc's own loop would have sent (header extensions included).
+        extensions = r.sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+        mid = r.server.getTransceivers()[0].mid
+        sends = []
+        for data in r.sent:
+            packet = RtpPacket.parse(data, extensions)
+            assert packet.extensions.mid == mid and packet.extensions.abs_send_time is not None
+            sends.append(packet.extensions.abs_send_time)
+            own = RtpPacket(
+                payload_type=packet.payload_type,
+                marker=packet.marker,
+                sequence_number=packet.sequence_number,
+                timestamp=packet.timestamp,
+                ssrc=packet.ssrc,
+                payload=packet.payload,
+            )
+            own.extensions.mid, own.extensions.abs_send_time = mid, sends[-1]
+            assert own.serialize(extensions) == data
+        assert len(set(sends)) > 1  # abs-send-time is stamped per frame, not once
         # They went the direct way, not through the fallback (aioice is as expected).
         assert direct_wire(r.sender.transport) is not None
 

@@ -72,6 +72,7 @@ class PackedSender:
         self._mid: str | None = None
         self._sequence_number = 0
         self._origin = 0
+        self._template: tuple[bytes, int | None] | None = None
 
     def _get(self, name: str) -> Any:
         return getattr(self.sender, _PRIVATE + name)
@@ -107,8 +108,9 @@ class PackedSender:
     def send_frame(self, packed: Packed) -> None:
         """Send one frame's payloads now (in the fan-out's call, for every receiver in turn).
 
-        One header per frame is serialised by aiortc (its header extensions as negotiated);
-        each payload gets a copy with its own marker bit and sequence number.
+        The frame's header is aiortc's own serialisation (its header extensions as
+        negotiated, see :meth:`_header`); each payload gets a copy with its own marker bit
+        and sequence number.
         """
         if not self.sender._enabled:
             return
@@ -116,8 +118,7 @@ class PackedSender:
         now = clock.current_ntp_time()
         abs_send_time = (now >> 14) & 0x00FFFFFF
         sequence_number = self._sequence_number
-        template = self._packet(sequence_number, timestamp, 0, abs_send_time, b"")
-        header = bytearray(template.serialize(self._get("rtp_header_extensions_map")))
+        header = self._header(sequence_number, timestamp, abs_send_time)
         send = _wire(self.sender.transport)
         last = len(packed.payloads) - 1
         octets = 0
@@ -138,6 +139,37 @@ class PackedSender:
         self._set("rtp_timestamp", timestamp)
         self._set("octet_count", self._get("octet_count") + octets)
         self._set("packet_count", self._get("packet_count") + len(packed.payloads))
+
+    def _header(self, sequence_number: int, timestamp: int, abs_send_time: int) -> bytearray:
+        """The frame's RTP header, as aiortc serialises it: made once per sender and patched
+        per frame (timestamp, abs-send-time) where the extensions allow (see _template)."""
+        if self._template is None:
+            self._template = self._make_template()
+        template, abs_at = self._template
+        if not template:  # the extensions move with their values: serialise every frame
+            packet = self._packet(sequence_number, timestamp, 0, abs_send_time, b"")
+            return bytearray(packet.serialize(self._get("rtp_header_extensions_map")))
+        header = bytearray(template)
+        header[4:8] = timestamp.to_bytes(4, "big")
+        if abs_at is not None:
+            header[abs_at : abs_at + 3] = abs_send_time.to_bytes(3, "big")
+        return header
+
+    def _make_template(self) -> tuple[bytes, int | None]:
+        """A header serialised by aiortc, and where its 3-byte abs-send-time sits: found by
+        serialising two headers that differ only in that value. No difference: not
+        negotiated (None). Anything but three adjacent bytes: no template (b"")."""
+        extensions = self._get("rtp_header_extensions_map")
+        low = self._packet(0, 0, 0, 0, b"").serialize(extensions)
+        high = self._packet(0, 0, 0, 0xFFFFFF, b"").serialize(extensions)
+        if len(low) != len(high):
+            return b"", None
+        differ = [i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b]
+        if not differ:
+            return low, None
+        if differ == list(range(differ[0], differ[0] + 3)):
+            return low, differ[0]
+        return b"", None
 
     def _packet(
         self, sequence_number: int, timestamp: int, marker: int, abs_send_time: int, payload: bytes
