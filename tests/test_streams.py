@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -22,13 +24,14 @@ from config import PROJECT_ROOT
 from rtc.live.clock import AUDIO_SAMPLES, MediaClock
 from rtc.live.queues import SlotQueue
 from rtc.outputs.streams import StreamRegistry
-from rtc.webrtc.encoding import H264, VP8
+from rtc.webrtc.encoding import H264, VP8, VideoEncoder
 from rtc.webrtc.fanout import (
     VIDEO_QUEUE_PACKETS,
     FanoutSettings,
     MediaFanout,
     Receiver,
     VideoGroup,
+    encode_pool,
 )
 from rtc.webrtc.tracks import AvatarAudioTrack, AvatarVideoTrack
 
@@ -143,6 +146,24 @@ async def test_viewers_share_one_encoder_and_get_identical_payloads(codec: str) 
     assert len(common) >= 15
     assert all(pts_a[t] == pts_b[t] for t in common)  # byte for byte the same packets
     assert group.packets <= r.video.stats.sent  # encoded once per released frame
+
+
+async def test_video_is_encoded_on_the_encode_pool_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """x264/libvpx run on the bounded encode pool: never on the loop, the default executor
+    (TTS, decoding) or the batcher's thread."""
+    threads: list[str] = []
+    encode = VideoEncoder.encode
+
+    def spy(self: VideoEncoder, frame: av.VideoFrame, keyframe: bool = False) -> av.Packet:
+        threads.append(threading.current_thread().name)
+        return encode(self, frame, keyframe)
+
+    monkeypatch.setattr(VideoEncoder, "encode", spy)
+    async with rig() as r:
+        reader = start_reading(r, r.media.video_receiver(VP8, "a"))
+        await until(lambda: len(reader.packets) >= 5)
+    assert threads and all(name.startswith("encode") for name in threads), set(threads)
+    assert encode_pool()._max_workers == (os.cpu_count() or 1)
 
 
 async def test_codec_groups_at_most_one_encoder_per_codec() -> None:

@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import av
@@ -38,10 +40,18 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from inference.frames import SAMPLE_RATE
+from inference.threads import named_pool
 from rtc.webrtc.encoding import MIN_BITRATE, AudioEncoder, VideoEncoder
 from rtc.webrtc.fanout_receiver import Packer, Receiver
 
-__all__ = ["FanoutSettings", "MediaFanout", "PacketTrack", "Receiver", "VideoGroup"]
+__all__ = [
+    "FanoutSettings",
+    "MediaFanout",
+    "PacketTrack",
+    "Receiver",
+    "VideoGroup",
+    "encode_pool",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,20 @@ the video's because gaps in sound are heard; a dropped packet leaves a gap in th
 (each packet keeps its slot's time), which the player conceals."""
 KEYFRAME_GAP = 0.5
 """Seconds between two forced keyframes of one stream at least (``--keyframe-gap``)."""
+
+
+_encode_pool: ThreadPoolExecutor | None = None
+
+
+def encode_pool() -> ThreadPoolExecutor:
+    """The threads every stream's video encoders run on: one per core (libx264 and libvpx
+    release the GIL and each encoder is single-threaded, so more threads would only queue),
+    and apart from the default executor, so that TTS, file decoding and avatar work never
+    wait behind encodes or make them late. The batcher's thread never encodes."""
+    global _encode_pool
+    if _encode_pool is None:
+        _encode_pool = named_pool("encode", os.cpu_count() or 1)
+    return _encode_pool
 
 
 @dataclass(frozen=True)
@@ -229,7 +253,7 @@ class MediaFanout:
                 # libx264/libvpx release the GIL: two codecs encode in parallel.
                 packets = await asyncio.gather(
                     *(
-                        loop.run_in_executor(None, g.encoder.encode, frame, key)
+                        loop.run_in_executor(encode_pool(), g.encoder.encode, frame, key)
                         for g, key in zip(groups, keyframes, strict=True)
                     )
                 )
