@@ -26,10 +26,16 @@ from aiortc.rtp import (
     unwrap_rtx,
 )
 
+from rtc.webrtc import packet_sender
 from rtc.webrtc.encoding import VP8, follow_receiver_feedback
 from rtc.webrtc.fanout import FanoutSettings, PacketTrack, Receiver, VideoGroup
 from rtc.webrtc.fanout_receiver import Packed
-from rtc.webrtc.packet_sender import direct_wire, run_now, send_attached_packets
+from rtc.webrtc.packet_sender import (
+    MAX_BACKLOG_BYTES,
+    direct_wire,
+    run_now,
+    send_attached_packets,
+)
 from tests.test_encoding import face_frames
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("loopback_ice")]
@@ -198,6 +204,27 @@ async def test_sender_reports_count_what_left_and_remb_reaches_the_encoder() -> 
         )
         await r.sender._handle_rtcp_packet(remb)
         assert r.receiver.estimate() == 300_000
+
+
+async def test_a_backed_up_socket_drops_frames_to_the_next_keyframe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncio buffers what a full UDP socket did not take, without bound: past a bound the
+    viewer skips to the next keyframe, as a pulling receiver with a full queue does."""
+    async with link() as r:
+        await stream(r, 3)
+        frames = face_frames(3)
+        monkeypatch.setattr(packet_sender, "backlog", lambda dtls: MAX_BACKLOG_BYTES + 1)
+        count, requests = len(r.sent), r.receiver.keyframe_requests
+        r.group.publish(r.group.encoder.encode(frames[0], False))
+        assert len(r.sent) == count and r.receiver.dropped == 1
+        assert r.receiver.waiting_for_keyframe and r.receiver.keyframe_requests == requests + 1
+        monkeypatch.undo()  # the socket drains
+        r.group.publish(r.group.encoder.encode(frames[1], False))
+        assert len(r.sent) == count  # not a keyframe: still skipped
+        r.group.publish(r.group.encoder.encode(frames[2], True))
+        assert len(r.sent) > count and not r.receiver.waiting_for_keyframe
+        assert not r.receiver.closed
 
 
 async def test_closing_the_peer_ends_the_sender_and_its_receiver() -> None:

@@ -41,6 +41,10 @@ class Packed:
     """RTP time of the packet, from the stream's time zero (a sender adds its random origin)."""
 
 
+class Backlogged(Exception):
+    """A pushed-to receiver's sender cannot take this packet now (its socket is backed up)."""
+
+
 class Packer:
     """Cuts one codec's packets into RTP payloads (aiortc's own packetizer, used once per
     stream instead of once per receiver)."""
@@ -185,14 +189,22 @@ class Receiver:
             self.first_slot = round(packet.pts * packet.time_base * SLOTS_PER_SECOND[self.kind])
 
     def _push(self, sink: Callable[[Packed], None], packed: Packed) -> None:
-        self._took(packed)
         try:
             sink(packed)
+        except Backlogged:  # as a full queue: skip to the next keyframe, never a partial GOP
+            self.dropped += 1
+            if self.kind == "video":
+                self.waiting_for_keyframe = True
+                self.request_keyframe()
+            return
         except ConnectionError:  # its peer went away: the sender's loop ends the track
             self.close()
+            return
         except Exception:
             log.warning("sending to %s failed; ending it", self.name, exc_info=True)
             self.close()
+            return
+        self._took(packed)
 
     def close(self) -> None:
         """End the receiver: :meth:`get` returns None once the queued packets are gone."""

@@ -42,12 +42,15 @@ from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 from aiortc.utils import random32, uint16_add, uint32_add
 
 from rtc.webrtc.fanout import PacketTrack
-from rtc.webrtc.fanout_receiver import Packed, Receiver
+from rtc.webrtc.fanout_receiver import Backlogged, Packed, Receiver
 
 log = logging.getLogger(__name__)
 
 _PRIVATE = "_RTCRtpSender__"
 """aiortc's sender keeps its state in name-mangled attributes; these are read and kept up."""
+MAX_BACKLOG_BYTES = 256 * 1024
+"""Unsent bytes (about 2 s at the default 1 Mbit/s) after which a viewer's frames are dropped
+up to the next keyframe, as a pulling receiver whose queue is full is."""
 _TX_BYTES, _TX_PACKETS = "_RTCDtlsTransport__tx_bytes", "_RTCDtlsTransport__tx_packets"
 
 
@@ -114,6 +117,8 @@ class PackedSender:
         """
         if not self.sender._enabled:
             return
+        if backlog(self.sender.transport) > MAX_BACKLOG_BYTES:
+            raise Backlogged(f"{self.receiver.name}: its UDP socket is not taking packets")
         timestamp = uint32_add(self._origin, packed.timestamp)
         now = clock.current_ntp_time()
         abs_send_time = (now >> 14) & 0x00FFFFFF
@@ -210,14 +215,29 @@ def _wire(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
     return direct if direct is not None else lambda data: run_now(dtls._send_rtp(data))
 
 
+def _udp(dtls: RTCDtlsTransport) -> tuple[Any, Any] | None:
+    """(nominated ICE pair, its asyncio UDP transport): aioice internals; None where absent."""
+    pair = getattr(getattr(dtls.transport, "_connection", None), "_nominated", {}).get(1)
+    udp = getattr(getattr(pair, "protocol", None), "transport", None)
+    return None if pair is None or udp is None else (pair, udp)
+
+
+def backlog(dtls: RTCDtlsTransport) -> int:
+    """Bytes waiting in the viewer's UDP transport. ``sendto`` never waits: when the socket
+    is full, asyncio keeps what it could not send in an unbounded buffer, so a viewer whose
+    link (or kernel queue) cannot take its rate would otherwise pile up memory and latency."""
+    found = _udp(dtls)
+    return 0 if found is None else int(found[1].get_write_buffer_size())
+
+
 def direct_wire(dtls: RTCDtlsTransport) -> Callable[[bytes], None] | None:
     """SRTP, then the nominated ICE pair's UDP ``sendto``: what ``RTCDtlsTransport._send_rtp``
     and aioice's ``Connection.sendto`` do, without their four coroutines per packet. Reads
     aioice internals (looked up once per frame); None where they are not there."""
-    pair = getattr(getattr(dtls.transport, "_connection", None), "_nominated", {}).get(1)
-    udp = getattr(getattr(pair, "protocol", None), "transport", None)
-    if pair is None or udp is None:
+    found = _udp(dtls)
+    if found is None:
         return None
+    pair, udp = found
     protect, sendto, address = dtls._tx_srtp.protect, udp.sendto, pair.remote_addr
     counted = hasattr(dtls, _TX_BYTES) and hasattr(dtls, _TX_PACKETS)
 
