@@ -4,6 +4,7 @@ idle-frame source (rtc/live/idle.py), without a pipeline around them."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from inference.avatar.store import AvatarStore
 from inference.frames import SAMPLES_PER_FRAME
@@ -59,6 +60,19 @@ def test_mic_backlog_is_bounded_and_silence_closes_the_mouth() -> None:
     assert not any(item.closed for item in mic.take(0, 0, 1000))
     mic.clear()
     assert len(mic) == 0
+
+
+def test_mic_frames_are_ready_after_the_engines_look_ahead() -> None:
+    """The same audio completes more frames for an engine that reads less of each window:
+    frame i needs mel frame mel_start(i) + lookahead - 1, i.e. the look-ahead's audio."""
+    pcm = voice(20)  # 12800 samples: mel frames 0..62 exist
+    whole = MicScheduler(backlog=64, silence_rms=0.01)
+    short = MicScheduler(backlog=64, silence_rms=0.01, lookahead_frames=6)
+    assert whole.push(pcm, now=1.0) == 15  # mel_start(14) + 16 = 60 <= 63 < 48 + 16
+    assert short.push(pcm, now=1.0) == 19  # mel_start(18) + 6 = 63 <= 63 < 60 + 6
+    # Each frame's latency starts when its own audio had arrived, whichever engine.
+    (last,) = [item for item in short.take(0, 0, 1000)][-1:]
+    assert last.arrived == pytest.approx(1.0 - (12800 - 19 * SAMPLES_PER_FRAME) / 16_000)
 
 
 def test_idle_source_converts_each_picture_once(avatar_store: AvatarStore) -> None:

@@ -2,7 +2,10 @@
 
 Mic frames keep their own sample clock (frame ``i`` is samples ``[i*640, (i+1)*640)`` of the
 caller's audio), mapped onto video slots by an offset chosen when the first frame is
-scheduled: far enough ahead that the batcher can finish it. A frame whose slot has already
+scheduled: far enough ahead that the batcher can finish it. A frame is ready as soon as the
+engine's look-ahead has arrived (``lookahead_frames``: 172.5 ms of audio after the frame for
+Wav2Lip's whole window, 47.5 ms for the viseme engine; inference/live.py), and its audio goes
+out in its slot, so sound and picture still leave together. A frame whose slot has already
 passed is dropped; three in a row mean the offset is stale (the network or the batcher
 slowed down), so the next frame re-anchors it. Silence for more than two frames closes the
 mouth without calling the engine.
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, StreamState
+from inference.frames import MEL_STEP, SAMPLE_RATE, SAMPLES_PER_FRAME, StreamState
 from inference.live import FrameAudio, WindowStream
 
 LATE_TO_REANCHOR = 3
@@ -38,10 +41,11 @@ class MicSlot:
 
 
 class MicScheduler:
-    """Windows of the caller's audio, queued (bounded) until the pipeline gives them slots."""
+    """Windows of the caller's audio, queued (bounded) until the pipeline gives them slots;
+    ``lookahead_frames`` is the engine's (``LipSyncEngine.lookahead_frames``)."""
 
-    def __init__(self, backlog: int, silence_rms: float) -> None:
-        self._windows = WindowStream()
+    def __init__(self, backlog: int, silence_rms: float, lookahead_frames: int = MEL_STEP) -> None:
+        self._windows = WindowStream(lookahead_frames)
         self._queue: deque[tuple[FrameAudio, float]] = deque()
         self._backlog = backlog
         self._silence_rms = silence_rms
