@@ -29,6 +29,7 @@ from inference.live import lookahead_samples
 from inference.tts import TextToSpeech
 from rtc.services import Services
 from rtc.webrtc.encoding import negotiated_video_codec
+from rtc.webrtc.receiving import MIC_PREFETCH
 from rtc.webrtc.session import Session
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
@@ -41,6 +42,7 @@ from tests.realtime_peer import (
     running_server,
     viewer_timelines,
 )
+from tests.test_webrtc_receiving import buffer_of
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("loopback_ice")]
 
@@ -158,8 +160,10 @@ async def test_microphone_speech_moves_the_mouth(
             await frames_for(client, 0.6 + voice.size / 16000 + 1.0)
             session = session_of(app, client)
             stats = session.pipeline.stats
+            audio_buffer = buffer_of(session.pc, "audio")
         finally:
             await client.close()
+    assert audio_buffer._prefetch == MIC_PREFETCH  # the voice is decoded a packet after it came
     received = client.received  # complete: the client's recorders have stopped
     tv, ta = viewer_timelines(
         received, session.first_sent_slot("video") or 0, session.first_sent_slot("audio") or 0
