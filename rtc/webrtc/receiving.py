@@ -14,7 +14,8 @@ So the buffer is replaced by one with ``prefetch=1`` (a packet is released when 
 one arrives: the least a buffer that finds a frame's end by the next timestamp can do).
 aiortc offers no setting for it; the receiver's private attribute is replaced, before
 any packet has arrived, and only when it is what this was written against (aiortc 1.x):
-otherwise the default stays and a warning says so. tests/test_realtime_webrtc.py checks it.
+otherwise the default stays and a warning says so. tests/test_webrtc_receiving.py checks it
+and the microphone test of tests/test_realtime_webrtc.py that a session does it.
 """
 
 from __future__ import annotations
