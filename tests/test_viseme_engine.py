@@ -11,6 +11,7 @@ import pytest
 
 from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine, available_engines, create_engine
+from inference.engines.serial import SerialEngine
 from inference.engines.viseme_analysis import (
     ATTACK,
     RELEASE,
@@ -141,6 +142,8 @@ def test_engine_contract(
     check_contract(viseme_engine, [photo, drawn], [*vowel_windows, *onsets])
     assert viseme_engine.name == "viseme"
     assert viseme_engine.lookahead_frames == 6  # 75 ms: what its sound analysis reads
+    # The server shares engines behind SerialEngine: the look-ahead must come through it.
+    assert SerialEngine(viseme_engine).lookahead_frames == 6
     assert viseme_engine.describe() == {"name": "viseme", "device": "cpu", "backend": "numpy"}
 
 
