@@ -366,9 +366,12 @@ def main() -> None:
         f"{md}\n\n"
         "Text -> first frame: server = `say` until the first lip-synced frame is released; "
         "end to end = POST until that frame has arrived at the client. Mic -> mouth end to end "
-        "includes the server's and the client's aiortc jitter buffers (80 ms audio prefetch "
-        "on the server's receiver, one frame of video completion on the client); the server "
-        "share is the 172 ms Wav2Lip look-ahead plus scheduling."
+        "includes the server's and the client's aiortc jitter buffers (one 20 ms packet on "
+        "the server's microphone receiver, rtc/webrtc/receiving.py; one frame, 40 ms, of "
+        "video completion on the aiortc client, which waits for the next frame's first "
+        "packet); the server share is the engine's look-ahead (Wav2Lip 172.5 ms, viseme "
+        "47.5 ms) plus scheduling (the batcher's latency, 20 ms margin, 20 ms jitter "
+        "allowance, up to a slot of rounding)."
         f"{NOTE}\n",
     )
 

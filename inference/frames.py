@@ -132,10 +132,12 @@ class LipSyncRequest:
     """One video frame's worth of work for an engine."""
 
     mel: np.ndarray
-    """float32 (80, 16) mel window in [-4, 4] starting at this frame's time."""
+    """float32 (80, 16) mel window in [-4, 4] starting at this frame's time; from a live
+    stream, the columns after the engine's ``lookahead_frames`` may still be silence."""
     frame: AvatarFrame
     silent: bool
-    """True when the audio under this window is below the silence threshold."""
+    """True when the 200 ms of audio ending with the engine's look-ahead (the window's own
+    200 ms for Wav2Lip; ``lipsync.window_rms``) are below the silence threshold."""
     phoneme: str | None = None
     """Phoneme the TTS says is spoken at this frame, when timings are known."""
     stream: StreamState | None = None

@@ -49,10 +49,18 @@ class PhonemeTimeline:
         return mark.phoneme if t < mark.end + self._offset else None
 
 
-def window_rms(pcm: np.ndarray, frame_index: int) -> float:
-    """RMS of the audio a frame's window covers (what the silence threshold is compared to)."""
-    start = frame_index * SAMPLES_PER_FRAME
-    return rms(pcm[start : start + WINDOW_SAMPLES])
+def window_rms(pcm: np.ndarray, frame_index: int, lookahead_frames: int = MEL_STEP) -> float:
+    """RMS of the 200 ms of audio that end where an engine's reading of a frame's window ends
+    (``lookahead_frames`` hops after the frame's start): what the silence threshold is
+    compared to, offline and live alike (inference/live.py).
+
+    For Wav2Lip's whole window that is the window's own 200 ms. An engine with a shorter
+    look-ahead gets the same 200 ms, ending sooner: a live stream has no later audio yet, and
+    a span as short as its look-ahead would call the quiet stretches inside words silence
+    (bench/vowels.py: 4 points less on quiet speech).
+    """
+    end = frame_index * SAMPLES_PER_FRAME + lookahead_frames * HOP
+    return rms(pcm[max(0, end - WINDOW_SAMPLES) : end])
 
 
 def build_requests(
@@ -63,12 +71,14 @@ def build_requests(
     silence_rms: float,
     phonemes: PhonemeTimeline | None = None,
     stream: StreamState | None = None,
+    lookahead_frames: int = MEL_STEP,
 ) -> list[LipSyncRequest]:
-    """Requests for video frames ``frames`` of a clip whose audio is ``pcm``/``mel``."""
+    """Requests for video frames ``frames`` of a clip whose audio is ``pcm``/``mel``, silent
+    where the part of the window the engine reads (its ``lookahead_frames``) is quiet."""
     return [
         frame_request(
             window_for_frame(mel, i),
-            window_rms(pcm, i),
+            window_rms(pcm, i, lookahead_frames),
             avatar,
             i,
             silence_rms,

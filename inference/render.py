@@ -103,7 +103,14 @@ def render_to_mp4(
             frames = range(start, min(count, start + CHUNK_FRAMES))
             t0 = time.perf_counter()
             requests = build_requests(
-                audio, mel, avatar, frames, settings.silence_rms, timeline, stream
+                audio,
+                mel,
+                avatar,
+                frames,
+                settings.silence_rms,
+                timeline,
+                stream,
+                engine.lookahead_frames,
             )
             images = run_engine(engine, requests, settings.feather)
             lipsync += time.perf_counter() - t0

@@ -15,10 +15,17 @@ import pytest
 from inference.audio_io import pcm_to_s16
 from inference.avatar.store import AvatarStore
 from inference.engines.base import create_engine
-from inference.frames import SAMPLES_PER_FRAME, FacePatch, LipSyncRequest
+from inference.engines.viseme_sound import LOOKAHEAD_FRAMES as VISEME_LOOKAHEAD
+from inference.frames import MEL_STEP, SAMPLES_PER_FRAME, FacePatch, LipSyncRequest
 from inference.lipsync import audio_for_frames, window_rms
-from inference.live import LOOKAHEAD_SAMPLES, WindowStream
-from inference.mel import frame_count, mel_start, melspectrogram, window_for_frame
+from inference.live import LOOKAHEAD_SAMPLES, WindowStream, lookahead_samples
+from inference.mel import (
+    MIN_VALUE,
+    frame_count,
+    mel_start,
+    melspectrogram,
+    window_for_frame,
+)
 from inference.tts import Language, Speech, TextToSpeech, TtsError, VoiceOptions
 from rtc.live.batcher import Batcher
 from rtc.live.clock import ManualTime, MediaClock
@@ -28,13 +35,15 @@ from tests.media import tone
 
 
 class CountingViseme:
-    """The viseme engine, counting frames (to prove idle never calls it)."""
+    """The viseme engine, counting frames (to prove idle never calls it); ``lookahead_frames``
+    16 makes it wait for whole windows as Wav2Lip does (it reads only the first 6 of them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lookahead_frames: int | None = None) -> None:
         self.inner = create_engine("viseme")
         self.name = "viseme"
         self.max_batch = 16
         self.finishes_frames = False
+        self.lookahead_frames = lookahead_frames or self.inner.lookahead_frames
         self.frames = 0
         self.requests: list[LipSyncRequest] = []
 
@@ -77,10 +86,11 @@ class Rig:
         tts: TextToSpeech,
         options: PipelineOptions | None = None,
         avatar: str = "cartoon",
+        lookahead_frames: int | None = None,
     ) -> None:
         self.time = ManualTime(0.0)
         self.clock = MediaClock(self.time, t0=0.0)
-        self.engine = CountingViseme()
+        self.engine = CountingViseme(lookahead_frames)
         self.batcher = Batcher(
             self.engine,  # type: ignore[arg-type]
             max_batch=16,
@@ -110,6 +120,8 @@ class Rig:
         self.drain = False
         self.played: list[np.ndarray] = []
         """Audio taken from the queue slot by slot when ``drain`` is set (like the track)."""
+        self.played_at: dict[int, np.ndarray] = {}
+        """The same, by video slot (both 20 ms chunks of the slot)."""
 
     async def step(self, slots: int = 1) -> None:
         """Move the clock slot by slot, letting the producer run at each."""
@@ -123,6 +135,7 @@ class Rig:
                 for k in (0, 1):
                     chunk = self.pipeline.audio_queue.take(2 * self.slot + k)
                     self.played.append(np.zeros(320, np.int16) if chunk is None else chunk)
+                self.played_at[self.slot] = np.concatenate(self.played[-2:])
 
     async def close(self) -> None:
         await self.pipeline.close()
@@ -137,41 +150,79 @@ async def rig(avatar_store: AvatarStore, espeak_tts: TextToSpeech):
     await r.close()
 
 
-def test_window_stream_matches_the_offline_windows() -> None:
+@pytest.mark.parametrize("lookahead", [MEL_STEP, VISEME_LOOKAHEAD])
+def test_window_stream_matches_the_offline_windows(lookahead: int) -> None:
+    """Pushed in any chunks, a stream's frames carry the renderer's audio and silence test;
+    whole windows for an engine that reads them all (Wav2Lip never gets a partial one),
+    the first ``lookahead`` columns for one that reads fewer, and the renderer's very
+    windows when the clip is handed over whole (TTS)."""
     rng = np.random.default_rng(1)
     pcm = (rng.standard_normal(16000 + 321) * 0.1).astype(np.float32)
+    pcm[5000:9000] = 0.0  # a pause, so that some frames are silent and others are not
     count = frame_count(pcm.size)
     audio = audio_for_frames(pcm, count)
     mel = melspectrogram(audio)
     for chunk in (320, 999, pcm.size):
-        stream = WindowStream()
-        frames = []
+        stream = WindowStream(lookahead)
+        frames, early = [], 0
         for start in range(0, pcm.size, chunk):
             frames += stream.push(pcm[start : start + chunk])
+            early = len(frames)  # emitted before the stream ended
         frames += stream.finish()
         assert [f.index for f in frames] == list(range(count))
         for f in frames:
-            np.testing.assert_allclose(f.mel, window_for_frame(mel, f.index), atol=1e-5)
+            offline = window_for_frame(mel, f.index)
+            if lookahead == MEL_STEP or f.index >= early:
+                np.testing.assert_allclose(f.mel, offline, atol=1e-5)
+            elif mel_start(f.index) + MEL_STEP <= mel.shape[1]:  # not the renderer's tail
+                np.testing.assert_allclose(f.mel[:, :lookahead], offline[:, :lookahead], atol=1e-5)
             np.testing.assert_array_equal(
                 f.audio, audio[f.index * SAMPLES_PER_FRAME : (f.index + 1) * SAMPLES_PER_FRAME]
             )
-            assert f.rms == pytest.approx(window_rms(audio, f.index))
+            assert f.rms == pytest.approx(window_rms(audio, f.index, lookahead))
+    whole = WindowStream(lookahead).finish(pcm)
+    assert len(whole) == count
+    for f in whole:
+        np.testing.assert_allclose(f.mel, window_for_frame(mel, f.index), atol=1e-5)
+        assert f.rms == pytest.approx(window_rms(audio, f.index, lookahead))
+    flags = [window_rms(audio, i, lookahead) < 0.004 for i in range(count)]
+    assert any(flags) and not all(flags)
 
 
-def test_window_stream_look_ahead() -> None:
-    stream = WindowStream()
-    pcm = np.zeros(SAMPLES_PER_FRAME * 40, np.float32)
+@pytest.mark.parametrize(
+    ("lookahead", "samples"), [(MEL_STEP, LOOKAHEAD_SAMPLES), (VISEME_LOOKAHEAD, 760)]
+)
+def test_window_stream_look_ahead_is_the_engines(lookahead: int, samples: int) -> None:
+    """Frame i is emitted as soon as the STFT frame ending the part of its window the engine
+    reads is complete: 172.5 ms after its own audio for Wav2Lip's whole window, 47.5 ms for
+    the viseme engine's 6 mel frames (earlier by < 1 hop where mel_start rounds down); the
+    columns not there yet are silence."""
+    assert LOOKAHEAD_SAMPLES == lookahead_samples() == 2760
+    assert lookahead_samples(lookahead) == samples
+    stream = WindowStream(lookahead)
+    rng = np.random.default_rng(2)
+    pcm = (rng.standard_normal(SAMPLES_PER_FRAME * 40) * 0.1).astype(np.float32)
     available = []
     for n in range(0, pcm.size, 80):
-        available += [(f.index, n + 80) for f in stream.push(pcm[n : n + 80])]
-    # Frame i becomes ready as soon as the STFT frame ending its window is complete: about
-    # 172.5 ms after its own audio (earlier by < 1 hop where mel_start rounds down).
-    assert LOOKAHEAD_SAMPLES == 2760
-    assert [index for index, _ in available] == list(range(len(available)))
-    for index, received in available:
-        need = mel_start(index) * 200 + 3400
+        available += [(f, n + 80) for f in stream.push(pcm[n : n + 80])]
+    assert [f.index for f, _ in available] == list(range(len(available)))
+    assert len(available) >= 40 - 2 - samples // SAMPLES_PER_FRAME
+    for frame, received in available:
+        need = (mel_start(frame.index) + lookahead - 1) * 200 + 400
         assert received - 80 < need <= received
-        assert need - 160 < (index + 1) * SAMPLES_PER_FRAME + LOOKAHEAD_SAMPLES <= need + 160
+        own = (frame.index + 1) * SAMPLES_PER_FRAME
+        assert need - 160 <= own + samples <= need + 160
+        # What the engine reads is there; what is not there yet is silence, never stale data.
+        assert (frame.mel[:, :lookahead] > MIN_VALUE).any()
+        present = (received - 400) // 200 + 1 - mel_start(frame.index)  # columns that exist
+        assert lookahead <= present <= lookahead + 1
+        assert (frame.mel[:, present:] == MIN_VALUE).all()
+
+
+def test_window_stream_refuses_a_look_ahead_outside_the_window() -> None:
+    for bad in (0, MEL_STEP + 1):
+        with pytest.raises(ValueError, match="lookahead_frames"):
+            WindowStream(bad)
 
 
 def test_window_stream_of_nothing() -> None:
@@ -332,36 +383,46 @@ async def test_the_speaker_hands_an_utterance_over_with_its_last_clip(rig: Rig) 
     assert [e["utterance"] for e in ended] == [utterance.id] and ended[0]["interrupted"]
 
 
+async def feed_mic(rig: Rig, voice: np.ndarray) -> None:
+    """Push ``voice`` in 20 ms chunks as they come from the browser, the clock moving a slot
+    every two, then let every scheduled frame play out."""
+    received = 0
+    for _ in range(voice.size // 320):
+        if received % 640 == 0:
+            await rig.step()
+            await until(lambda: rig.batcher.pending == 0)
+        rig.pipeline.push_mic(voice[received : received + 320])
+        received += 320
+    await rig.step(rig.pipeline.options.max_ahead + 2)
+    await until(lambda: rig.batcher.pending == 0)
+
+
+@pytest.mark.parametrize("lookahead", [None, MEL_STEP])  # the viseme engine's 6, Wav2Lip's 16
 @pytest.mark.parametrize("echo", [True, False])
-async def test_microphone_drives_the_mouth_with_look_ahead(
-    avatar_store: AvatarStore, espeak_tts: TextToSpeech, echo: bool
+async def test_microphone_drives_the_mouth_with_the_engines_look_ahead(
+    avatar_store: AvatarStore, espeak_tts: TextToSpeech, echo: bool, lookahead: int | None
 ) -> None:
-    rig = Rig(avatar_store, espeak_tts, PipelineOptions(echo_mic=echo))
+    rig = Rig(avatar_store, espeak_tts, PipelineOptions(echo_mic=echo), lookahead_frames=lookahead)
     rig.drain = True
     rig.pipeline.start()
+    voice = np.concatenate(
+        (np.zeros(8000, np.float32), tone(220, 1.0, amplitude=0.3), np.zeros(16000, np.float32))
+    )
     try:
-        voice = np.concatenate(
-            (np.zeros(8000, np.float32), tone(220, 1.0, amplitude=0.3), np.zeros(16000, np.float32))
-        )
-        received = 0
-        for _ in range(voice.size // 320):  # 20 ms chunks, as they come from the browser
-            if received % 640 == 0:
-                await rig.step()
-                await until(lambda: rig.batcher.pending == 0)
-            rig.pipeline.push_mic(voice[received : received + 320])
-            received += 320
-        await rig.step(rig.pipeline.options.max_ahead + 2)
-        await until(lambda: rig.batcher.pending == 0)
+        await feed_mic(rig, voice)
     finally:
         await rig.close()
     stats = rig.pipeline.stats
     loud = round(1.0 * 25)
-    # The tone's frames, plus those whose 200 ms windows overlap its edges.
+    # The tone's frames, plus those whose 200 ms silence tests overlap its edges.
     assert loud <= stats.mic_frames <= loud + 10
     assert stats.mic_dropped == 0
-    # Frames are released after their audio arrived plus the look-ahead and the jitter margin.
+    # Frames are released after their audio arrived plus the engine's look-ahead and the
+    # scheduling lead (the batcher's latency, 20 ms of margin and 20 of jitter allowance).
+    wait = lookahead_samples(rig.engine.lookahead_frames) / 16000
     assert stats.mic_latency is not None
-    assert 0.17 <= stats.mic_latency <= 0.17 + 0.04 * 6
+    # (The bound is tight enough that the viseme engine waiting for whole windows fails it.)
+    assert wait - 0.01 <= stats.mic_latency <= wait + 0.04 * 5
     assert rig.engine.frames == stats.mic_frames  # silence before/after: no engine calls
     played = np.concatenate(rig.played).astype(np.float32) / 32767
     if not echo:
@@ -372,7 +433,45 @@ async def test_microphone_drives_the_mouth_with_look_ahead(
     sent = np.flatnonzero(np.abs(voice) > 0.01)
     assert loud_samples.size == pytest.approx(sent.size, rel=0.02)
     delay = (loud_samples[0] - sent[0]) / 16000
-    assert 0.17 <= delay <= 0.17 + 0.04 * 6 + 0.04
+    assert wait - 0.01 <= delay <= wait + 0.04 * 6
+
+
+@pytest.mark.parametrize("lookahead", [None, MEL_STEP])
+async def test_a_mic_frames_picture_and_sound_leave_in_the_same_slot(
+    avatar_store: AvatarStore, espeak_tts: TextToSpeech, lookahead: int | None
+) -> None:
+    """Each slot's picture is made from the window of the very frame whose audio the slot
+    releases, however early the engine's look-ahead lets the frame go; an engine that reads
+    whole windows (Wav2Lip) gets whole ones."""
+    rig = Rig(avatar_store, espeak_tts, PipelineOptions(echo_mic=True), lookahead_frames=lookahead)
+    rig.drain = True
+    rig.pipeline.start()
+    rng = np.random.default_rng(3)
+    # Noise whose loudness changes every 40 ms frame, so that no two windows look alike.
+    frames = 40
+    gains = np.repeat(rng.uniform(0.05, 0.4, frames), SAMPLES_PER_FRAME).astype(np.float32)
+    noise = rng.standard_normal(frames * SAMPLES_PER_FRAME).astype(np.float32) * gains
+    voice = np.concatenate((noise, np.zeros(8 * SAMPLES_PER_FRAME, np.float32)))
+    try:
+        await feed_mic(rig, voice)
+    finally:
+        await rig.close()
+    n = rig.engine.lookahead_frames
+    offline = melspectrogram(audio_for_frames(voice, frame_count(voice.size)))
+    # The slot of mic frame 0, from the sound the first slot with a picture released.
+    first = min(rig.submitted)
+    chunks = [pcm_to_s16(voice[i : i + SAMPLES_PER_FRAME]) for i in range(0, 40 * 640, 640)]
+    (frame0,) = [first - j for j, c in enumerate(chunks) if np.array_equal(rig.played_at[first], c)]
+    assert len(rig.submitted) >= frames - 2
+    for slot, request in rig.submitted.items():
+        j = slot - frame0  # the mic frame this slot carries
+        if j >= frames:
+            continue  # the silence after the noise
+        np.testing.assert_array_equal(rig.played_at[slot], chunks[j])
+        window = window_for_frame(offline, j)
+        np.testing.assert_allclose(request.mel[:, :n], window[:, :n], atol=1e-5)
+        if n == MEL_STEP:  # never a partial window for an engine that reads it all
+            np.testing.assert_allclose(request.mel, window, atol=1e-5)
 
 
 class SlowService(RecordingTTS):

@@ -11,6 +11,7 @@ import pytest
 
 from inference.avatar.store import AvatarStore
 from inference.engines.base import LipSyncEngine, available_engines, create_engine
+from inference.engines.serial import SerialEngine
 from inference.engines.viseme_analysis import (
     ATTACK,
     RELEASE,
@@ -119,6 +120,15 @@ def check_contract(
     for req, patch in zip(requests, patches, strict=True):
         alone = one(engine, request(req.frame, req.mel, req.silent, stream=StreamState()))
         assert alone.box == patch.box and np.array_equal(alone.image, patch.image)
+    # A live stream hands the engine a frame once its lookahead_frames exist, the rest of the
+    # window silence (inference/live.py): what is there must not change the answer.
+    n = engine.lookahead_frames
+    assert 1 <= n <= 16 and engine.lookahead_ms == n * 12.5
+    for req, patch in zip(requests, patches, strict=True):
+        early = req.mel.copy()
+        early[:, n:] = MIN_VALUE
+        alone = one(engine, request(req.frame, early, req.silent, stream=StreamState()))
+        assert alone.box == patch.box and np.array_equal(alone.image, patch.image)
 
 
 def test_engine_contract(
@@ -127,8 +137,13 @@ def test_engine_contract(
     drawn: AvatarFrame,
     vowel_windows: list[np.ndarray],
 ) -> None:
-    check_contract(viseme_engine, [photo, drawn], vowel_windows)
+    # Windows that change along their length: the vowel's, then its onset into silence.
+    onsets = [np.concatenate((w[:, :8], SILENT_MEL[:, :8]), axis=1) for w in vowel_windows]
+    check_contract(viseme_engine, [photo, drawn], [*vowel_windows, *onsets])
     assert viseme_engine.name == "viseme"
+    assert viseme_engine.lookahead_frames == 6  # 75 ms: what its sound analysis reads
+    # The server shares engines behind SerialEngine: the look-ahead must come through it.
+    assert SerialEngine(viseme_engine).lookahead_frames == 6
     assert viseme_engine.describe() == {"name": "viseme", "device": "cpu", "backend": "numpy"}
 
 

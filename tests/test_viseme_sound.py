@@ -5,6 +5,7 @@ when no phoneme timings come with the speech."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from inference.engines.base import LipSyncEngine
 from inference.engines.viseme_analysis import target_shape
 from inference.engines.viseme_sound import (
     CLASS_OF_VISEME,
+    LOOKAHEAD_FRAMES,
     SOUND_CLASSES,
     TEMPLATES_PATH,
     SoundTemplates,
@@ -123,6 +125,18 @@ def test_broken_templates_are_refused_with_a_hint(
             load_templates(path)
     with pytest.raises(ValueError, match="re-learn"):
         load_templates(tmp_path / "missing.json")
+
+
+def test_templates_reading_past_the_engines_look_ahead_are_refused(
+    templates: SoundTemplates,
+) -> None:
+    """The engine tells live streams it reads LOOKAHEAD_FRAMES of each window: templates
+    whose features read further would see silence there (inference/live.py pads it)."""
+    assert templates.spec.frames <= LOOKAHEAD_FRAMES
+    wider = replace(templates.spec, frames=LOOKAHEAD_FRAMES + 2)
+    projection = np.zeros((wider.size, templates.projection.shape[1]), np.float32)
+    with pytest.raises(ValueError, match="look-ahead of 6; re-learn"):
+        replace(templates, spec=wider, projection=projection)
 
 
 def test_phoneme_keys_drop_stress_and_softening() -> None:

@@ -6,6 +6,10 @@ the avatar frame it applies to) into one :class:`~inference.frames.FacePatch` pe
 Engines are synchronous and thread-confined: the batcher calls ``infer`` from one worker
 thread, so they never touch asyncio. Adding an engine = one module + one ``register_engine``.
 
+An engine also says how much of each window it reads (``lookahead_frames``): a live stream
+hands it frame ``i`` as soon as those mel frames exist (inference/live.py), so an engine that
+reads less than Wav2Lip's whole 200 ms answers a microphone sooner.
+
 An engine may also finish frames itself (``finishes_frames``, :meth:`LipSyncEngine.infer_i420`):
 paste and colour conversion on its own device, for callers that only need I420 planes.
 """
@@ -20,7 +24,8 @@ import cv2
 import numpy as np
 
 from inference.compositor import composite
-from inference.frames import FacePatch, LipSyncRequest
+from inference.frames import MEL_STEP, FacePatch, LipSyncRequest
+from inference.mel import MEL_PER_SECOND
 from inference.registry import Registry
 
 
@@ -42,6 +47,12 @@ class LipSyncEngine(ABC):
     """How it runs there (``torch``, ``openvino`` ...), for logs and /api/engines."""
     max_batch: int = 32
     """Largest batch ``infer`` should be given; bigger batches are split by the caller."""
+    lookahead_frames: int = MEL_STEP
+    """Mel frames of each (80, 16) window the engine reads, from its start (the frame's own
+    time): its look-ahead, 12.5 ms each. Wav2Lip reads all 16 (200 ms). A live frame is
+    emitted once these exist, the rest of its window padded with silence, and the silence
+    test covers the same span, so an engine with fewer must give the same answer whatever
+    the columns after them hold (tests/test_engine_contract.py)."""
     finishes_frames: bool = False
     """True when :meth:`infer_i420` does the compositing and conversion on the engine's own
     device (cheaper than the host compositor): callers that need I420 then call it."""
@@ -70,6 +81,11 @@ class LipSyncEngine(ABC):
             )
             for r, p in zip(requests, patches, strict=True)
         ]
+
+    @property
+    def lookahead_ms(self) -> float:
+        """The audio after the frame's start that the engine reads, in milliseconds."""
+        return self.lookahead_frames * 1000.0 / MEL_PER_SECOND
 
     def warmup(self) -> None:  # noqa: B027 - optional hook, empty by default on purpose
         """Run once at start-up so the first real request is not slow."""

@@ -80,6 +80,7 @@ class SerialEngine(LipSyncEngine):
         self.backend = inner.backend
         self.max_batch = inner.max_batch
         self.finishes_frames = inner.finishes_frames
+        self.lookahead_frames = inner.lookahead_frames
         self._lock = threading.Lock()
         # Separate from _lock so a metrics scrape never waits for a running batch.
         self._stats_lock = threading.Lock()

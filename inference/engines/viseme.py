@@ -5,6 +5,9 @@ phoneme templates, viseme_sound.py; the loudness sets the opening), smooths it o
 stream (fast attack, slower release, a dead band against jitter), and renders it: on a photo
 by warping lips and jaw and drawing the opening (teeth optional per avatar); on a drawn
 character by switching its viseme mouth pictures whole, each held at least 80 ms.
+
+It reads only the first 75 ms of each window (``lookahead_frames`` 6 of 16), so a live
+microphone reaches it 125 ms sooner than it reaches Wav2Lip.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from inference.engines.viseme_analysis import (
     target_shape,
 )
 from inference.engines.viseme_photo import render_photo_mouth
+from inference.engines.viseme_sound import LOOKAHEAD_FRAMES
 from inference.frames import FacePatch, LipSyncRequest
 from inference.visemes import MouthShape
 
@@ -37,6 +41,7 @@ class VisemeEngine(LipSyncEngine):
     device = "cpu"
     backend = "numpy"
     max_batch = 64
+    lookahead_frames = LOOKAHEAD_FRAMES  # 75 ms: a microphone's frame is ready 47.5 ms after it
 
     def infer(self, requests: Sequence[LipSyncRequest]) -> list[FacePatch]:
         """Render each request's frame; stream state is advanced in request order."""

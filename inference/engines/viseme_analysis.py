@@ -13,7 +13,12 @@ from functools import lru_cache
 import librosa
 import numpy as np
 
-from inference.engines.viseme_sound import SoundTemplates, sound_guess, sound_shape
+from inference.engines.viseme_sound import (
+    LOOKAHEAD_FRAMES,
+    SoundTemplates,
+    sound_guess,
+    sound_shape,
+)
 from inference.visemes import VISEMES, MouthShape
 
 # espeak-ng mnemonics (ru, kk, en voices) by the mouth shape they need. Stress marks and the
@@ -45,7 +50,7 @@ def phoneme_viseme(phoneme: str) -> str:
 _NOW_WEIGHTS = np.array([0.10, 0.22, 0.26, 0.22, 0.12, 0.08], np.float32)
 """Weights of the window's first mel frames (12.5 ms apart). The window starts at the video
 frame's time, so these cover the 40 ms the frame is on screen plus a little look-ahead: lips
-move slightly before the sound they make."""
+move slightly before the sound they make. Exactly the engine's LOOKAHEAD_FRAMES."""
 
 
 @lru_cache(maxsize=1)
@@ -70,8 +75,9 @@ class AudioShape:
 
 
 def audio_shape(mel: np.ndarray) -> AudioShape:
-    """Mouth shape from a (80, 16) normalised mel window, using its first ~75 ms."""
-    now = mel[:, : _NOW_WEIGHTS.size] @ _NOW_WEIGHTS / _NOW_WEIGHTS.sum()
+    """Mouth shape from a (80, 16) normalised mel window, using its first 75 ms (the
+    engine's look-ahead; a product that fails if the weights ever read more)."""
+    now = mel[:, :LOOKAHEAD_FRAMES] @ _NOW_WEIGHTS / _NOW_WEIGHTS.sum()
     db = (now + 4.0) * (100.0 / 8.0) - 100.0  # undo the [-4, 4] normalisation
     voice, f1, low, high = _bands()
     level = float(db[voice].mean())

@@ -5,10 +5,11 @@ the mel window. Following uLipSync's idea (compare the sound's MFCC-like feature
 template per phoneme, take the nearest), each frame is classified into one of six mouth
 classes: closed, а, о/у, и/э, м/б/п, other.
 
-- Features: the DCT over the 80 log-mel bands (cepstra) of the window's first 12 mel frames
-  (150 ms from the frame's time: the look-ahead the window already has, nothing more),
-  averaged in pairs. The window is 200 ms long but starts at the frame's time, so this stays
-  causal per frame and runs on a live stream frame by frame.
+- Features: the DCT over the 80 log-mel bands (cepstra) of the window's first 6 mel frames
+  (75 ms from the frame's time, the engine's whole look-ahead: LOOKAHEAD_FRAMES), averaged
+  in pairs. A live stream so hands the engine frame ``i`` 47.5 ms after its own audio
+  instead of Wav2Lip's 172.5 ms (inference/live.py); reading 12 mel frames (150 ms) scored
+  about two points better on bench/vowels.py's held-out speech, not worth 75 ms more delay.
 - Level: c0 is shifted by how far the stream's running speech level is from the level the
   templates were learned at (at most 20 dB), so a quiet microphone's vowels are not read as
   pauses. Only the classification sees this shift: how far the mouth opens stays the
@@ -58,6 +59,10 @@ CLASS_OF_VISEME: dict[str, str] = {
 }
 """Which class each viseme of :data:`inference.visemes.VISEMES` belongs to."""
 
+LOOKAHEAD_FRAMES = 6
+"""Mel frames of the window the viseme engine reads, from the frame's start (75 ms): the
+features, the level (LEVEL_FRAMES) and the loudness (viseme_analysis.audio_shape) all fit in
+them. The engine's ``lookahead_frames``; templates that read more are refused."""
 LEVEL_PRIOR_FRAMES = 4
 """The learned speech level counts as this many frames of evidence: a new stream weighs its
 own level more than the learned one after 160 ms (bench/vowels.py measured 4 a little better
@@ -150,6 +155,12 @@ class SoundTemplates:
     _viseme_index: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.spec.frames > LOOKAHEAD_FRAMES:
+            raise ValueError(
+                f"templates read {self.spec.frames} mel frames, more than the engine's "
+                f"look-ahead of {LOOKAHEAD_FRAMES}; re-learn them with 'python bench/vowels.py "
+                "learn'"
+            )
         unknown = set(self.visemes) - set(VISEMES)
         if unknown:
             raise ValueError(f"templates name unknown visemes {sorted(unknown)}")

@@ -21,6 +21,7 @@ from inference.engines.viseme_analysis import phoneme_viseme, target_shape
 from inference.engines.viseme_sound import (
     CLASS_OF_VISEME,
     LEVEL_FRAMES,
+    LOOKAHEAD_FRAMES,
     SOUND_CLASSES,
     FeatureSpec,
     SoundTemplates,
@@ -52,7 +53,8 @@ class LabelledFrames:
     windows: np.ndarray
     """float32 (n, 80, 16): each video frame's mel window."""
     silent: np.ndarray
-    """bool (n,): the frame's window is below the silence threshold (the engine shows rest)."""
+    """bool (n,): the 200 ms ending with the engine's look-ahead (``window_rms``) are below
+    the silence threshold (the engine shows rest)."""
     phonemes: tuple[str | None, ...]
     """The phoneme the engine would have been given per frame (None in pauses)."""
 
@@ -73,7 +75,9 @@ def labelled_frames(
     windows = np.stack([window_for_frame(mel, i) for i in range(count)]) if count else None
     return LabelledFrames(
         windows=windows if windows is not None else np.zeros((0, 80, 16), np.float32),
-        silent=np.array([window_rms(audio, i) < silence_rms for i in range(count)], bool),
+        silent=np.array(
+            [window_rms(audio, i, LOOKAHEAD_FRAMES) < silence_rms for i in range(count)], bool
+        ),
         phonemes=tuple(phoneme_at(timeline, i) for i in range(count)),
     )
 

@@ -4,7 +4,7 @@ Every video slot ``n`` of the session's clock gets exactly one picture and its 2
 audio, from one of three sources, in this order of precedence:
 
 * speech (``say``): TTS sentences -> windows -> batcher -> composited frames;
-* the caller's microphone: 20 ms chunks -> windows (172 ms look-ahead) -> batcher;
+* the caller's microphone: 20 ms chunks -> windows (the engine's look-ahead) -> batcher;
   its audio is sent back with the face only when ``echo_mic`` is set;
 * idle: the avatar's loop/blinks and silence, without calling the engine.
 
@@ -85,6 +85,7 @@ class Pipeline:
             on_error=self._speech_error,
             now=clock.now,
             max_utterances=self.options.max_utterances,
+            lookahead_frames=batcher.engine.lookahead_frames,
         )
         self.generation = 0
         self._next = clock.current_video_index() + 1
@@ -92,7 +93,8 @@ class Pipeline:
         self._marks: dict[int, list[LiveEvent]] = {}
         """Events waiting for the slot whose release they announce."""
         self._announced: set[str] = set()
-        self.mic = MicScheduler(self.options.mic_backlog, self.options.silence_rms)
+        lookahead = batcher.engine.lookahead_frames  # mic frames are ready when it has come
+        self.mic = MicScheduler(self.options.mic_backlog, self.options.silence_rms, lookahead)
         self.idle = IdleSource(avatar)
         self.fade: CrossFade | None = None
         """The dissolve of a face switched mid-speech, while it lasts."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.frames import StreamState
+from inference.frames import MEL_STEP, StreamState
 from inference.lipsync import PhonemeTimeline
 from inference.live import FrameAudio, WindowStream
 from inference.tts import Speech, TextToSpeech, TtsError, VoiceOptions, split_sentences
@@ -61,11 +61,10 @@ class Clip:
     """The utterance's final sentence."""
 
 
-def sentence_frames(pcm: np.ndarray) -> list[FrameAudio]:
-    """All frames of one finished clip (same windows as the offline renderer)."""
-    stream = WindowStream()
-    out = stream.push(pcm)
-    return out + stream.finish()
+def sentence_frames(pcm: np.ndarray, lookahead_frames: int = MEL_STEP) -> list[FrameAudio]:
+    """All frames of one finished clip, with the windows and silence flags the offline
+    renderer gives the engine whose look-ahead is ``lookahead_frames``."""
+    return WindowStream(lookahead_frames).finish(pcm)
 
 
 class Speaker:
@@ -81,6 +80,7 @@ class Speaker:
         now: Callable[[], float],
         max_utterances: int = 16,
         max_clips: int = 2,
+        lookahead_frames: int = MEL_STEP,
     ) -> None:
         self.session_id = session_id
         self._tts = tts
@@ -89,6 +89,8 @@ class Speaker:
         self._now = now
         self.max_utterances = max_utterances
         self.max_clips = max_clips
+        self.lookahead_frames = lookahead_frames
+        """The engine's look-ahead (its silence test spans the 200 ms ending with it)."""
         self.generation = 0
         self.utterances: deque[Utterance] = deque()
         """Utterances not yet handed to the pipeline in full, oldest first (bounded by
@@ -215,7 +217,8 @@ class Speaker:
         speech = await asyncio.to_thread(
             self._tts.synthesize, sentence, utterance.language, utterance.options
         )
-        return speech, await asyncio.to_thread(sentence_frames, speech.pcm)
+        frames = await asyncio.to_thread(sentence_frames, speech.pcm, self.lookahead_frames)
+        return speech, frames
 
     def _failed(self, utterance: Utterance, error: Exception) -> None:
         log.warning("session=%s utterance %s: TTS failed: %s", self.session_id, utterance.id, error)
