@@ -85,6 +85,9 @@ class AvatarConfig:
     """Largest avatar upload (POST /api/avatars), image or video."""
     max_upload_seconds: float = 30.0
     """Longest uploaded avatar video loop."""
+    idle_motion: bool = True
+    """A still photo's head sways and breathes slightly in live and rendered frames
+    (inference/avatar/sway.py); video loops and drawn characters never do."""
 
 
 @dataclass(frozen=True)

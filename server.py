@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--engine", default=None)
     render.add_argument("--avatar", default=None)
     render.add_argument("--out", type=Path, required=True, help="output .mp4 path")
+    render.add_argument("--motion-seed", type=int, default=0,
+                        help="seed of a still photo's head sway (default 0)")  # fmt: skip
 
     calibrate = sub.add_parser(
         "calibrate", help="measure int8 ranges for --backend openvino-int8 on your avatar+speech"
@@ -222,6 +224,7 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         uploads_dir=args.avatar_uploads,
         max_upload_bytes=args.max_avatar_bytes,
         max_upload_seconds=args.max_avatar_seconds,
+        idle_motion=args.idle_motion,
     )
     serving = args.command == "serve"
     http = section(HttpConfig, vars(args)) if serving else HttpConfig()
@@ -297,7 +300,11 @@ def cmd_render(config: AppConfig, args: argparse.Namespace) -> int:
         engine,
         args.out,
         phonemes=phonemes,
-        settings=RenderSettings(config.engines.silence_rms, config.avatars.feather),
+        settings=RenderSettings(
+            config.engines.silence_rms,
+            config.avatars.feather,
+            args.motion_seed if config.avatars.idle_motion else None,
+        ),
         progress=progress,
         source=source,
     )

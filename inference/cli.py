@@ -52,6 +52,8 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         help="paste the mouth box as is instead of feathering it into the face",
     )
     avatars = AvatarConfig()
+    p.add_argument("--no-idle-motion", dest="idle_motion", action="store_false",
+                   help="keep a still photo still (no head sway or breathing)")  # fmt: skip
     p.add_argument("--avatar-uploads", type=Path, default=None, metavar="DIR",
                    help="where uploaded avatars are kept (default: AVATARS/uploaded)")  # fmt: skip
     p.add_argument("--max-avatar-bytes", type=int, default=avatars.max_upload_bytes,

@@ -49,12 +49,19 @@ def i420_to_video_frame(yuv: np.ndarray) -> av.VideoFrame:
         flat[luma + chroma :].reshape(height // 2, width // 2),
     )
     frame = av.VideoFrame(width, height, "yuv420p")
-    for plane, data in zip(frame.planes, planes, strict=True):
-        rows, cols = data.shape
-        # Rows of the frame may be padded past the picture's width (line_size).
-        target = np.frombuffer(memoryview(plane), np.uint8, count=plane.line_size * rows)
-        target.reshape(rows, plane.line_size)[:, :cols] = data
+    for target, data in zip(video_frame_planes(frame), planes, strict=True):
+        target[...] = data
     return frame
+
+
+def video_frame_planes(frame: av.VideoFrame) -> tuple[np.ndarray, ...]:
+    """Writable uint8 views (no copy) of a yuv420p frame's Y (h, w), U and V (h/2, w/2)."""
+    views = []
+    for plane in frame.planes:
+        # Rows of the frame may be padded past the picture's width (line_size).
+        rows = np.frombuffer(memoryview(plane), np.uint8, count=plane.line_size * plane.height)
+        views.append(rows.reshape(plane.height, plane.line_size)[:, : plane.width])
+    return tuple(views)
 
 
 def s16_audio_frame(samples: np.ndarray, pts: int, rate: int = SAMPLE_RATE) -> av.AudioFrame:

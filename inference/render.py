@@ -11,9 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from inference.audio_io import SourceAudio
+from inference.avatar.moving import MovingPhoto
 from inference.avatar.store import Avatar
 from inference.engines.base import LipSyncEngine
 from inference.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, PhonemeMark, StreamState
@@ -62,6 +64,9 @@ class RenderSettings:
     """Windows quieter than this keep the mouth closed and skip the model."""
     feather: bool = True
     """Blend the mouth with a feathered mask (False: paste the box as it is)."""
+    motion_seed: int | None = 0
+    """Seed of a still photo's head sway and breathing, the live sessions' motion
+    (inference/avatar/sway.py); None: the photo stays still."""
 
 
 DEFAULT_SETTINGS = RenderSettings()
@@ -92,6 +97,8 @@ def render_to_mp4(
     timeline = PhonemeTimeline(phonemes) if phonemes else None
     stream = StreamState()
     height, width = avatar.frames[0].image.shape[:2]
+    seed = settings.motion_seed
+    moving = None if seed is None else MovingPhoto.for_avatar(avatar, seed)
     lipsync = 0.0
     # Encoding runs in its own thread (PyAV releases the GIL while x264 works), so on two
     # cores lip-sync of chunk k+1 overlaps encoding of chunk k. The queue is bounded.
@@ -113,12 +120,17 @@ def render_to_mp4(
                 engine.lookahead_frames,
             )
             images = run_engine(engine, requests, settings.feather)
+            # The one colour conversion, then the head's sway on the I420 planes exactly as
+            # a live session of the same seed moves them.
+            pictures = [np.asarray(cv2.cvtColor(i, cv2.COLOR_BGR2YUV_I420)) for i in images]
+            if moving is not None:
+                pictures = [moving.moved(p, i) for i, p in zip(frames, pictures, strict=True)]
             lipsync += time.perf_counter() - t0
             if source is None:
                 span = audio[frames.start * SAMPLES_PER_FRAME : frames.stop * SAMPLES_PER_FRAME]
             else:  # the same time span at the source's rate, padded like the 16 kHz copy
                 span = source.span(frames.start / 25.0, frames.stop / 25.0)
-            encoder.put((images, span))
+            encoder.put((pictures, span))
             if progress is not None:
                 progress(frames.stop, count)
     finally:
@@ -130,7 +142,7 @@ def render_to_mp4(
 
 
 class _Encoder(threading.Thread):
-    """Consumes (frames, audio) chunks and writes the MP4; ``busy`` is its working time."""
+    """Consumes (I420 frames, audio) chunks and writes the MP4; ``busy`` is its working time."""
 
     def __init__(
         self,
@@ -168,9 +180,9 @@ class _Encoder(threading.Thread):
             ) as writer:
                 while (item := self._chunks.get()) is not None:
                     t0 = time.perf_counter()
-                    images, span = item
-                    for image in images:
-                        writer.write_video(image)
+                    pictures, span = item
+                    for picture in pictures:
+                        writer.write_i420(picture)
                     writer.write_audio(span)
                     self.busy += time.perf_counter() - t0
                 finished = True

@@ -42,24 +42,35 @@ MIC_RATE = 48_000
 """What browsers send."""
 
 
+STILL_HEAD: dict[str, Any] = {"idle_motion": False}
+"""``realtime_services`` fields for tests that measure lip sync as the mouth box's change from
+the idle face: a photo's head sway (tests/test_head_motion.py) moves the face under the box,
+noise to that measure."""
+
+
 def realtime_services(
     app_config: AppConfig, avatars: AvatarStore, tts: TextToSpeech, **fields: Any
 ) -> Services:
     """Services with only the viseme engine (both Wav2Lip engines report a missing file),
-    serving on loopback ICE; ``fields`` go to the config section that has them."""
+    serving on loopback ICE; ``fields`` go to the config section that has them (those of
+    no other section to the avatars section, whose folders stay the tests' own)."""
     sections: dict[str, dict[str, Any]] = {
         "http": {},
         "realtime": {"ice_loopback": True},
         "outputs": {},
     }
     kinds = {"http": HttpConfig, "realtime": RealtimeConfig, "outputs": OutputConfig}
+    avatar_fields: dict[str, Any] = {}
     for name, value in fields.items():
         where = next(
-            k for k, kind in kinds.items() if name in {f.name for f in dataclasses.fields(kind)}
+            (k for k, kind in kinds.items() if name in {f.name for f in dataclasses.fields(kind)}),
+            None,
         )
-        sections[where][name] = value
+        (avatar_fields if where is None else sections[where])[name] = value
     config = dataclasses.replace(
-        app_config, **{where: kinds[where](**values) for where, values in sections.items()}
+        app_config,
+        avatars=dataclasses.replace(app_config.avatars, **avatar_fields),
+        **{where: kinds[where](**values) for where, values in sections.items()},
     )
     services = Services(config=config, tts=tts, avatars=avatars, languages=tts.languages())
     services.engines["viseme"] = SerialEngine(create_engine("viseme"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from tests.browser_support import (
     LIVE_READY,
     connect_live,
     save_screenshot,
+    weightless_server,
 )
 from tests.browser_sync import (
     COMPENSATED_WINDOW_MS,
@@ -38,6 +39,16 @@ from tests.browser_sync import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def still_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The viseme server with the photo's head held still: the mouth is found as the part
+    of the picture that varies most, and the head's sway (tests/test_head_motion.py) would
+    vary too."""
+    with weightless_server(tmp_path_factory, "--engine", "viseme", "--no-idle-motion") as url:
+        yield url
+
 
 ECHO_WINDOW_MS = (-45.0, 70.0)
 """The echoed microphone against the mouth (presenter mode): measured about +24 ms."""
@@ -97,8 +108,8 @@ def save_result(name: str, sync: SyncResult) -> None:
     (ARTIFACTS / name).write_text(json.dumps(dataclasses.asdict(sync), indent=1))
 
 
-async def test_realtime2_lip_sync_mouth_interrupt_and_stats(viseme_server_url: str) -> None:
-    async with open_live(viseme_server_url, "/realtime2") as page:
+async def test_realtime2_lip_sync_mouth_interrupt_and_stats(still_server_url: str) -> None:
+    async with open_live(still_server_url, "/realtime2") as page:
         # Six onsets: a median that one frame of jitter on a loaded machine does not move.
         rec = await record_phrases(page, PHRASES * 2)
         # The mouth moves while the avatar speaks and rests while it is idle.
@@ -140,18 +151,18 @@ async def test_realtime2_lip_sync_mouth_interrupt_and_stats(viseme_server_url: s
         assert after < 0.2 * before, (before, after)
 
 
-async def test_realtime_gan_page_is_readable_without_checkpoint(viseme_server_url: str) -> None:
-    async with open_live(viseme_server_url, "/realtime", shot="realtime-unavailable.png") as page:
+async def test_realtime_gan_page_is_readable_without_checkpoint(still_server_url: str) -> None:
+    async with open_live(still_server_url, "/realtime", shot="realtime-unavailable.png") as page:
         # The fallback notice stays on the page after switching: the user knows why.
         assert "viseme" in (await page.text_content("#rt-engine") or "")
 
 
-async def test_microphone_speech_moves_the_mouth(viseme_server_url: str, tmp_path: Path) -> None:
+async def test_microphone_speech_moves_the_mouth(still_server_url: str, tmp_path: Path) -> None:
     wav = tmp_path / "speech.wav"
     pcm = speech_wav(wav)
     speech_fraction = float((np.abs(pcm) > 0.02).mean())
     async with open_live(
-        viseme_server_url, "/realtime2", f"--use-file-for-fake-audio-capture={wav}", echo=True
+        still_server_url, "/realtime2", f"--use-file-for-fake-audio-capture={wav}", echo=True
     ) as page:
         await page.evaluate("window.__avsync.start('rt-video')")
         await page.wait_for_timeout(2000)

@@ -33,6 +33,7 @@ from rtc.webrtc.receiving import MIC_PREFETCH
 from rtc.webrtc.session import Session
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
+    STILL_HEAD,
     FakeMicrophone,
     TestClient,
     audio_envelope,
@@ -54,7 +55,7 @@ TEXT = "Папа купил большую карту мира. Мама мыл�
 def services(
     app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
 ) -> Services:
-    return realtime_services(app_config, avatar_store, espeak_tts)
+    return realtime_services(app_config, avatar_store, espeak_tts, **STILL_HEAD)
 
 
 def session_of(app: object, client: TestClient) -> Session:

@@ -27,6 +27,7 @@ from rtc.services import Services
 from rtc.webrtc.encoding import H264
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
+    STILL_HEAD,
     TestClient,
     cross_correlation_lag,
     realtime_services,
@@ -43,7 +44,7 @@ def services(
     app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech, tmp_path: Path
 ) -> Services:
     return realtime_services(
-        app_config, avatar_store, espeak_tts, recordings_dir=tmp_path / "recordings"
+        app_config, avatar_store, espeak_tts, recordings_dir=tmp_path / "recordings", **STILL_HEAD
     )
 
 

@@ -28,6 +28,7 @@ from rtc.outputs.whep import ice_server_links, preferred_video_codecs
 from rtc.webrtc.ice import rtc_configuration
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
+    STILL_HEAD,
     Received,
     TestClient,
     audio_envelope,
@@ -122,7 +123,9 @@ def _first_video_codec(sdp: str) -> str | None:
 async def test_whep_player_receives_the_controlled_stream_in_sync(
     app_config: AppConfig, avatar_store: AvatarStore, espeak_tts: TextToSpeech
 ) -> None:
-    services = realtime_services(app_config, avatar_store, espeak_tts, max_viewers_per_stream=1)
+    services = realtime_services(
+        app_config, avatar_store, espeak_tts, max_viewers_per_stream=1, **STILL_HEAD
+    )
     box = avatar_store.get("astronaut").frames[0].box
     async with running_server(services) as (url, app), aiohttp.ClientSession() as http:
         controller = TestClient(url)

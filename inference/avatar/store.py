@@ -42,6 +42,13 @@ class Avatar:
     """Blink pictures by eyelid closure, drawn once: the same array every time, so callers'
     identity-keyed caches (the live pipeline's I420 conversions) hit instead of filling up."""
 
+    @property
+    def still_photo(self) -> bool:
+        """A photo of one frame: not a video loop (which moves on its own), not a drawn
+        character. Such an avatar blinks from its landmarks and sways at rest
+        (inference/avatar/sway.py)."""
+        return self.kind == "photo" and len(self.frames) == 1
+
     def frame_at(self, index: int) -> AvatarFrame:
         """Frame ``index`` of the loop, played forwards then backwards so the loop never jumps."""
         n = len(self.frames)
@@ -60,7 +67,7 @@ class Avatar:
         k = index % period
         closure = BLINK_FRAMES[k] if k < len(BLINK_FRAMES) else 0.0
         drawn = self.character is not None and self.character.blink is not None
-        still = len(self.frames) == 1 and frame.landmarks is not None
+        still = self.still_photo and frame.landmarks is not None
         if not closure or not (drawn or still):
             return frame.image
         image = self._blinks.get(closure)

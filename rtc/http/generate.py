@@ -249,7 +249,9 @@ class Generator:
             out,
             phonemes=phonemes,
             settings=RenderSettings(
-                services.config.engines.silence_rms, services.config.avatars.feather
+                services.config.engines.silence_rms,
+                services.config.avatars.feather,
+                0 if services.config.avatars.idle_motion else None,
             ),
             progress=progress,
             source=source,

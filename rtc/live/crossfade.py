@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import av
 import cv2
@@ -23,6 +24,7 @@ FADE_FRAMES = 8
 """Slots a mid-speech switch dissolves over (320 ms at 25 fps)."""
 
 Finish = Callable[[np.ndarray], av.VideoFrame]
+Request = TypeVar("Request")
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,18 @@ class CrossFade:
 def _blend(old: np.ndarray, weight: float, new: np.ndarray) -> av.VideoFrame:
     mixed = cv2.addWeighted(new, weight, old, 1.0 - weight, 0.0)
     return bgr_to_video_frame(np.asarray(mixed, dtype=np.uint8))
+
+
+def finishing_parts(
+    fade: CrossFade | None, batch: list[tuple[int, Request]]
+) -> list[tuple[list[tuple[int, Request]], Finish]]:
+    """``batch``'s (slot, request) pairs as the submissions to the batcher, each with its
+    finishing step: the plain slots together (a plain conversion), and the slots inside
+    ``fade`` one by one (each its own blend; the batcher still infers them together)."""
+    plain = [(i, r) for i, r in batch if fade is None or not fade.covers(i)]
+    parts: list[tuple[list[tuple[int, Request]], Finish]] = (
+        [(plain, bgr_to_video_frame)] if plain else []
+    )
+    if fade is not None:
+        parts += [([(i, r)], fade.finish(i)) for i, r in batch if fade.covers(i)]
+    return parts

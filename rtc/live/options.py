@@ -29,6 +29,10 @@ class PipelineOptions:
     """Seconds added to the batcher's latency when choosing where speech starts."""
     max_utterances: int = 16
     """Utterances queued or speaking at most; more ``say`` calls raise QueueFull (429)."""
+    idle_motion: bool = True
+    """A still photo's head sways and breathes (inference/avatar/sway.py) in every frame."""
+    motion_seed: int | None = None
+    """The motion's seed; None: derived from the session id (each session its own motion)."""
 
 
 @dataclass

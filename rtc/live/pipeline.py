@@ -8,6 +8,9 @@ audio, from one of three sources, in this order of precedence:
   its audio is sent back with the face only when ``echo_mic`` is set;
 * idle: the avatar's loop/blinks and silence, without calling the engine.
 
+Whatever its source, a still photo's picture sways with the head and breathes on its way into
+the video queue (rtc/live/motion.py), so speech starts and ends without a jump.
+
 Audio is known before its picture, so it is queued as soon as a frame is scheduled; the
 picture follows when the batcher returns it. A picture that misses its slot is skipped by
 the video track while the audio plays on. Speech is scheduled at most ``max_ahead`` frames
@@ -32,11 +35,10 @@ from inference.avatar.store import Avatar
 from inference.frames import LipSyncRequest, StreamState
 from inference.lipsync import frame_request, phoneme_at
 from inference.live import FrameAudio
-from inference.mp4 import bgr_to_video_frame
 from inference.tts import TextToSpeech, VoiceOptions
 from rtc.live.batcher import Batcher
 from rtc.live.clock import AUDIO_PER_VIDEO, AUDIO_SAMPLES, MediaClock
-from rtc.live.crossfade import CrossFade, Finish
+from rtc.live.crossfade import CrossFade, finishing_parts
 from rtc.live.event_kinds import (
     ErrorEvent,
     LiveEvent,
@@ -46,6 +48,7 @@ from rtc.live.event_kinds import (
 )
 from rtc.live.idle import IdleSource
 from rtc.live.mic import MicScheduler
+from rtc.live.motion import FrameMotion
 from rtc.live.options import PipelineOptions, PipelineStats
 from rtc.live.queues import SlotQueue
 from rtc.live.speech import Clip, Speaker, Utterance
@@ -96,11 +99,13 @@ class Pipeline:
         lookahead = batcher.engine.lookahead_frames  # mic frames are ready when it has come
         self.mic = MicScheduler(self.options.mic_backlog, self.options.silence_rms, lookahead)
         self.idle = IdleSource(avatar)
+        self.motion = FrameMotion.for_session(session_id, self.options)
         self.fade: CrossFade | None = None
         """The dissolve of a face switched mid-speech, while it lasts."""
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.first_frame = self.idle.frame(self._next - 1)
+        first = self._next - 1
+        self.first_frame = self.motion.apply(avatar, first, self.idle.frame(first))
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -204,7 +209,7 @@ class Pipeline:
         self.idle = IdleSource(avatar)
         if not self.speaking:
             for index in range(self.clock.current_video_index() + 1, self._next):
-                self.video_queue.put(index, self.idle.frame(index))
+                self._put_video(index, self.idle.frame(index))
 
     def push_mic(self, pcm: np.ndarray) -> None:
         """Add caller audio (16 kHz mono float32); frames are scheduled as windows complete."""
@@ -322,15 +327,7 @@ class Pipeline:
         fade = self.fade
         if fade is not None and batch and fade.done(batch[0][0]):
             fade = self.fade = None
-        # Slots inside a dissolve finish one by one (each its own blend); the batcher still
-        # infers them together with the rest.
-        plain = [(i, r) for i, r in batch if fade is None or not fade.covers(i)]
-        parts: list[tuple[list[tuple[int, LipSyncRequest]], Finish]] = (
-            [(plain, bgr_to_video_frame)] if plain else []
-        )
-        if fade is not None:
-            parts += [([(i, r)], fade.finish(i)) for i, r in batch if fade.covers(i)]
-        for part, finish in parts:
+        for part, finish in finishing_parts(fade, batch):
             indices = [index for index, _ in part]
             futures = self.batcher.submit(
                 self.session_id,
@@ -355,7 +352,7 @@ class Pipeline:
         if frame is None:
             self.stats.expired += 1
             return
-        if not self.video_queue.put(index, frame):
+        if not self._put_video(index, frame):
             self.stats.late += 1
             log.debug(
                 "session=%s frame %d came back after its slot (now %d)",
@@ -373,8 +370,12 @@ class Pipeline:
                 index * AUDIO_PER_VIDEO + k, s16[k * AUDIO_SAMPLES : (k + 1) * AUDIO_SAMPLES]
             )
 
+    def _put_video(self, index: int, frame: av.VideoFrame) -> bool:
+        """Every picture enters the queue here, moved by the head's sway (rtc/live/motion.py)."""
+        return self.video_queue.put(index, self.motion.apply(self.avatar, index, frame))
+
     def _place_idle(self, index: int, audio: np.ndarray | None = None) -> None:
-        self.video_queue.put(index, self.idle.frame(index))
+        self._put_video(index, self.idle.frame(index))
         if audio is not None:
             self._place_audio(index, audio)
         self.stats.idle_frames += 1

@@ -247,7 +247,8 @@ def run_presenter(
             vcam,
             speaker_device,
         )
-        await Presenter(pool.get(engine), avatar, services.tts, mic, camera, speaker).run()
+        options = PipelineOptions(echo_mic=True, idle_motion=config.avatars.idle_motion)
+        await Presenter(pool.get(engine), avatar, services.tts, mic, camera, speaker, options).run()
 
     try:
         asyncio.run(run())

@@ -140,6 +140,7 @@ class Realtime:
             echo_mic=echo,
             silence_rms=self.services.config.engines.silence_rms,
             max_utterances=self.live.max_queued_utterances,
+            idle_motion=self.services.config.avatars.idle_motion,
         )
         session = Session(
             self.services,
