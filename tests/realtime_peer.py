@@ -42,6 +42,12 @@ MIC_RATE = 48_000
 """What browsers send."""
 
 
+FOLLOWS_VOICE = 0.3
+"""Correlation of mouth activity with the voice's envelope above which the mouth follows the
+voice. The viseme photo mouth measures 0.41-0.46 here (H.264 / VP8, one test run alone) and
+dips under 0.4 on a loaded machine; a mouth that does not follow (random Wav2Lip weights)
+measures below 0.1 (bench/realtime.py)."""
+
 STILL_HEAD: dict[str, Any] = {"idle_motion": False}
 """``realtime_services`` fields for tests that measure lip sync as the mouth box's change from
 the idle face: a photo's head sway (tests/test_head_motion.py) moves the face under the box,

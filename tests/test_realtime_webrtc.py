@@ -33,6 +33,7 @@ from rtc.webrtc.receiving import MIC_PREFETCH
 from rtc.webrtc.session import Session
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
+    FOLLOWS_VOICE,
     STILL_HEAD,
     FakeMicrophone,
     TestClient,
@@ -113,7 +114,7 @@ async def test_say_streams_25_fps_continuous_audio_in_sync(
     assert speech.size > 50, "no speech arrived"
     assert activity.max() > 5 * (np.median(activity[:5]) + 1)  # the mouth moved
     lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3, speech[-1] + 0.3)
-    assert corr > 0.4, corr
+    assert corr > FOLLOWS_VOICE, corr
     assert abs(lag) <= SYNC_TOLERANCE, f"mouth is {lag * 1000:+.0f} ms off the audio"
 
 
@@ -182,13 +183,13 @@ async def test_microphone_speech_moves_the_mouth(
         t_sent, sent, arrivals, activity, t_sent[0] - 0.2, t_sent[-1] + 0.2, max_lag=0.8
     )
     latency = -lag  # the video trails the voice, by at least the engine's look-ahead
-    assert corr > 0.4 and lookahead_samples(6) / 16000 < latency < 0.6, (corr, latency)
+    assert corr > FOLLOWS_VOICE and lookahead_samples(6) / 16000 < latency < 0.6, (corr, latency)
     # The echoed voice and the mouth leave together, as for speech.
     envelope = audio_envelope(received)
     speech = ta[envelope > 0.02]
     assert speech.size > 25, "the echoed voice did not come back"
     lag, corr = cross_correlation_lag(tv, activity, ta, envelope, speech[0] - 0.3, speech[-1] + 0.3)
-    assert corr > 0.4 and abs(lag) <= SYNC_TOLERANCE, (lag, corr)
+    assert corr > FOLLOWS_VOICE and abs(lag) <= SYNC_TOLERANCE, (lag, corr)
 
 
 async def test_say_without_a_language_uses_the_sessions_on_both_paths(services: Services) -> None:

@@ -27,6 +27,7 @@ from rtc.services import Services
 from rtc.webrtc.encoding import H264
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
+    FOLLOWS_VOICE,
     STILL_HEAD,
     TestClient,
     cross_correlation_lag,
@@ -118,7 +119,7 @@ async def test_recording_of_speech_is_in_sync_and_downloadable(
     assert speech.size > 25, "no speech in the file"
     assert activity.max() > 5 * (np.median(activity[:5]) + 1)  # the mouth moved
     lag, corr = cross_correlation_lag(tv, activity, ta, rms, speech[0] - 0.3, speech[-1] + 0.3)
-    assert corr > 0.4 and abs(lag) <= 0.040, (lag, corr)
+    assert corr > FOLLOWS_VOICE and abs(lag) <= 0.040, (lag, corr)
 
 
 class FullDisk:

@@ -28,6 +28,7 @@ from rtc.outputs.whep import ice_server_links, preferred_video_codecs
 from rtc.webrtc.ice import rtc_configuration
 from rtc.webrtc.signalling import REALTIME_KEY
 from tests.realtime_peer import (
+    FOLLOWS_VOICE,
     STILL_HEAD,
     Received,
     TestClient,
@@ -207,7 +208,7 @@ async def test_whep_player_receives_the_controlled_stream_in_sync(
         # timeline is shortened by the gap for every receiver alike, and a pts-based content
         # measurement is meaningless; everything else above was still checked.
         pytest.skip(f"machine overloaded: the session skipped {skipped} audio slots")
-    assert corr > 0.4 and abs(lag) <= 0.040, (lag, corr, counters)
+    assert corr > FOLLOWS_VOICE and abs(lag) <= 0.040, (lag, corr, counters)
 
 
 async def test_whep_status_codes_and_headers(
