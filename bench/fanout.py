@@ -5,7 +5,7 @@
 
 Starts ``python server.py serve --ice-loopback`` (its own process), connects one session
 that speaks without pause, then for each level starts that many WHEP viewers in separate
-client processes (8 per process, loopback). One viewer per process decodes what it gets (the
+client processes (16 per process: fewer processes to switch between on a small shared machine; loopback). One viewer per process decodes what it gets (the
 proof that the stream plays); the others count each complete frame that reaches their RTP
 receiver without decoding it, so the clients leave the CPUs to the server. Per level:
 
@@ -18,8 +18,9 @@ receiver without decoding it, so the clients leave the CPUs to the server. Per l
 * drops: packets the server's fan-out dropped for lagging viewers (/metrics).
 
 Clients and server share this machine's CPUs, so on a small machine the clients' own SRTP
-decryption competes with the server (the viewers' processes run at nice 10, so the server gets
-the CPU it asks for first): the figures are a lower bound for a dedicated server.
+decryption competes with the server: the figures are a lower bound for a dedicated server.
+(Starving the viewers instead, at nice 10, made it worse: viewers that fall behind ask for
+retransmissions and keyframes, which the server then sends.)
 Replaces the section "## Fan-out (bench/fanout.py)" of docs/benchmarks.md (unless --no-docs).
 """
 
@@ -33,7 +34,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +53,7 @@ from bench.report import cpu_model, write_section  # noqa: E402
 
 SECTION = "## Fan-out (bench/fanout.py)"
 TEXT = "Раз, два, три, четыре, пять. Папа купил большую карту мира. Мама мыла раму."
-PER_PROCESS = 8
+PER_PROCESS = 16
 SETTLE = 6.0
 """Seconds between starting a level's viewers and its measurement window."""
 
@@ -178,10 +178,7 @@ async def level(
     for p in range(0, count, PER_PROCESS):
         n = min(PER_PROCESS, count - p)
         out = tmp / f"viewers-{p}.json"
-        # The viewers yield the CPUs to the server (nice 10): on a machine they share, what
-        # they cannot get shows as their own fps instead of slowing the server they measure.
-        cmd = ["nice", "-n", "10"] if shutil.which("nice") else []
-        cmd += [sys.executable, __file__, "--viewers", url, stream, str(n), str(start_at)]
+        cmd = [sys.executable, __file__, "--viewers", url, stream, str(n), str(start_at)]
         cmd += [str(seconds), str(out)]
         procs.append((subprocess.Popen(cmd), out))
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
