@@ -5,9 +5,10 @@
 
 Starts ``python server.py serve --ice-loopback`` (its own process), connects one session
 that speaks without pause, then for each level starts that many WHEP viewers in separate
-client processes (16 per process: fewer processes to switch between on a small shared machine; loopback). One viewer per process decodes what it gets (the
-proof that the stream plays); the others count each complete frame that reaches their RTP
-receiver without decoding it, so the clients leave the CPUs to the server. Per level:
+client processes (16 per process: fewer processes to switch between on a small shared
+machine; loopback). One viewer per process decodes what it gets (the proof that the stream
+plays); the others count each complete frame that reaches their RTP receiver without decoding
+it, so the clients leave the CPUs to the server. Per level:
 
 * server CPU: CPU seconds of the server process over the window, as % of one core;
 * fps: complete frames per second each viewer received (minimum and median over viewers),

@@ -88,7 +88,7 @@ async def test_reconnect_storm_does_not_pile_up_threads(storm_server: ServerProc
     assert storm_server.alive()
     assert len(after_all) <= len(after_first) + SLACK, (after_first, after_all)
     # The server's own threads say what they are, to the OS too.
-    assert any(name.startswith(("avatar-io", "batcher")) for name in after_all), after_all
+    assert any(name.startswith(("avatar-io", "batcher", "encode")) for name in after_all), after_all
     status, raw = http_get(storm_server.base + "/metrics")
     assert status == 200
     reported = next(

@@ -25,7 +25,6 @@ import numpy as np
 
 from inference.compositor import composite
 from inference.frames import MEL_STEP, FacePatch, LipSyncRequest
-from inference.mel import MEL_PER_SECOND
 from inference.registry import Registry
 
 
@@ -85,7 +84,9 @@ class LipSyncEngine(ABC):
     @property
     def lookahead_ms(self) -> float:
         """The audio after the frame's start that the engine reads, in milliseconds."""
-        return self.lookahead_frames * 1000.0 / MEL_PER_SECOND
+        # A window of MEL_STEP mel frames spans 200 ms (inference.mel, not imported here: it
+        # needs librosa, which the GPU machine lacks, tests/test_bench_gpu.py).
+        return self.lookahead_frames * 200.0 / MEL_STEP
 
     def warmup(self) -> None:  # noqa: B027 - optional hook, empty by default on purpose
         """Run once at start-up so the first real request is not slow."""
