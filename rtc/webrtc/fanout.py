@@ -1,10 +1,11 @@
 """Encode once per stream, send the same packets to every receiver.
 
 A session's released frames are encoded once per video codec in use (VP8 and H.264: at most
-two encoders per stream) and once to Opus; the packets go to one bounded queue per receiver:
-the session's own peer, every WHEP viewer and the recorder. A receiver's RTP sender only
-packetizes and encrypts (aiortc sends ``av.Packet``s without encoding them again), so 32
-viewers cost about what one does.
+two encoders per stream) and once to Opus, and cut into RTP payloads once per codec; every
+receiver gets the same packets: the session's own peer, every WHEP viewer and Janus
+publication (pushed to, rtc/webrtc/packet_sender.py: their senders only stamp headers and
+encrypt) and the recorder (a bounded queue it pulls from, rtc/webrtc/fanout_receiver.py). So
+32 viewers cost about what one does.
 
 What one receiver does never makes the others' picture worse:
 
