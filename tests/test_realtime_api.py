@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -212,11 +213,12 @@ async def test_idle_sessions_time_out(
 async def test_twenty_sessions_leave_no_tasks_or_threads(services: Services) -> None:
     def threads() -> set[str]:
         # The default executor keeps up to min(32, cpus + 4) idle workers for reuse: they are
-        # a bounded pool, not per-session leftovers, and are checked separately.
+        # a bounded pool, not per-session leftovers, and are checked separately; so is the
+        # encode pool, which starts its threads (at most one per core) as encodes need them.
         return {
             t.name
             for t in threading.enumerate()
-            if not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))
+            if not t.name.startswith(("asyncio_", "ThreadPoolExecutor", "encode_"))
         }
 
     async with running_server(services) as (url, app):
@@ -251,6 +253,8 @@ async def test_twenty_sessions_leave_no_tasks_or_threads(services: Services) -> 
         assert not extra_threads, extra_threads
         pool = [t for t in threading.enumerate() if t.name.startswith("asyncio_")]
         assert len(pool) <= 32
+        encoders = [t for t in threading.enumerate() if t.name.startswith("encode_")]
+        assert len(encoders) <= (os.cpu_count() or 1), [t.name for t in encoders]
 
 
 def test_realtime_modules_do_not_import_torch() -> None:
