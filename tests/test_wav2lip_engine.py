@@ -281,3 +281,43 @@ def test_int8_ranges_that_do_not_fit_are_replaced(
     assert "do not fit" in caplog.text and "synthetic" in caplog.text
     with pytest.raises(ValueError, match="not an int8 ranges file"):
         cal.load_ranges(tmp_path / "absent.json")
+
+
+def test_int8_weights_get_7_bits_where_dot_products_saturate(
+    ov_model: object, tmp_path: Path
+) -> None:
+    import openvino as ov
+
+    from inference.engines import wav2lip_calibrate as cal
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    vnni = tmp_path / "vnni"
+    vnni.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert cal.int8_dot_saturates(avx2) and not cal.int8_dot_saturates(vnni)
+    assert cal.int8_dot_saturates(tmp_path / "absent")
+
+    assert isinstance(ov_model, ov.Model)
+    ranges = cal.collect_ranges(ov_model, [sample_inputs(2, seed=5)])
+
+    def weight_highs(bits: int) -> list[float]:
+        q = cal.quantize(ov_model, ranges, weight_bits=bits)
+        return [
+            float(np.max(n.input_value(2).get_node().get_data()))
+            for n in q.get_ops()
+            if n.get_type_name() == "FakeQuantize"
+            and n.get_output_element_type(0).is_real()
+            and n.input_value(0).get_node().get_type_name() == "Constant"
+        ]
+
+    eight, seven = weight_highs(8), weight_highs(7)
+    assert len(eight) == len(seven) > 40
+    # The same 255-level nodes over a range 127/63 wider: a grid step of amax/63.
+    np.testing.assert_allclose(np.array(seven) / np.array(eight), 127 / 63, rtol=1e-5)
+    compiled = ov.Core().compile_model(cal.quantize(ov_model, ranges, weight_bits=7), "CPU")
+    precisions = {
+        n.get_rt_info()["runtimePrecision"].astype(str)
+        for n in compiled.get_runtime_model().get_ops()
+        if n.get_rt_info()["layerType"].astype(str) in ("Convolution", "Deconvolution")
+    }
+    assert precisions <= {"u8", "i8"}, precisions  # still int8 kernels, not emulated in f32
