@@ -238,7 +238,11 @@ async def scenario_publish(tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with (
         janus(tmp / "janus.log") as janus_process,
-        server_process(tmp / "server.log", tmp / "cache", None, loopback_ice=False) as server,
+        # A still head: the mouth's activity is measured in a fixed box (head sway would
+        # move the whole face through it and drown the mouth).
+        server_process(
+            tmp / "server.log", tmp / "cache", None, "--no-idle-motion", loopback_ice=False
+        ) as server,
     ):
         base = server.base
         async with aiohttp.ClientSession() as http:
