@@ -3,6 +3,9 @@
     python bench/render.py                 # photo and drawn avatar, ~20 s of Russian speech
     python bench/render.py --repeat 1 --no-docs
 
+The photo is rendered twice: with its head's sway and breathing (the default, as users get
+it) and with the head still, so the table shows what the motion costs.
+
 Renders the same espeak speech onto each shipped avatar with ``render_to_mp4`` (lip-sync in
 the calling thread, H.264/AAC encoding in the encoder thread, as the server does), after one
 short warm-up render per avatar. Prints a markdown table and replaces the section
@@ -33,10 +36,16 @@ from bench.report import DOCS, cpu_model, write_section  # noqa: E402
 from inference.avatar.store import Avatar, AvatarStore  # noqa: E402
 from inference.engines.base import LipSyncEngine, create_engine  # noqa: E402
 from inference.frames import SAMPLE_RATE  # noqa: E402
-from inference.render import RenderStats, render_to_mp4  # noqa: E402
+from inference.render import (  # noqa: E402
+    DEFAULT_SETTINGS,
+    RenderSettings,
+    RenderStats,
+    render_to_mp4,
+)
 from inference.tts import Speech, create_tts  # noqa: E402
 
 SECTION = "## Render (bench/render.py)"
+STILL = RenderSettings(motion_seed=None)
 TEXT = (
     "Добрый день! Меня зовут Алиса, и я говорящий аватар. Я умею читать любой текст вслух "
     "и двигать губами в такт речи. Сегодня хорошая погода, светит солнце, и птицы поют в "
@@ -56,6 +65,8 @@ class Result:
     walls: list[float]
     lipsyncs: list[float]
     encodes: list[float]
+    still: bool = False
+    """A photo rendered with its head still (no sway or breathing)."""
 
     @property
     def wall(self) -> float:
@@ -81,30 +92,39 @@ def machine() -> str:
 
 
 def render_once(
-    speech: Speech, avatar: Avatar, engine: LipSyncEngine, folder: Path
+    speech: Speech, avatar: Avatar, engine: LipSyncEngine, folder: Path, settings: RenderSettings
 ) -> tuple[float, RenderStats]:
     out = folder / f"{avatar.name}.mp4"
     began = time.perf_counter()
-    stats = render_to_mp4(np.asarray(speech.pcm), avatar, engine, out, phonemes=speech.phonemes)
+    stats = render_to_mp4(
+        np.asarray(speech.pcm), avatar, engine, out, phonemes=speech.phonemes, settings=settings
+    )
     wall = time.perf_counter() - began
     out.unlink()
     return wall, stats
 
 
 def measure(
-    speech: Speech, warmup: Speech, avatar: Avatar, engine: LipSyncEngine, repeat: int, folder: Path
+    speech: Speech,
+    warmup: Speech,
+    avatar: Avatar,
+    engine: LipSyncEngine,
+    repeat: int,
+    folder: Path,
+    settings: RenderSettings = DEFAULT_SETTINGS,
 ) -> Result:
-    render_once(warmup, avatar, engine, folder)  # caches per avatar frame, x264 start-up
+    render_once(warmup, avatar, engine, folder, settings)  # per-frame caches, x264 start-up
     walls, lipsyncs, encodes = [], [], []
     stats = None
     for _ in range(repeat):
-        wall, stats = render_once(speech, avatar, engine, folder)
+        wall, stats = render_once(speech, avatar, engine, folder, settings)
         walls.append(wall)
         lipsyncs.append(stats.lipsync)
         encodes.append(stats.encode)
     assert stats is not None
     h, w = avatar.frames[0].image.shape[:2]
-    return Result(avatar, stats.duration, stats.frames, (w, h), walls, lipsyncs, encodes)
+    still = settings.motion_seed is None and avatar.kind == "photo"
+    return Result(avatar, stats.duration, stats.frames, (w, h), walls, lipsyncs, encodes, still)
 
 
 def table(results: list[Result]) -> str:
@@ -115,7 +135,8 @@ def table(results: list[Result]) -> str:
     ]
     for r in results:
         rows.append(
-            f"| {r.avatar.name} ({r.avatar.kind}) | {r.size[0]}x{r.size[1]} | {r.video:.1f} "
+            f"| {r.avatar.name} ({r.avatar.kind}{', still head' if r.still else ''}) "
+            f"| {r.size[0]}x{r.size[1]} | {r.video:.1f} "
             f"| {r.wall:.2f} | {r.lipsync:.2f} | {r.encode:.2f} | **{r.video / r.wall:.1f}** "
             f"| {r.video / r.lipsync:.1f} | {r.video / r.encode:.1f} |"
         )
@@ -141,8 +162,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
         folder = Path(tmp)
         store = AvatarStore.load(ROOT / "avatars", folder / "cache", "astronaut")
-        for name in ("astronaut", "cartoon"):
-            result = measure(speech, warmup, store.get(name), engine, args.repeat, folder)
+        # The photo also with its head still (no sway or breathing), to show what the
+        # motion costs; the drawn avatar never moves its head.
+        runs = (("astronaut", DEFAULT_SETTINGS), ("astronaut", STILL), ("cartoon", STILL))
+        for name, settings in runs:
+            avatar = store.get(name)
+            result = measure(speech, warmup, avatar, engine, args.repeat, folder, settings)
             results.append(result)
             print(
                 f"{name:10s} {result.video:5.1f} s of video in {result.wall:5.2f} s: "
@@ -168,9 +193,10 @@ def main() -> None:
             f"- date: {time.strftime('%Y-%m-%d')}\n\n"
             f"{md}\n\n"
             "speed = seconds of video per second of wall time (the issue's target: >= 10x). "
-            "lip-sync = building the per-frame requests, the engine and the compositor, in the "
-            "calling thread; encode = the encoder thread's busy time (BGR->I420, libx264, AAC, "
-            "muxing). The two overlap on two cores, so the wall time is less than their sum; "
+            "lip-sync = building the per-frame requests, the engine, the compositor, BGR->I420 "
+            "and (photo) the head's sway and breathing on the I420 planes, in the calling "
+            "thread; encode = the encoder thread's busy time (libx264, AAC, muxing). The two "
+            "overlap on two cores, so the wall time is less than their sum; "
             "both were timed while competing for the cores, so neither ratio is what that "
             "stage would reach alone. "
             f"TTS is not included (espeak took {tts_time:.2f} s for this text).\n"
