@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from inference.avatar.store import AvatarStore
-from inference.engines.base import LipSyncEngine, create_engine
+from inference.engines.base import LipSyncEngine, PendingFrames, create_engine
 from inference.frames import AvatarFrame, Box, FacePatch, LipSyncRequest, MouthGeometry, StreamState
 from inference.lipsync import build_requests, run_engine
 from inference.mel import frame_count, melspectrogram
@@ -272,3 +272,83 @@ async def test_an_engine_that_finishes_frames_gets_the_video_frames() -> None:
     for image in images:
         np.testing.assert_array_equal(image, FRAME.image)
     assert total == FRAME.image.sum()
+
+
+class GatedFrames(PendingFrames):
+    """Frames that a test releases: a device still running until ``gate`` is set."""
+
+    def __init__(self, frames: list[np.ndarray], gate: threading.Event, log: list[str]) -> None:
+        self._frames, self._gate, self._log = frames, gate, log
+
+    def ready(self) -> bool:
+        return self._gate.is_set()
+
+    def result(self) -> list[np.ndarray]:
+        self._gate.wait(5)
+        self._log.append("result")
+        if not self._frames:
+            raise RuntimeError("device fault")
+        return self._frames
+
+
+class AsyncEngine(FinishingEngine):
+    """Returns from ``submit_i420`` before its frames are done (like Wav2Lip on CUDA); a
+    batch holding a frame tagged ``bad`` fails when its result is waited for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+        self.release = threading.Event()
+
+    def submit_i420(self, requests: Sequence[LipSyncRequest], feather: bool = True):
+        self.log.append("submit")
+        frames = self.infer_i420(requests, feather)
+        if any(r.stream and r.stream.values["tag"] == "bad" for r in requests):
+            frames = []
+        return GatedFrames(frames, self.release, self.log)
+
+
+async def until(condition, seconds: float = 5.0) -> bool:
+    """Poll ``condition`` at most ``seconds`` (bounded, like every loop in these tests)."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+async def test_the_next_batch_is_launched_while_one_is_on_the_device() -> None:
+    engine = AsyncEngine()
+    batcher = Batcher(engine, max_batch=2, max_wait=0.001)
+    try:
+        first = batcher.submit("a", tagged("a", 2), [FAR, FAR], finish=bgr_to_video_frame)
+        second = batcher.submit("b", tagged("b", 2), [FAR + 1] * 2, finish=bgr_to_video_frame)
+        # Nothing has come back from the device, yet the second batch is queued behind the first.
+        launched_both = await until(lambda: engine.log.count("submit") == 2)
+        assert launched_both, engine.log
+        assert "result" not in engine.log
+        assert not any(f.done() for f in first + second)
+        engine.release.set()
+        frames = await asyncio.wait_for(asyncio.gather(*first, *second), 5)
+    finally:
+        batcher.close()
+    assert engine.log == ["submit", "submit", "result", "result"]
+    want = bgr_to_video_frame(FRAME.image).to_ndarray()
+    for frame in frames:
+        np.testing.assert_array_equal(frame.to_ndarray(), want)
+    assert batcher.stats.batches == 2 and batcher.stats.frames == 4
+
+
+async def test_a_device_fault_reaches_only_its_batch() -> None:
+    engine = AsyncEngine()
+    engine.release.set()
+    batcher = Batcher(engine, max_batch=2, max_wait=0.001)
+    try:
+        bad = batcher.submit("x", tagged("bad", 2), [FAR, FAR], finish=bgr_to_video_frame)
+        outcome = await asyncio.wait_for(asyncio.gather(*bad, return_exceptions=True), 5)
+        good = batcher.submit("y", tagged("y", 2), [FAR, FAR], finish=bgr_to_video_frame)
+        frames = await asyncio.wait_for(asyncio.gather(*good), 5)
+    finally:
+        batcher.close()
+    assert all(isinstance(e, RuntimeError) and "device fault" in str(e) for e in outcome)
+    assert len(frames) == 2 and batcher.stats.batches == 1

@@ -261,6 +261,44 @@ def test_the_servers_serial_wrapper_passes_finished_frames_on(
     assert not SerialEngine(Wav2LipEngine(backend)).finishes_frames
 
 
+def test_submitted_batches_come_back_as_run_would_make_them(
+    backend: Backend, astronaut: AvatarFrame
+) -> None:
+    """Several batches in flight at once (as the batcher keeps them on CUDA), collected in
+    any order: each is what a synchronous run of it gives, nothing shared between them."""
+    path = TorchFramePath(backend, "cpu", max_batch=2)
+    small = drawn((64, 80), Box(10, 10, 50, 52), seed=4)
+    batches = [
+        speech([astronaut] * 3, seed=11),
+        speech([small, astronaut], silent=(0,), seed=12),
+        speech([astronaut], seed=13),
+    ]
+    pending = [path.submit(b) for b in batches]
+    assert path.submit([]).result() == []
+    assert all(p.ready() for p in pending)  # CPU tensors: done when submit returns
+    for requests, waiting in reversed(list(zip(batches, pending, strict=True))):
+        got = waiting.result()
+        want = path.run(requests)
+        assert [g.tobytes() for g in got] == [w.tobytes() for w in want]
+
+
+def test_the_serial_wrapper_counts_a_submitted_batch_once(
+    backend: Backend, astronaut: AvatarFrame
+) -> None:
+    inner = Wav2LipEngine(backend, max_batch=2, device_path=True)
+    serial = SerialEngine(inner)
+    requests = speech([astronaut] * 2, seed=9)
+    pending = serial.submit_i420(requests)
+    first, again = pending.result(), pending.result()
+    assert [g.tobytes() for g in first] == [w.tobytes() for w in inner.infer_i420(requests)]
+    assert [a.tobytes() for a in again] == [f.tobytes() for f in first]
+    assert serial.stats.batch_sizes.counts[1] == 1 and serial.stats.failures == 0
+    broken = speech([drawn((65, 80), Box(10, 10, 50, 52), seed=1)])  # odd: no I420 frame
+    with pytest.raises(ValueError, match="even sizes"):
+        serial.submit_i420(broken)
+    assert serial.stats.failures == 1 and serial.stats.batch_sizes.counts[1] == 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_on_cuda_matches_the_host_path_with_the_same_backend(astronaut: AvatarFrame) -> None:
     cuda = create_backend("cuda", synthetic_model(), "cuda", max_batch=4)
@@ -270,3 +308,9 @@ def test_on_cuda_matches_the_host_path_with_the_same_backend(astronaut: AvatarFr
     requests = speech([astronaut] * 4, silent=(1,))
     for w, g in zip(host_i420(host, requests), device.infer_i420(requests), strict=True):
         assert max(most for most, _ in plane_diffs(w, g)) <= 1
+    # Two batches in flight on the device (compute and copy streams), collected late: the
+    # same bytes as run one at a time.
+    later = speech([astronaut] * 3, seed=6)
+    first, second = device.submit_i420(requests), device.submit_i420(later)
+    for want, got in ((device.infer_i420(later), second), (device.infer_i420(requests), first)):
+        assert [w.tobytes() for w in want] == [g.tobytes() for g in got.result()]

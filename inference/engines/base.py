@@ -12,6 +12,8 @@ reads less than Wav2Lip's whole 200 ms answers a microphone sooner.
 
 An engine may also finish frames itself (``finishes_frames``, :meth:`LipSyncEngine.infer_i420`):
 paste and colour conversion on its own device, for callers that only need I420 planes.
+Such an engine may also return before its device is done (:meth:`LipSyncEngine.submit_i420`,
+a :class:`PendingFrames`), so its caller prepares the next batch while this one runs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,32 @@ class EngineUnavailable(RuntimeError):
 
     The message says what to install or where to put which file.
     """
+
+
+class PendingFrames(ABC):
+    """The finished frames of one submitted batch, perhaps still being computed."""
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """True once :meth:`result` would not wait (never blocks)."""
+
+    @abstractmethod
+    def result(self) -> list[np.ndarray]:
+        """The frames, in request order, waiting for the device if need be; raises what the
+        computation raised."""
+
+
+class ReadyFrames(PendingFrames):
+    """Frames computed before they were handed over: what synchronous engines return."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self._frames = frames
+
+    def ready(self) -> bool:
+        return True
+
+    def result(self) -> list[np.ndarray]:
+        return self._frames
 
 
 class LipSyncEngine(ABC):
@@ -80,6 +108,13 @@ class LipSyncEngine(ABC):
             )
             for r, p in zip(requests, patches, strict=True)
         ]
+
+    def submit_i420(
+        self, requests: Sequence[LipSyncRequest], feather: bool = True
+    ) -> PendingFrames:
+        """:meth:`infer_i420`, but an engine whose device runs asynchronously returns as soon
+        as the batch is queued there. This default computes the frames first."""
+        return ReadyFrames(self.infer_i420(requests, feather))
 
     @property
     def lookahead_ms(self) -> float:

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from inference.engines.base import LipSyncEngine
+from inference.engines.base import LipSyncEngine, PendingFrames
 from inference.frames import FacePatch, LipSyncRequest
 
 BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -103,19 +103,40 @@ class SerialEngine(LipSyncEngine):
         same lock and counters as :meth:`infer`."""
         return self._counted(len(requests), lambda: self.inner.infer_i420(requests, feather))
 
+    def submit_i420(
+        self, requests: Sequence[LipSyncRequest], feather: bool = True
+    ) -> PendingFrames:
+        """The wrapped engine's :meth:`~LipSyncEngine.submit_i420` under the lock (the
+        lock covers the queueing, not the device's work); the call's seconds are counted
+        from the submit to the end of the result's wait."""
+        started = time.perf_counter()
+        with self._lock:
+            try:
+                pending = self.inner.submit_i420(requests, feather)
+            except Exception:
+                self._failed()
+                raise
+        return _CountedFrames(pending, self, len(requests), started)
+
+    def _observe(self, frames: int, seconds: float) -> None:
+        with self._stats_lock:
+            self._stats.batch_sizes.observe(frames)
+            self._stats.seconds.observe(seconds)
+
+    def _failed(self) -> None:
+        with self._stats_lock:
+            self._stats.failures += 1
+
     def _counted(self, frames: int, call: Callable[[], _Result]) -> _Result:
         with self._lock:
             t0 = time.perf_counter()
             try:
                 result = call()
             except Exception:
-                with self._stats_lock:
-                    self._stats.failures += 1
+                self._failed()
                 raise
             elapsed = time.perf_counter() - t0
-        with self._stats_lock:
-            self._stats.batch_sizes.observe(frames)
-            self._stats.seconds.observe(elapsed)
+        self._observe(frames, elapsed)
         return result
 
     def warmup(self) -> None:
@@ -126,3 +147,31 @@ class SerialEngine(LipSyncEngine):
     def describe(self) -> dict[str, object]:
         """The wrapped engine's description."""
         return self.inner.describe()
+
+
+class _CountedFrames(PendingFrames):
+    """A submitted batch whose seconds and outcome reach the engine's counters once its
+    result has been waited for (once, however often it is asked)."""
+
+    def __init__(self, inner: PendingFrames, owner: SerialEngine, frames: int, started: float):
+        self._inner = inner
+        self._owner = owner
+        self._frames = frames
+        self._started = started
+        self._counted = False
+
+    def ready(self) -> bool:
+        return self._inner.ready()
+
+    def result(self) -> list[np.ndarray]:
+        try:
+            frames = self._inner.result()
+        except Exception:
+            if not self._counted:
+                self._counted = True
+                self._owner._failed()
+            raise
+        if not self._counted:
+            self._counted = True
+            self._owner._observe(self._frames, time.perf_counter() - self._started)
+        return frames

@@ -24,7 +24,12 @@ import cv2
 import numpy as np
 
 from config import EngineConfig
-from inference.engines.base import EngineUnavailable, LipSyncEngine, register_engine
+from inference.engines.base import (
+    EngineUnavailable,
+    LipSyncEngine,
+    PendingFrames,
+    register_engine,
+)
 from inference.engines.wav2lip_backends import (
     Backend,
     choose_backend,
@@ -163,6 +168,15 @@ class Wav2LipEngine(LipSyncEngine):
         if self._frame_path is None:
             return super().infer_i420(requests, feather)
         return self._frame_path.run(requests, feather)
+
+    def submit_i420(
+        self, requests: Sequence[LipSyncRequest], feather: bool = True
+    ) -> PendingFrames:
+        """:meth:`infer_i420` returning once the batch is queued on the device (the device
+        path on CUDA), so the caller can prepare the next batch meanwhile."""
+        if self._frame_path is None:
+            return super().submit_i420(requests, feather)
+        return self._frame_path.submit(requests, feather)
 
     def warmup(self) -> None:
         """Run one full batch so lazy kernel selection happens before real traffic."""

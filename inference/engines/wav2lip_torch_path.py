@@ -4,25 +4,17 @@ The host path (numpy/OpenCV per frame: stack the crops, run the model, resize ea
 feathered blend into a copy of the frame, BGR -> I420) is CPU work for every frame of every
 session, done while a GPU waits. Here everything after loading the avatar stays on the
 engine's device and only the finished I420 planes of each batch cross to the host: on CUDA
-into pinned memory by non-blocking copies on a private stream, waited for with one event (no
-device-wide synchronize). The same code runs on CPU tensors, which is how the tests compare
-it with the host path.
+into pinned memory by non-blocking copies on a stream of their own, waited for with one event
+(no device-wide synchronize). :meth:`TorchFramePath.submit` returns before that event: batch
+n+1 is then prepared and queued while batch n runs and batch n-1 is copied back. The same
+code runs on CPU tensors, which is how the tests compare it with the host path.
 
 Once per avatar frame, on the host with OpenCV (so these are the host path's own bytes): the
 96x96 model crop, the frame's I420 planes, and the BGR pixels of its face box grown to even
 edges. A 2x2 chroma block then never straddles that region, so converting the region alone
 gives the planes that converting the whole frame would.
 
-Kernels per batch, against OpenCV as the host path calls it:
-- mouth 96x96 -> face box: bilinear with half-pixel centres and no antialias, the geometry of
-  ``cv2.INTER_LINEAR`` (what the host path uses both ways; it never uses INTER_AREA). OpenCV
-  computes in fixed point (11-bit weights), so 12-13% of the resized pixels come out one
-  level apart, never more. ``antialias=True`` would average like INTER_AREA when the box is
-  under 96 px (3 levels from INTER_LINEAR on a blurred picture, 125 on noise): not used.
-- feathered blend: ``cv2.blendLinear``'s formula (the weighted sum divided by the weights'
-  sum + 1e-5, rounded half to even): the same numbers.
-- BGR -> I420: OpenCV's BT.601 limited-range integers (20-bit weights), chroma from the
-  top-left pixel of each 2x2 block: the same numbers (checked against OpenCV 4.14).
+The kernels (resize, blend, BGR -> I420) and how they match OpenCV's: wav2lip_torch_kernels.py.
 """
 
 from __future__ import annotations
@@ -36,71 +28,30 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from inference.compositor import lower_face_complement, lower_face_mask
+from inference.engines.base import PendingFrames
 from inference.engines.wav2lip_backends import Backend
-from inference.engines.wav2lip_inputs import HALF, mel_input, small_face
+from inference.engines.wav2lip_inputs import mel_input, small_face
+from inference.engines.wav2lip_torch_kernels import (
+    bgr_to_i420,
+    even_box,
+    face_tensor,
+    resize_linear,
+)
 from inference.frames import AvatarFrame, Box, LipSyncRequest
 
-__all__ = ["DeviceFrames", "ResidentFrame", "TorchFramePath", "bgr_to_i420", "resize_linear"]
+__all__ = [
+    "DeviceFrames",
+    "PendingPlanes",
+    "ResidentFrame",
+    "TorchFramePath",
+    "bgr_to_i420",
+    "resize_linear",
+]
 
 DEFAULT_MAX_BYTES = 2 << 30
 """Device memory the resident avatar frames may take (about 5,000 frames of 512x512)."""
-
-# OpenCV's BGR -> YUV I420 weights (BT.601, limited range) scaled by 2^20, as (B, G, R).
-_SHIFT = 20
-_Y_WEIGHTS = (102760, 528482, 269484)
-_U_WEIGHTS = (460324, -305135, -155188)
-_V_WEIGHTS = (-74448, -385875, 460324)
-_Y_OFFSET = (16 << _SHIFT) + (1 << (_SHIFT - 1))
-_C_OFFSET = (128 << _SHIFT) + (1 << (_SHIFT - 1))
-
-
-def even_box(box: Box, height: int, width: int) -> Box:
-    """``box`` grown to even edges, within a frame of even ``height`` and ``width``."""
-    return Box(
-        box.x1 - box.x1 % 2,
-        box.y1 - box.y1 % 2,
-        min(width, box.x2 + box.x2 % 2),
-        min(height, box.y2 + box.y2 % 2),
-    )
-
-
-def bgr_to_i420(bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(n, h, w, 3) uint8 BGR with h and w even -> Y (n, h, w), U and V (n, h/2, w/2) uint8:
-    ``cv2.COLOR_BGR2YUV_I420``'s numbers."""
-    pixels = bgr.to(torch.int32)  # the weighted sums need 28 bits
-    corners = pixels[:, ::2, ::2]
-    return (
-        _weigh(pixels, _Y_WEIGHTS, _Y_OFFSET),
-        _weigh(corners, _U_WEIGHTS, _C_OFFSET),
-        _weigh(corners, _V_WEIGHTS, _C_OFFSET),
-    )
-
-
-def _weigh(pixels: torch.Tensor, weights: tuple[int, int, int], offset: int) -> torch.Tensor:
-    b, g, r = pixels[..., 0], pixels[..., 1], pixels[..., 2]
-    total = b * weights[0] + g * weights[1] + r * weights[2] + offset
-    return (total >> _SHIFT).to(torch.uint8)
-
-
-def resize_linear(small: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(n, 3, h0, w0) float grey levels -> (n, height, width, 3) float whole levels, within
-    one level of ``cv2.resize(..., INTER_LINEAR)`` on the uint8 image (see the module doc)."""
-    big = F.interpolate(
-        small, size=(height, width), mode="bilinear", align_corners=False, antialias=False
-    )
-    return torch.floor(big + 0.5).clamp_(0, 255).permute(0, 2, 3, 1)
-
-
-def face_tensor(crops: torch.Tensor) -> torch.Tensor:
-    """(B, 3, 96, 96) uint8 crops -> the generator's (B, 6, 96, 96) float32 face input, built
-    like ``wav2lip_inputs.face_input``: masked target, then reference, /255."""
-    scaled = crops.float() * (1.0 / 255.0)
-    face = torch.cat([scaled, scaled], dim=1)
-    face[:, :3, HALF:] = 0.0  # the model must not see the mouth it has to draw
-    return face
 
 
 @dataclass(frozen=True)
@@ -201,6 +152,9 @@ class TorchFramePath:
         self._backend = backend
         self._cuda = self.device.type == "cuda"
         self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+        # Copies to the host get their own stream so one batch's copy overlaps the next
+        # batch's kernels (GPUs copy and compute on separate engines).
+        self._copy_stream = torch.cuda.Stream(self.device) if self._cuda else None
         # (h, w) -> alpha, complement, alpha + complement + 1e-5: each (h, w, 1) float32.
         self._masks: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
 
@@ -208,8 +162,15 @@ class TorchFramePath:
         """One uint8 I420 array (h * 3 // 2, w) per request (OpenCV's layout), in order;
         silent requests show their frame as it is. The arrays are views of one host buffer
         per frame size and keep it alive."""
+        return self.submit(requests, feather).result()
+
+    def submit(self, requests: Sequence[LipSyncRequest], feather: bool = True) -> PendingPlanes:
+        """Queue :meth:`run`'s work and return without waiting for the device: on CUDA the
+        batch is computed on the path's stream and copied back on a second one, so the
+        caller can prepare (and queue) the next batch while this one runs and the one before
+        crosses to the host. On CPU tensors the work is done when this returns."""
         if not requests:
-            return []
+            return PendingPlanes([], [], None)
         with self._on_stream(), torch.inference_mode():
             residents = [self.frames.get(r.frame) for r in requests]
             todo = [i for i, r in enumerate(requests) if not r.silent]
@@ -220,15 +181,10 @@ class TorchFramePath:
                 planes = torch.stack([residents[i].i420 for i in positions])
                 spoken = [(k, row_of[i]) for k, i in enumerate(positions) if i in row_of]
                 self._paste(planes, [residents[i] for i in positions], spoken, mouths, feather)
-                outputs.append((positions, self._to_host(planes)))
-            self._wait()
-        frames: list[np.ndarray] = [np.empty(0, np.uint8)] * len(requests)
-        for positions, host in outputs:
-            height, width = residents[positions[0]].size
-            batch = host.numpy().reshape(len(positions), height * 3 // 2, width)
-            for k, i in enumerate(positions):
-                frames[i] = batch[k]
-        return frames
+                outputs.append((positions, planes))
+            copied = self._to_host(outputs)
+        sizes = [residents[positions[0]].size for positions, _ in outputs]
+        return PendingPlanes(copied, sizes, self._copied_event(), len(requests))
 
     def _mouths(
         self, requests: Sequence[LipSyncRequest], residents: Sequence[ResidentFrame]
@@ -306,25 +262,69 @@ class TorchFramePath:
         # until the copy has run even though the tensor is dropped at once.
         return tensor.pin_memory().to(self.device, non_blocking=True)
 
-    def _to_host(self, planes: torch.Tensor) -> torch.Tensor:
-        if not self._cuda:
-            return planes
-        host = torch.empty(planes.shape, dtype=planes.dtype, pin_memory=True)
-        host.copy_(planes, non_blocking=True)
-        return host
+    def _to_host(
+        self, outputs: list[tuple[list[int], torch.Tensor]]
+    ) -> list[tuple[list[int], torch.Tensor]]:
+        """The planes' copies into pinned host memory, queued on the copy stream once the
+        compute stream has made them (CUDA); the planes themselves on CPU."""
+        if self._copy_stream is None or self._stream is None:
+            return outputs
+        computed = torch.cuda.Event()
+        computed.record(self._stream)
+        self._copy_stream.wait_event(computed)
+        copied: list[tuple[list[int], torch.Tensor]] = []
+        with torch.cuda.stream(self._copy_stream):
+            for positions, planes in outputs:
+                host = torch.empty(planes.shape, dtype=planes.dtype, pin_memory=True)
+                host.copy_(planes, non_blocking=True)
+                # The planes were allocated on the compute stream: without this the caching
+                # allocator could hand their memory to the next batch before the copy ran.
+                planes.record_stream(self._copy_stream)
+                copied.append((positions, host))
+        return copied
 
-    def _wait(self) -> None:
-        """Block until this batch's copies to the host are done: one event on our stream,
-        so other streams (other engines, other work) are not waited for."""
-        if self._stream is not None:
-            done = torch.cuda.Event()
-            done.record(self._stream)
-            done.synchronize()
+    def _copied_event(self) -> torch.cuda.Event | None:
+        """An event the host waits on for this batch alone (no device-wide synchronize)."""
+        if self._copy_stream is None:
+            return None
+        done = torch.cuda.Event()
+        done.record(self._copy_stream)
+        return done
 
     def _on_stream(self) -> AbstractContextManager[object]:
         if self._stream is None:
             return contextlib.nullcontext()
         return torch.cuda.stream(self._stream)
+
+
+class PendingPlanes(PendingFrames):
+    """One submitted batch's I420 planes on their way to the host (see
+    :meth:`TorchFramePath.submit`)."""
+
+    def __init__(
+        self,
+        outputs: list[tuple[list[int], torch.Tensor]],
+        sizes: list[tuple[int, int]],
+        done: torch.cuda.Event | None,
+        count: int = 0,
+    ) -> None:
+        self._outputs = outputs
+        self._sizes = sizes
+        self._done = done
+        self._count = count
+
+    def ready(self) -> bool:
+        return self._done is None or bool(self._done.query())
+
+    def result(self) -> list[np.ndarray]:
+        if self._done is not None:
+            self._done.synchronize()
+        frames: list[np.ndarray] = [np.empty(0, np.uint8)] * self._count
+        for (positions, host), (height, width) in zip(self._outputs, self._sizes, strict=True):
+            batch = host.numpy().reshape(len(positions), height * 3 // 2, width)
+            for k, i in enumerate(positions):
+                frames[i] = batch[k]
+        return frames
 
 
 def _by_size(residents: Sequence[ResidentFrame]) -> list[list[int]]:

@@ -11,10 +11,11 @@ push the others past their deadlines. Frames already past their deadline are not
 (their video slot is gone; the track repeats the previous frame), so an overloaded engine
 sheds load instead of falling further behind. Stale work is dropped with :meth:`flush`.
 
-An engine that finishes frames itself (``engine.finishes_frames``: Wav2Lip on CUDA) gets the
-frames whose finish is a plain conversion to a video frame (:data:`I420_TWINS`) as one
-``infer_i420`` call, so paste and colour conversion stay on its device; frames that need the
-BGR picture (a dissolve, no finish) still go through the host compositor.
+Frames go to the engine through batch_flight.py (device-finished or host-composited). An
+engine whose device runs asynchronously (Wav2Lip on CUDA) returns from the launch while its
+batch runs: the worker then gathers and launches the next batch before it delivers the one in
+flight, so the device never waits for the host's share of the work between batches. A
+synchronous engine's batch is delivered as soon as it is launched.
 """
 
 from __future__ import annotations
@@ -29,23 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from config import AppConfig
 from inference.engines.base import LipSyncEngine
 from inference.frames import LipSyncRequest
-from inference.lipsync import infer_and_composite
-from inference.mp4 import bgr_to_video_frame, i420_to_video_frame
 from inference.threads import set_os_thread_name
+from rtc.live.batch_flight import I420_TWINS, Finish, Flight, collect, launch
 
 log = logging.getLogger(__name__)
 
-Finish = Callable[[np.ndarray], Any]
-"""Run in the worker on each composited BGR frame (e.g. conversion to an av.VideoFrame)."""
-
-I420_TWINS: dict[Finish, Finish] = {bgr_to_video_frame: i420_to_video_frame}
-"""Finishes that only convert the BGR frame, each with the same step from I420 planes (OpenCV's
-layout, what ``engine.infer_i420`` returns)."""
+__all__ = ["I420_TWINS", "Batcher", "BatcherClosed", "BatcherPool", "BatcherStats", "Finish"]
 
 
 class BatcherClosed(RuntimeError):
@@ -182,18 +175,32 @@ class Batcher:
 
     def _run(self) -> None:
         set_os_thread_name()
+        flying: _Flying | None = None
         while True:
-            batch, expired = self._next_batch()
-            if batch is None:
-                return
+            batch, expired = self._next_batch(flying.due if flying is not None else None)
             for item in expired:
                 item.loop.call_soon_threadsafe(_resolve, item.future, None)
-            if batch:
-                self._infer(batch)
+            launched = self._launch(batch) if batch else None
+            if flying is not None:
+                # It ran on the device while this batch was gathered and queued behind it.
+                self._deliver(flying)
+            flying = None
+            if launched is not None:
+                if launched.flight.ready():  # synchronous engines: no reason to hold it
+                    self._deliver(launched)
+                else:
+                    flying = launched
+            if batch is None:
+                return
 
-    def _next_batch(self) -> tuple[list[_Item] | None, list[_Item]]:
+    def _next_batch(self, due: float | None) -> tuple[list[_Item] | None, list[_Item]]:
+        """The next batch (None once closed) and the frames that expired. ``due``: when the
+        batch in flight should be done (None if none is): until then frames may gather,
+        but an empty queue does not wait, the flight is delivered instead."""
         with self._cond:
             while not self._heap and not self._closed:
+                if due is not None:
+                    return [], []
                 self._cond.wait()
             if self._closed:
                 return None, []
@@ -203,7 +210,7 @@ class Batcher:
                 now = self._now()
                 oldest = min(item.submitted for item in self._heap)
                 urgent = self._heap[0].deadline - self._batch_cost
-                remaining = min(oldest + self.max_wait, urgent) - now
+                remaining = min(oldest + self.max_wait, urgent, due or float("inf")) - now
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
@@ -249,16 +256,29 @@ class Batcher:
         taken.sort()
         return taken
 
-    def _infer(self, batch: list[_Item]) -> None:
-        t0 = time.perf_counter()
+    def _launch(self, batch: list[_Item]) -> _Flying | None:
+        """Queue the batch on the engine (see batch_flight.py); None if that failed (every
+        session of the batch is told; the worker lives on)."""
         try:
-            results = self._finished(batch)
-        except Exception as e:  # reported to every session of the batch; the worker lives on
-            log.exception("engine %s failed on a batch of %d", self.engine.name, len(batch))
-            for item in batch:
-                item.loop.call_soon_threadsafe(_fail, item.future, e)
+            flight = launch(
+                self.engine,
+                [item.request for item in batch],
+                [item.finish for item in batch],
+                self.feather,
+            )
+        except Exception as e:
+            self._fail_batch(batch, e)
+            return None
+        return _Flying(batch, flight, self._now() + self._batch_cost)
+
+    def _deliver(self, flying: _Flying) -> None:
+        batch, flight = flying.batch, flying.flight
+        try:
+            results = collect(self.engine, flight)
+        except Exception as e:
+            self._fail_batch(batch, e)
             return
-        cost = time.perf_counter() - t0
+        cost = flight.busy
         self.stats.batches += 1
         self.stats.frames += len(batch)
         self.stats.busy += cost
@@ -274,38 +294,19 @@ class Batcher:
         for item, result in zip(batch, results, strict=True):
             item.loop.call_soon_threadsafe(_resolve, item.future, result)
 
-    def _finished(self, batch: list[_Item]) -> list[Any]:
-        """Each item's result, in order: its finish applied to its frame, finished by the
-        engine itself where it can (one ``infer_i420`` call), else by the host compositor.
+    def _fail_batch(self, batch: list[_Item], error: Exception) -> None:
+        log.exception("engine %s failed on a batch of %d", self.engine.name, len(batch))
+        for item in batch:
+            item.loop.call_soon_threadsafe(_fail, item.future, error)
 
-        A batch may so become two engine calls; an engine that finishes frames must therefore
-        keep no state across a stream's frames (Wav2Lip keeps none).
-        """
-        twins = {
-            k: twin
-            for k, item in enumerate(batch)
-            if self.engine.finishes_frames
-            and item.finish is not None
-            and (twin := I420_TWINS.get(item.finish)) is not None
-        }
-        results: list[Any] = [None] * len(batch)
-        if twins:
-            frames = self.engine.infer_i420([batch[k].request for k in twins], self.feather)
-            if len(frames) != len(twins):
-                raise RuntimeError(
-                    f"engine {self.engine.name} returned {len(frames)} frames for {len(twins)}"
-                )
-            for (k, twin), frame in zip(twins.items(), frames, strict=True):
-                results[k] = twin(frame)
-        rest = [k for k in range(len(batch)) if k not in twins]
-        if rest:
-            images = infer_and_composite(
-                self.engine, [batch[k].request for k in rest], self.feather
-            )
-            for k, image in zip(rest, images, strict=True):
-                finish = batch[k].finish
-                results[k] = finish(image) if finish is not None else image
-        return results
+
+@dataclass
+class _Flying:
+    """A launched batch, its items and when the worker expects it done (``now`` clock)."""
+
+    batch: list[_Item]
+    flight: Flight
+    due: float
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
