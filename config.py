@@ -137,6 +137,9 @@ class RealtimeConfig:
     min_video_bitrate: int = 150_000
     """The shared encoder never goes below this; a viewer estimating less is reported in
     /api/streams and /metrics, not followed (one bad link must not blur everyone's picture)."""
+    h264_encoder: str = "libx264"
+    """The shared H.264 encoder of each stream: libx264 (CPU), h264_nvenc (an NVIDIA card's
+    video engine) or auto (NVENC where it encodes, else x264): rtc/webrtc/h264_encoders.py."""
     keyframe_gap: float = 0.5
     """Seconds between two keyframes forced for a stream's joiners and lossy viewers at least
     (their requests are coalesced)."""

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the always-on stream's name (with --publish)")  # fmt: skip
     serve.add_argument("--min-video-bitrate", type=int, default=live.min_video_bitrate,
                        help="shared encoder's floor; viewers below it are reported")  # fmt: skip
+    serve.add_argument("--h264-encoder", choices=("libx264", "h264_nvenc", "auto"),
+                       default=live.h264_encoder,
+                       help="H.264 encoder: x264, NVENC, or NVENC where it works")  # fmt: skip
     serve.add_argument("--keyframe-gap", type=float, metavar="SECONDS", default=live.keyframe_gap,
                        help="least seconds between forced keyframes of a stream")  # fmt: skip
     serve.add_argument(
@@ -247,7 +250,14 @@ def cmd_serve(config: AppConfig) -> int:
     from rtc.http.access_log import RedactingAccessLogger
     from rtc.http.app import build_app
     from rtc.services import Services
+    from rtc.webrtc.h264_encoders import resolve_h264_encoder
 
+    try:  # an encoder that cannot run is said now, not when the first browser calls
+        encoder = resolve_h264_encoder(config.realtime.h264_encoder)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log.info("H.264 streams encode with %s", encoder)
     services = Services.load(config)
     app = build_app(services)
     log.info("serving on http://%s:%d/", config.http.host, config.http.port)

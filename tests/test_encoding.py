@@ -4,6 +4,8 @@ routed from an RTP sender."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -26,6 +28,7 @@ from rtc.webrtc.encoding import (
     follow_receiver_feedback,
 )
 from rtc.webrtc.fanout import FanoutSettings, Receiver, VideoGroup
+from rtc.webrtc.h264_encoders import NVENC, X264, nvenc_problem, resolve_h264_encoder
 from rtc.webrtc.tracks import VIDEO_TIME_BASE
 
 DECODERS = {H264: "h264", VP8: "libvpx"}
@@ -214,3 +217,48 @@ def test_remb_reaches_the_shared_encoder_through_the_sender() -> None:
     sender._RTCRtpSender__encoder.target_bitrate = 1_500_000  # the link recovered
     group.next_frame_options()
     assert group.encoder.bitrate == 1_000_000
+
+
+def test_the_h264_encoder_choice() -> None:
+    assert resolve_h264_encoder(X264) == X264
+    with pytest.raises(ValueError, match=r"unknown H\.264 encoder 'x265'"):
+        resolve_h264_encoder("x265")
+    works = nvenc_problem() is None
+    assert resolve_h264_encoder("auto") == (NVENC if works else X264)
+    if works:
+        assert resolve_h264_encoder(NVENC) == NVENC
+    else:  # this machine: the reason is FFmpeg's, and the way out is named
+        with pytest.raises(ValueError, match=r"cannot encode on this machine .*libx264 or auto"):
+            resolve_h264_encoder(NVENC)
+    # auto falls back to what runs: H.264 from it decodes here either way
+    encoder = VideoEncoder(H264, bitrate=800_000, h264_encoder="auto")
+    packets = [encoder.encode(f) for f in face_frames(3)]
+    decoder = av.CodecContext.create("h264", "r")
+    assert sum(len(decoder.decode(av.Packet(bytes(p)))) for p in packets) == 3
+
+
+@pytest.mark.skipif(nvenc_problem() is not None, reason="NVENC cannot encode here")
+def test_nvenc_keyframes_on_request_and_decodes() -> None:
+    frames = face_frames(6)
+    encoder = VideoEncoder(H264, bitrate=800_000, h264_encoder=NVENC)
+    packets = [encoder.encode(f, keyframe=(k == 4)) for k, f in enumerate(frames)]
+    assert [5 in h264_nal_types(bytes(p)) for p in packets] == [
+        True, False, False, False, True, False
+    ]  # fmt: skip
+    decoder = av.CodecContext.create("h264", "r")
+    assert sum(len(decoder.decode(av.Packet(bytes(p)))) for p in packets) == 6
+
+
+def test_serve_refuses_an_h264_encoder_that_cannot_run(tmp_path) -> None:
+    if nvenc_problem() is None:
+        pytest.skip("NVENC encodes here")
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "server.py"), "serve", "--h264-encoder", NVENC],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "--h264-encoder h264_nvenc cannot encode on this machine" in result.stderr
+    assert "Traceback" not in result.stderr

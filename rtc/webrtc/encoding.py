@@ -5,9 +5,10 @@ aiortc's built-in encoders are tuned for a camera on a congested link: its VP8 r
 with a temporal denoiser and CBR padding (about 5 ms a 512x512 frame here) and its H.264 runs
 libx264's default preset. An avatar is a still face with a moving mouth: the denoiser has no
 noise to remove and padding only adds packets for the event loop to encrypt and send. Here
-each stream encodes with settings made for that (libx264 ``ultrafast``/``zerolatency``, or
-libvpx without the denoiser) in a worker thread, and hands aiortc ``av.Packet``s, which its
-sender packs without encoding again (the path aiortc provides for pre-encoded media).
+each stream encodes with settings made for that (libx264 ``ultrafast``/``zerolatency``, NVENC
+where asked for (h264_encoders.py), or libvpx without the denoiser) in a worker thread, and
+hands aiortc ``av.Packet``s, which its sender packs without encoding again (the path aiortc
+provides for pre-encoded media).
 
 Audio is encoded here too, for the clock's sake: aiortc's Opus encoder numbers its packets
 by the samples it has encoded, so a slot the audio track skipped (the loop stalled) would
@@ -34,6 +35,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
 from inference.mp4 import clone_video_frame
+from rtc.webrtc.h264_encoders import X264, open_h264, resolve_h264_encoder
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,18 @@ class VideoEncoder:
     """One stream's encoder: yuv420p frames in, one ``av.Packet`` per frame out."""
 
     def __init__(
-        self, mime_type: str, bitrate: int, fps: int = 25, floor: int = MIN_BITRATE
+        self,
+        mime_type: str,
+        bitrate: int,
+        fps: int = 25,
+        floor: int = MIN_BITRATE,
+        h264_encoder: str = X264,
     ) -> None:
         if mime_type not in ENCODED_CODECS:
             raise ValueError(f"no encoder for {mime_type}; expected one of {ENCODED_CODECS}")
         self.mime_type = mime_type
+        self.h264_encoder = resolve_h264_encoder(h264_encoder)
+        """x264 or NVENC (``--h264-encoder``, rtc/webrtc/h264_encoders.py); H.264 only."""
         self.ceiling = bitrate
         """The configured rate; the receivers' estimates only ever lower it."""
         self.floor = min(floor, bitrate)
@@ -77,17 +86,7 @@ class VideoEncoder:
 
     def _open(self, width: int, height: int) -> av.VideoCodecContext:
         if self.mime_type == H264:
-            codec = av.CodecContext.create("libx264", "w")
-            # Constrained baseline, no B-frames, no look-ahead: every browser decodes it and
-            # each frame leaves the encoder as soon as it went in.
-            codec.profile = "Baseline"
-            codec.options = {
-                "preset": "ultrafast",
-                "tune": "zerolatency",
-                "level": "31",
-                "maxrate": str(self.bitrate),
-                "bufsize": str(self.bitrate),
-            }
+            codec = open_h264(self.h264_encoder, self.bitrate)
         else:
             codec = av.CodecContext.create("libvpx", "w")
             codec.qmin, codec.qmax = 2, 56

@@ -89,6 +89,8 @@ class FanoutSettings:
     min_video_bitrate: int = MIN_BITRATE
     """The floor: a receiver estimating less is reported, not followed."""
     keyframe_gap: float = KEYFRAME_GAP
+    h264_encoder: str = "libx264"
+    """x264, h264_nvenc or auto (rtc/webrtc/h264_encoders.py)."""
 
 
 class VideoGroup:
@@ -100,7 +102,10 @@ class VideoGroup:
         self.mime_type = mime_type
         self.settings = settings
         self.encoder = VideoEncoder(
-            mime_type, settings.video_bitrate, floor=settings.min_video_bitrate
+            mime_type,
+            settings.video_bitrate,
+            floor=settings.min_video_bitrate,
+            h264_encoder=settings.h264_encoder,
         )
         self.receivers: list[Receiver] = []
         self.packer = Packer(mime_type)

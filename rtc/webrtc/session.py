@@ -85,7 +85,9 @@ class Session:
             self.clock, self.pipeline.video_queue, self.pipeline.first_frame
         )
         self.audio = AvatarAudioTrack(self.clock, self.pipeline.audio_queue)
-        settings = FanoutSettings(live.video_bitrate, live.min_video_bitrate, live.keyframe_gap)
+        settings = FanoutSettings(
+            live.video_bitrate, live.min_video_bitrate, live.keyframe_gap, live.h264_encoder
+        )
         self.media = MediaFanout(self.video, self.audio, settings, name=self.id)
         """The stream's encoders: the released frames encoded once for every receiver."""
         self.video_out = PacketTrack("video")
