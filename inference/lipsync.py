@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from inference.audio_io import rms
@@ -140,6 +141,26 @@ def run_engine(
     for start in range(0, len(requests), size):
         images.extend(infer_and_composite(engine, requests[start : start + size], feather))
     return images
+
+
+def run_engine_i420(
+    engine: LipSyncEngine, requests: Sequence[LipSyncRequest], feather: bool
+) -> list[np.ndarray]:
+    """:func:`run_engine`'s frames as I420 planes (``(h * 3 // 2, w)`` uint8, OpenCV's
+    layout). An engine that finishes frames (Wav2Lip on CUDA) makes them on its device, the
+    next batch queued before the last is collected; any other goes through the compositor
+    and one OpenCV conversion, the bytes a BGR render then converted would hold."""
+    if not engine.finishes_frames:
+        return [
+            np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420))
+            for image in run_engine(engine, requests, feather)
+        ]
+    size = max(1, engine.max_batch)
+    pending = [
+        engine.submit_i420(requests[start : start + size], feather)
+        for start in range(0, len(requests), size)
+    ]
+    return [frame for batch in pending for frame in batch.result()]
 
 
 def audio_for_frames(pcm: np.ndarray, count: int) -> np.ndarray:

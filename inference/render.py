@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from inference.audio_io import SourceAudio
@@ -19,7 +18,12 @@ from inference.avatar.moving import MovingPhoto
 from inference.avatar.store import Avatar
 from inference.engines.base import LipSyncEngine
 from inference.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, PhonemeMark, StreamState
-from inference.lipsync import PhonemeTimeline, audio_for_frames, build_requests, run_engine
+from inference.lipsync import (
+    PhonemeTimeline,
+    audio_for_frames,
+    build_requests,
+    run_engine_i420,
+)
 from inference.mel import frame_count, melspectrogram
 from inference.mp4 import Mp4Writer
 
@@ -119,10 +123,9 @@ def render_to_mp4(
                 stream,
                 engine.lookahead_frames,
             )
-            images = run_engine(engine, requests, settings.feather)
-            # The one colour conversion, then the head's sway on the I420 planes exactly as
-            # a live session of the same seed moves them.
-            pictures = [np.asarray(cv2.cvtColor(i, cv2.COLOR_BGR2YUV_I420)) for i in images]
+            # I420 from the engine's device or from the one colour conversion, then the head's
+            # sway on the planes exactly as a live session of the same seed moves them.
+            pictures = run_engine_i420(engine, requests, settings.feather)
             if moving is not None:
                 pictures = [moving.moved(p, i) for i, p in zip(frames, pictures, strict=True)]
             lipsync += time.perf_counter() - t0

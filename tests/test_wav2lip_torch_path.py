@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -30,8 +32,10 @@ from inference.engines.wav2lip_torch_path import (
     bgr_to_i420,
     resize_linear,
 )
-from inference.frames import AvatarFrame, Box, LipSyncRequest, MouthGeometry
+from inference.frames import SAMPLE_RATE, AvatarFrame, Box, LipSyncRequest, MouthGeometry
+from inference.lipsync import run_engine, run_engine_i420
 from inference.mp4 import bgr_to_video_frame
+from inference.render import render_to_mp4
 from tests.test_wav2lip_engine import EchoReference
 from tests.test_wav2lip_model import synthetic_model
 
@@ -297,6 +301,40 @@ def test_the_serial_wrapper_counts_a_submitted_batch_once(
     with pytest.raises(ValueError, match="even sizes"):
         serial.submit_i420(broken)
     assert serial.stats.failures == 1 and serial.stats.batch_sizes.counts[1] == 1
+
+
+def test_renders_take_finished_frames_from_the_device(
+    backend: Backend, astronaut: AvatarFrame
+) -> None:
+    device = Wav2LipEngine(backend, max_batch=2, device_path=True)
+    host = Wav2LipEngine(backend, max_batch=2)
+    requests = speech([astronaut] * 5, silent=(2,), seed=14)
+    got = run_engine_i420(device, requests, True)
+    want = run_engine_i420(host, requests, True)
+    assert len(got) == len(want) == 5
+    for w, g in zip(want, got, strict=True):
+        assert max(most for most, _ in plane_diffs(w, g)) <= 1
+    # The host route is the compositor and one OpenCV conversion, byte for byte.
+    converted = [cv2.cvtColor(i, cv2.COLOR_BGR2YUV_I420) for i in run_engine(host, requests, True)]
+    assert [w.tobytes() for w in want] == [c.tobytes() for c in converted]
+
+
+def test_a_render_on_the_device_path_writes_its_frames(
+    backend: Backend, avatar_store: AvatarStore, tmp_path: Path
+) -> None:
+    calls: list[int] = []
+
+    class Counted(Wav2LipEngine):
+        def submit_i420(self, requests: Sequence[LipSyncRequest], feather: bool = True):
+            calls.append(len(requests))
+            return super().submit_i420(requests, feather)
+
+    engine = Counted(backend, max_batch=8, device_path=True)
+    pcm = (0.3 * np.sin(np.arange(SAMPLE_RATE) * 0.05)).astype(np.float32)  # 1 s: 25 frames
+    stats = render_to_mp4(pcm, avatar_store.get("astronaut"), engine, tmp_path / "gpu.mp4")
+    assert sum(calls) == stats.frames == 25 and max(calls) == 8
+    with av.open(str(tmp_path / "gpu.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 25
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
