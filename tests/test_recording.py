@@ -113,7 +113,10 @@ async def test_recording_of_speech_is_in_sync_and_downloadable(
     path = services.config.outputs.recordings_dir / "downloaded.mp4"
     path.write_bytes(data)
     tv, activity, ta, rms = decode(path, box)
-    assert len(tv) == stopped["frames"] and len(tv) > 50
+    # The file covers `frames` slots; a slot the server skipped (a stalled loop on a loaded
+    # machine) is a gap in the timestamps, the picture before it held, not a frame.
+    assert round(tv[-1] * 25) + 1 == stopped["frames"] and len(tv) > 50
+    assert len(tv) <= stopped["frames"]
     assert abs((ta[-1] + 0.02) - (tv[-1] + 0.04)) < 0.2  # both cover the same time
     speech = ta[rms > 0.02]
     assert speech.size > 25, "no speech in the file"
