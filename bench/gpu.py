@@ -41,7 +41,6 @@ if str(ROOT) not in sys.path:  # allow `python bench/gpu.py` from anywhere
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from bench.gpu_generator import measure_generator  # noqa: E402
 from bench.report import DOCS, cpu_model, write_section  # noqa: E402
@@ -49,8 +48,8 @@ from inference.compositor import composite  # noqa: E402
 from inference.engines.wav2lip import Wav2LipEngine  # noqa: E402
 from inference.engines.wav2lip_backends import Backend, create_backend  # noqa: E402
 from inference.engines.wav2lip_calibrate import synthetic_batches  # noqa: E402
-from inference.engines.wav2lip_loader import load_wav2lip  # noqa: E402
 from inference.engines.wav2lip_model import Wav2Lip  # noqa: E402
+from inference.engines.wav2lip_synthetic import random_checkpoint  # noqa: E402
 from inference.frames import AvatarFrame, Box, LipSyncRequest, MouthGeometry  # noqa: E402
 
 SECTION = "## GPU (bench/gpu.py)"
@@ -64,27 +63,6 @@ NO_CUDA = (
     "(built for CUDA: {cuda}). Run it on the GPU machine, or check the script here with "
     "--cpu-smoke."
 )
-
-
-def random_checkpoint(folder: Path, seed: int = 0, batches: int = 2) -> Wav2Lip:
-    """A random generator saved as a legacy checkpoint and loaded back like a user's file.
-
-    Its BatchNorm statistics are measured on drawn faces, so outputs spread over [0, 1]
-    instead of sitting at 0.5: differences between backends then mean something.
-    """
-    torch.manual_seed(seed)
-    model = Wav2Lip()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = None  # a plain average over the calibration passes
-            module.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        for mel, face in synthetic_batches(batches, 6, seed=seed + 1):
-            model(torch.from_numpy(mel), torch.from_numpy(face))
-    path = folder / "wav2lip.pth"
-    torch.save({"state_dict": model.state_dict()}, path)
-    return load_wav2lip(path)
 
 
 def astronaut_frame() -> AvatarFrame:

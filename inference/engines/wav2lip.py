@@ -134,6 +134,7 @@ class Wav2LipEngine(LipSyncEngine):
             device,
             max_batch=config.max_batch,
             int8_ranges=ranges_path_for(path),
+            cuda_graphs=config.cuda_graphs,
         )
         log.info("%s: %s on %s with %s", cls.name, path, device, backend_name)
         return cls(backend, checkpoint=path, max_batch=config.max_batch)
@@ -171,13 +172,15 @@ class Wav2LipEngine(LipSyncEngine):
         self._run(mel, face)
 
     def describe(self) -> dict[str, object]:
-        """Name, device and backend plus the checkpoint and batch limit."""
+        """Name, device and backend plus the checkpoint, batch limit and CUDA graph use
+        (None off the ``cuda`` backend)."""
         info = super().describe()
         info.update(
             checkpoint=str(self.checkpoint) if self.checkpoint else None,
             variant=self.variant,
             max_batch=self.max_batch,
             device_path=self.finishes_frames,
+            cuda_graphs=self._backend.graphs_state(),
         )
         return info
 
