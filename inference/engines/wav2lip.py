@@ -166,10 +166,14 @@ class Wav2LipEngine(LipSyncEngine):
         return self._frame_path.run(requests, feather)
 
     def warmup(self) -> None:
-        """Run one full batch so lazy kernel selection happens before real traffic."""
-        mel = np.zeros((self.max_batch, 1, MEL_BANDS, MEL_STEPS), np.float32)
-        face = np.zeros((self.max_batch, 6, FACE_SIZE, FACE_SIZE), np.float32)
-        self._run(mel, face)
+        """Run one full batch, and one per smaller batch bucket of the backend (the ``cuda``
+        backend captures each bucket's CUDA graph on first use), so lazy kernel selection
+        and capture happen before real traffic."""
+        smaller = [size for size in self._backend.buckets if size < self.max_batch]
+        for size in [*smaller, self.max_batch]:
+            mel = np.zeros((size, 1, MEL_BANDS, MEL_STEPS), np.float32)
+            face = np.zeros((size, 6, FACE_SIZE, FACE_SIZE), np.float32)
+            self._run(mel, face)
 
     def describe(self) -> dict[str, object]:
         """Name, device and backend plus the checkpoint, batch limit and CUDA graph use

@@ -50,6 +50,8 @@ class Backend(ABC):
 
     name: str
     device: str = "cpu"
+    buckets: tuple[int, ...] = ()
+    """Batch sizes the backend serves in (padding smaller batches); () for any size."""
 
     @abstractmethod
     def run(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:

@@ -95,9 +95,12 @@ class GraphBucket:
     code may then write). Capture raises whatever CUDA raises; the backend decides.
     """
 
-    def __init__(self, model: Wav2Lip, size: int, device: str, stream: torch.cuda.Stream) -> None:
+    def __init__(
+        self, model: Wav2Lip, size: int, device: str, stream: torch.cuda.Stream | None
+    ) -> None:
         self.size = size
         self.mel, self.face = _inputs(size, device)
+        stream = stream if stream is not None else torch.cuda.Stream(device=device)
         side = torch.cuda.Stream(device=device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -238,7 +241,6 @@ class CudaBackend(Backend):
         graph = self._captured.get(size)
         if graph is not None:
             return graph
-        assert self._stream is not None  # graphs are only wanted on CUDA
         try:
             graph = GraphBucket(self._model, size, self.device, self._stream)
         except RuntimeError as e:  # torch's CUDA errors (AcceleratorError is one)
