@@ -15,8 +15,6 @@ chose, so there ``SAME_KERNELS`` (one fp16 step near 1.0 is 0.0005).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

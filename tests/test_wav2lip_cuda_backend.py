@@ -9,6 +9,7 @@ faces (seeds 21 and 5), batches of 5, outputs in [0, 1]: max abs 0.0075-0.0089, 
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def test_bucketed_equals_unbucketed_row_for_row(backend: CudaBackend) -> None:
 class FakeGraph:
     """Stands in for a captured bucket on CPU: replays the model eagerly, counts captures."""
 
-    made: list[int] = []
+    made: ClassVar[list[int]] = []
 
     def __init__(self, model: torch.nn.Module, size: int, device: str, stream: object) -> None:
         self.model, self.size = model, size
@@ -163,7 +164,7 @@ def test_a_failed_capture_falls_back_or_fails_by_mode(
     assert auto.graphs_state()["eager"] == [1, 2] and auto.graphs_state()["captured"] == []
     plain = CudaBackend(synthetic_model(), "cpu", max_batch=2, cuda_graphs="off")
     np.testing.assert_allclose(first, plain.run(mel, face), rtol=0, atol=1e-6)
-    with pytest.raises(RuntimeError, match="cuda_graphs='on'.*auto"):
+    with pytest.raises(RuntimeError, match=r"cuda_graphs='on'.*auto"):
         _graphing("on").run(mel, face)
 
 

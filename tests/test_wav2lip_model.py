@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from inference.engines.wav2lip_calibrate import synthetic_batches
-from inference.engines.wav2lip_synthetic import calibrated_random_model
 from inference.engines.wav2lip_model import (
     EXPECTED_PARAMETERS,
     EXPECTED_STATE_ENTRIES,
     Wav2Lip,
     count_parameters,
 )
+from inference.engines.wav2lip_synthetic import calibrated_random_model
 
 
 @cache

@@ -39,7 +39,9 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "openvino": (1e-4, 1e-5),
     "torch-bf16": (0.15, 0.015),
     "openvino-bf16": (0.15, 0.015),
-    "cuda": (0.05, 0.005),  # fp16: stated from its precision, never measured (no GPU here)
+    # fp16: on CPU (CudaBackend(model, "cpu")) measured max 0.009 / mean 0.0012; on a GPU
+    # unmeasured (none here), so about 5x / 4x that until tests/test_wav2lip_cuda.py runs there.
+    "cuda": (0.05, 0.005),
     "openvino-int8": (0.4, 0.03),  # rare pixels; judge real weights by eye
 }
 """(max, mean) abs difference from ``torch`` fp32 allowed per backend, outputs in [0, 1]."""
