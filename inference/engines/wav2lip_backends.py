@@ -8,20 +8,18 @@ weights, real weights were never available here).
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
-from abc import ABC, abstractmethod
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from inference.engines.base import EngineUnavailable
+from inference.engines.wav2lip_backend_base import Backend, fold_batchnorm, to_channels_last
+from inference.engines.wav2lip_cuda import CudaBackend
 from inference.engines.wav2lip_model import Wav2Lip
 
 if TYPE_CHECKING:
@@ -45,34 +43,6 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "openvino-int8": (0.4, 0.03),  # rare pixels; judge real weights by eye
 }
 """(max, mean) abs difference from ``torch`` fp32 allowed per backend, outputs in [0, 1]."""
-
-
-class Backend(ABC):
-    """Runs the generator on one batch; one instance per engine, used from one thread."""
-
-    name: str
-    device: str = "cpu"
-    buckets: tuple[int, ...] = ()
-    """Batch sizes the backend serves in (padding smaller batches); () for any size."""
-
-    @abstractmethod
-    def run(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
-        """(B, 1, 80, 16) + (B, 6, 96, 96) float32 -> (B, 3, 96, 96) float32 in [0, 1]."""
-
-    def run_tensors(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-        """:meth:`run` on float32 tensors of the backend's device, the result left there
-        (the device path of ``wav2lip_torch_path``); called under ``torch.inference_mode``
-        on the caller's CUDA stream.
-
-        This default goes through :meth:`run` on the host (OpenVINO, test stubs); the torch
-        backends run their module on the tensors directly.
-        """
-        out = self.run(mel.cpu().numpy(), face.cpu().numpy())
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(mel.device)
-
-    def graphs_state(self) -> dict[str, object] | None:
-        """CUDA graph use (the ``cuda`` backend reports its buckets); None: no graphs here."""
-        return None
 
 
 def cpu_has_native_bf16() -> bool:
@@ -185,42 +155,17 @@ def create_backend(
     status = backend_status(name)
     if status is not None:
         raise EngineUnavailable(status)
-    if name == "torch":
-        return TorchBackend(model)
-    if name == "torch-bf16":
-        return TorchBf16Backend(model)
     if name == "cuda":
-        from inference.engines.wav2lip_cuda import CudaBackend  # it imports this module
-
         cuda = device if device.startswith("cuda") else "cuda"
         return CudaBackend(model, cuda, max_batch, cuda_graphs)
     if cuda_graphs == "on":
         log.warning("cuda_graphs='on' ignored: backend %s on %s runs no CUDA graphs", name, device)
+    if name == "torch":
+        return TorchBackend(model)
+    if name == "torch-bf16":
+        return TorchBf16Backend(model)
     precision = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[name]
     return OpenVinoBackend(model, precision, int8_ranges)
-
-
-def fold_batchnorm(model: Wav2Lip) -> Wav2Lip:
-    """A copy of ``model`` with each BatchNorm folded into the conv before it (eval only).
-
-    Same function, one op fewer per block; in fp16/bf16 it also avoids normalising in low
-    precision.
-    """
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        block = getattr(module, "conv_block", None)
-        if isinstance(block, nn.Sequential) and isinstance(block[1], nn.BatchNorm2d):
-            conv = block[0]
-            assert isinstance(conv, nn.Conv2d | nn.ConvTranspose2d)
-            transpose = isinstance(conv, nn.ConvTranspose2d)
-            block[0] = fuse_conv_bn_eval(conv, block[1], transpose=transpose)
-            block[1] = nn.Identity()
-    return folded
-
-
-def to_channels_last(model: Wav2Lip) -> Wav2Lip:
-    """Store 4-D weights NHWC, the layout oneDNN and cuDNN convolutions are fastest in."""
-    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 class TorchBackend(Backend):

@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import torch
 
-from inference.engines.wav2lip_backends import Backend, fold_batchnorm, to_channels_last
+from inference.engines.wav2lip_backend_base import Backend, fold_batchnorm, to_channels_last
 from inference.engines.wav2lip_model import FACE_SIZE, MEL_BANDS, MEL_STEPS, Wav2Lip
 
 log = logging.getLogger(__name__)
