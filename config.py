@@ -24,6 +24,9 @@ class EngineConfig:
     """auto | cuda | cpu (auto: CUDA when available, then CPU)."""
     backend: str = "auto"
     """CPU backend for Wav2Lip: auto | torch | torch-bf16 | openvino | openvino-int8."""
+    cuda_graphs: str = "auto"
+    """auto | on | off: the cuda backend replays batch buckets from CUDA graphs (auto: when
+    capture works, else eager, warned once; on: a failed capture is an error; off: eager)."""
     default_engine: str | None = None
     """Engine used when a request names none; None: wav2lip-gan if loadable, else viseme."""
     silence_rms: float = 0.004

@@ -217,6 +217,7 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         nogan_checkpoint=args.nogan,
         device=args.device,
         backend=args.backend,
+        cuda_graphs=args.cuda_graphs,
         default_engine=vars(args).get("engine"),  # not every subcommand has --engine
         silence_rms=args.silence_rms,
     )

@@ -3,6 +3,7 @@
     python bench/gpu.py                  # on the GPU machine: steps 1-3, prints markdown
     python bench/gpu.py --write          # ... and replaces its section of docs/benchmarks.md
     python bench/gpu.py --cpu-smoke      # steps 1 and 3, tiny, on CPU: the script runs at all
+                                         # (the CUDA tests run too, and are skipped)
 
 1. Agreement, one random-weight checkpoint (saved and loaded like a user's file): the ``cuda``
    backend (fp16, BatchNorm folded, channels_last) against ``torch`` fp32 on the CPU, max and
@@ -17,6 +18,10 @@
    batcher's overlap), against the host path with the same ``cuda`` backend, frames per
    second per batch size.
 
+Before them, ``tests/test_wav2lip_cuda.py`` (the parity and graph checks, skipped without a
+GPU) runs in a subprocess and its pytest summary line heads the report; ``--skip-tests``
+leaves it out. It runs with ``--noconftest``: tests/conftest.py imports aiortc.
+
 Issue 18's fourth step (N live sessions over WebRTC) is not here: it needs aiortc, which the
 GPU machine lacks. So does av (and librosa): nothing here imports them. The avatar is
 ``avatars/astronaut.jpg`` read with OpenCV and the face box the avatar store finds for it,
@@ -29,6 +34,7 @@ import argparse
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +49,6 @@ if str(ROOT) not in sys.path:  # allow `python bench/gpu.py` from anywhere
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from bench.gpu_generator import measure_generator  # noqa: E402
 from bench.report import DOCS, cpu_model, write_section  # noqa: E402
@@ -52,8 +57,8 @@ from inference.engines.base import PendingFrames  # noqa: E402
 from inference.engines.wav2lip import Wav2LipEngine  # noqa: E402
 from inference.engines.wav2lip_backends import Backend, create_backend  # noqa: E402
 from inference.engines.wav2lip_calibrate import synthetic_batches  # noqa: E402
-from inference.engines.wav2lip_loader import load_wav2lip  # noqa: E402
 from inference.engines.wav2lip_model import Wav2Lip  # noqa: E402
+from inference.engines.wav2lip_synthetic import random_checkpoint  # noqa: E402
 from inference.frames import AvatarFrame, Box, LipSyncRequest, MouthGeometry  # noqa: E402
 
 SECTION = "## GPU (bench/gpu.py)"
@@ -62,32 +67,14 @@ ASTRONAUT_BOX = Box(169, 119, 329, 312)
 """The face box the avatar store found for the astronaut when this was written (the store
 needs av, absent on the GPU machine). Speed depends only on the sizes, agreement on none."""
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+CUDA_TESTS = "tests/test_wav2lip_cuda.py"
+PYTEST = ("pytest", "-q", "-rA", "--noconftest", "-p", "no:cacheprovider")
+"""How the CUDA tests run: no conftest (it imports aiortc), no cache written into the tree."""
 NO_CUDA = (
     "bench/gpu.py needs a CUDA GPU, and torch {version} sees none "
     "(built for CUDA: {cuda}). Run it on the GPU machine, or check the script here with "
     "--cpu-smoke."
 )
-
-
-def random_checkpoint(folder: Path, seed: int = 0, batches: int = 2) -> Wav2Lip:
-    """A random generator saved as a legacy checkpoint and loaded back like a user's file.
-
-    Its BatchNorm statistics are measured on drawn faces, so outputs spread over [0, 1]
-    instead of sitting at 0.5: differences between backends then mean something.
-    """
-    torch.manual_seed(seed)
-    model = Wav2Lip()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = None  # a plain average over the calibration passes
-            module.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        for mel, face in synthetic_batches(batches, 6, seed=seed + 1):
-            model(torch.from_numpy(mel), torch.from_numpy(face))
-    path = folder / "wav2lip.pth"
-    torch.save({"state_dict": model.state_dict()}, path)
-    return load_wav2lip(path)
 
 
 def astronaut_frame() -> AvatarFrame:
@@ -129,6 +116,21 @@ def plane_diffs(want: list[np.ndarray], got: list[np.ndarray]) -> dict[str, tupl
         values = np.concatenate([d[start:stop] for d in diffs])
         out[name] = (int(values.max()), float(values.mean()))
     return out
+
+
+def cuda_tests() -> str:
+    """``tests/test_wav2lip_cuda.py`` in a subprocess, its output printed; its summary line."""
+    done = subprocess.run(
+        [sys.executable, "-m", *PYTEST, CUDA_TESTS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    print(done.stdout[-6000:], done.stderr[-2000:], sep="\n", flush=True)
+    lines = [line.strip("= ") for line in done.stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else f"no output (exit {done.returncode})"
 
 
 def agreement(model: Wav2Lip, candidate: Backend, frame: AvatarFrame, batch: int) -> list[str]:
@@ -264,6 +266,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per cell")
     parser.add_argument("--min-iters", type=int, default=3)
     parser.add_argument("--skip-generator", action="store_true", help="leave out step 2")
+    parser.add_argument("--skip-tests", action="store_true", help=f"do not run {CUDA_TESTS}")
     args = parser.parse_args(argv)
     if args.cpu_smoke and args.write:
         parser.error("--cpu-smoke numbers are no benchmark: not writing them into the docs")
@@ -279,15 +282,18 @@ def main(argv: Sequence[str] | None = None) -> str:
     batches = [1, 2] if args.cpu_smoke else [int(b) for b in args.batches.split(",")]
     seconds, min_iters = (0.0, 1) if args.cpu_smoke else (args.seconds, args.min_iters)
     began = time.perf_counter()
+    sections: list[str] = []
+    if not args.skip_tests:
+        sections.append(f"### CUDA tests\n\n`{CUDA_TESTS}`: {cuda_tests()}")
     frame = astronaut_frame()
     with tempfile.TemporaryDirectory() as folder:
         model = random_checkpoint(Path(folder), batches=1 if args.cpu_smoke else 2)
     name = "torch" if args.cpu_smoke else "cuda"
     backend = create_backend(name, model, device, max_batch=max(batches))
     rows = agreement(model, backend, frame, batch=2 if args.cpu_smoke else 16)
-    sections = [
+    sections.append(
         "### 1. Agreement with fp32\n\n| check | max | mean |\n|---|---:|---:|\n" + "\n".join(rows)
-    ]
+    )
     print("\n".join(rows), flush=True)
     if not args.cpu_smoke and not args.skip_generator:
         generator = measure_generator(model, device, batches, seconds, min_iters)

@@ -29,6 +29,12 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
         help="CPU backend for Wav2Lip (int8 only when chosen explicitly)",
     )
     p.add_argument(
+        "--cuda-graphs",
+        default=defaults.cuda_graphs,
+        choices=("auto", "on", "off"),
+        help="replay Wav2Lip batch buckets from CUDA graphs on a GPU (auto: if capture works)",
+    )
+    p.add_argument(
         "--silence-rms",
         type=float,
         default=defaults.silence_rms,

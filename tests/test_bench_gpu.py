@@ -43,6 +43,8 @@ def test_cpu_smoke_runs_without_what_the_gpu_machine_lacks() -> None:
     out = done.stdout
     assert gpu.SECTION in out and "CPU smoke run" in out and "aiortc" in out
     assert "### 1. Agreement" in out and "### 3. Whole batch" in out
+    # The CUDA tests ran in their own pytest, skipped here (no GPU), and said so.
+    assert re.search(r"`tests/test_wav2lip_cuda.py`: \d+ skipped", out), out[-3000:]
     assert "### 2." not in out  # the generator variants need CUDA
     planes = re.findall(r"\| device path \(cpu\) vs host path .*?, (\w) plane.*?\| (\d+) \|", out)
     assert {p for p, _ in planes} == {"Y", "U", "V"}

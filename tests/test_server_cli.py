@@ -12,7 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from config import PROJECT_ROOT, AppConfig, HttpConfig, OutputConfig, RealtimeConfig
+from config import (
+    PROJECT_ROOT,
+    AppConfig,
+    EngineConfig,
+    HttpConfig,
+    OutputConfig,
+    RealtimeConfig,
+)
 from inference.frames import SAMPLE_RATE
 from inference.tts import TextToSpeech
 from server import build_config, build_parser
@@ -134,6 +141,20 @@ def test_bad_usage_exits_2(dirs: dict[str, Path], args: tuple[str, ...]) -> None
     )
     assert result.returncode == 2
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "render", "prepare"])
+def test_cuda_graphs_flag_reaches_the_engine_config(command: str) -> None:
+    parser = build_parser()
+    extra = {"serve": [], "render": ["--out", "x.mp4", "--text", "a"], "prepare": ["x.jpg"]}[
+        command
+    ]
+    config = build_config(parser.parse_args([command, "--cuda-graphs", "off", *extra]))
+    assert config.engines.cuda_graphs == "off"
+    default = build_config(parser.parse_args([command, *extra]))
+    assert default.engines.cuda_graphs == EngineConfig().cuda_graphs == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--cuda-graphs", "yes", *extra])
 
 
 def test_connect_timeout_flag_reaches_the_config() -> None:

@@ -1,8 +1,9 @@
 """The 96x96 generator: the published facts (size, keys, shapes) and basic invariants.
 
-Also home of the synthetic model shared by the other Wav2Lip tests (``synthetic_model``):
-random weights whose BatchNorm statistics were measured on drawn faces, so outputs spread
-over [0, 1] instead of sitting at 0.5, which makes the comparisons meaningful.
+Also home of the synthetic model shared by the other Wav2Lip tests (``synthetic_model``, one
+cached :func:`~inference.engines.wav2lip_synthetic.calibrated_random_model` per seed): random
+weights whose BatchNorm statistics were measured on drawn faces, so outputs spread over [0, 1]
+instead of sitting at 0.5, which makes the comparisons meaningful.
 """
 
 from __future__ import annotations
@@ -21,25 +22,13 @@ from inference.engines.wav2lip_model import (
     Wav2Lip,
     count_parameters,
 )
+from inference.engines.wav2lip_synthetic import calibrated_random_model
 
 
 @cache
 def synthetic_model(seed: int = 0) -> Wav2Lip:
     """Shared random generator (do not modify it in a test: copy it)."""
-    torch.manual_seed(seed)
-    model = Wav2Lip()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the calibration passes
-            m.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        for mel, face in synthetic_batches(2, 6, seed=seed + 1):
-            model(torch.from_numpy(mel), torch.from_numpy(face))
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return calibrated_random_model(seed)
 
 
 def sample_inputs(batch: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:

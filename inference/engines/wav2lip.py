@@ -139,6 +139,7 @@ class Wav2LipEngine(LipSyncEngine):
             device,
             max_batch=config.max_batch,
             int8_ranges=ranges_path_for(path),
+            cuda_graphs=config.cuda_graphs,
         )
         log.info("%s: %s on %s with %s", cls.name, path, device, backend_name)
         return cls(backend, checkpoint=path, max_batch=config.max_batch)
@@ -179,19 +180,25 @@ class Wav2LipEngine(LipSyncEngine):
         return self._frame_path.submit(requests, feather)
 
     def warmup(self) -> None:
-        """Run one full batch so lazy kernel selection happens before real traffic."""
-        mel = np.zeros((self.max_batch, 1, MEL_BANDS, MEL_STEPS), np.float32)
-        face = np.zeros((self.max_batch, 6, FACE_SIZE, FACE_SIZE), np.float32)
-        self._run(mel, face)
+        """Run one full batch, and one per smaller batch bucket of the backend (the ``cuda``
+        backend captures each bucket's CUDA graph on first use), so lazy kernel selection
+        and capture happen before real traffic."""
+        smaller = [size for size in self._backend.buckets if size < self.max_batch]
+        for size in [*smaller, self.max_batch]:
+            mel = np.zeros((size, 1, MEL_BANDS, MEL_STEPS), np.float32)
+            face = np.zeros((size, 6, FACE_SIZE, FACE_SIZE), np.float32)
+            self._run(mel, face)
 
     def describe(self) -> dict[str, object]:
-        """Name, device and backend plus the checkpoint and batch limit."""
+        """Name, device and backend plus the checkpoint, batch limit and CUDA graph use
+        (None off the ``cuda`` backend)."""
         info = super().describe()
         info.update(
             checkpoint=str(self.checkpoint) if self.checkpoint else None,
             variant=self.variant,
             max_batch=self.max_batch,
             device_path=self.finishes_frames,
+            cuda_graphs=self._backend.graphs_state(),
         )
         return info
 

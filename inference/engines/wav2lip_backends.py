@@ -8,20 +8,18 @@ weights, real weights were never available here).
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
-from abc import ABC, abstractmethod
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from inference.engines.base import EngineUnavailable
+from inference.engines.wav2lip_backend_base import Backend, fold_batchnorm, to_channels_last
+from inference.engines.wav2lip_cuda import CudaBackend
 from inference.engines.wav2lip_model import Wav2Lip
 
 if TYPE_CHECKING:
@@ -39,32 +37,12 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "openvino": (1e-4, 1e-5),
     "torch-bf16": (0.15, 0.015),
     "openvino-bf16": (0.15, 0.015),
-    "cuda": (0.05, 0.005),  # fp16: stated from its precision, never measured (no GPU here)
+    # fp16: on CPU (CudaBackend(model, "cpu")) measured max 0.009 / mean 0.0012; on a GPU
+    # unmeasured (none here), so about 5x / 4x that until tests/test_wav2lip_cuda.py runs there.
+    "cuda": (0.05, 0.005),
     "openvino-int8": (0.4, 0.03),  # rare pixels; judge real weights by eye
 }
 """(max, mean) abs difference from ``torch`` fp32 allowed per backend, outputs in [0, 1]."""
-
-
-class Backend(ABC):
-    """Runs the generator on one batch; one instance per engine, used from one thread."""
-
-    name: str
-    device: str = "cpu"
-
-    @abstractmethod
-    def run(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
-        """(B, 1, 80, 16) + (B, 6, 96, 96) float32 -> (B, 3, 96, 96) float32 in [0, 1]."""
-
-    def run_tensors(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-        """:meth:`run` on float32 tensors of the backend's device, the result left there
-        (the device path of ``wav2lip_torch_path``); called under ``torch.inference_mode``
-        on the caller's CUDA stream.
-
-        This default goes through :meth:`run` on the host (OpenVINO, test stubs); the torch
-        backends run their module on the tensors directly.
-        """
-        out = self.run(mel.cpu().numpy(), face.cpu().numpy())
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(mel.device)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -165,46 +143,29 @@ def create_backend(
     *,
     max_batch: int = 32,
     int8_ranges: Path | Ranges | None = None,
+    cuda_graphs: str = "auto",
 ) -> Backend:
     """Build backend ``name`` around ``model`` (never modified: backends that change it copy).
 
     ``int8_ranges``: ranges, or the JSON written by ``wav2lip_calibrate.calibrate``; without
     them the ``openvino-int8`` backend calibrates on synthetic inputs and says so in the log.
+    ``cuda_graphs`` (auto|on|off): CUDA graph batch buckets of the ``cuda`` backend
+    (:mod:`inference.engines.wav2lip_cuda`); the CPU backends have none and ignore it.
     """
     status = backend_status(name)
     if status is not None:
         raise EngineUnavailable(status)
+    if name == "cuda":
+        cuda = device if device.startswith("cuda") else "cuda"
+        return CudaBackend(model, cuda, max_batch, cuda_graphs)
+    if cuda_graphs == "on":
+        log.warning("cuda_graphs='on' ignored: backend %s on %s runs no CUDA graphs", name, device)
     if name == "torch":
         return TorchBackend(model)
     if name == "torch-bf16":
         return TorchBf16Backend(model)
-    if name == "cuda":
-        return CudaBackend(model, device if device.startswith("cuda") else "cuda", max_batch)
     precision = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[name]
     return OpenVinoBackend(model, precision, int8_ranges)
-
-
-def fold_batchnorm(model: Wav2Lip) -> Wav2Lip:
-    """A copy of ``model`` with each BatchNorm folded into the conv before it (eval only).
-
-    Same function, one op fewer per block; in fp16/bf16 it also avoids normalising in low
-    precision.
-    """
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        block = getattr(module, "conv_block", None)
-        if isinstance(block, nn.Sequential) and isinstance(block[1], nn.BatchNorm2d):
-            conv = block[0]
-            assert isinstance(conv, nn.Conv2d | nn.ConvTranspose2d)
-            transpose = isinstance(conv, nn.ConvTranspose2d)
-            block[0] = fuse_conv_bn_eval(conv, block[1], transpose=transpose)
-            block[1] = nn.Identity()
-    return folded
-
-
-def _channels_last(model: Wav2Lip) -> Wav2Lip:
-    """Store 4-D weights NHWC, the layout oneDNN and cuDNN convolutions are fastest in."""
-    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 class TorchBackend(Backend):
@@ -232,7 +193,7 @@ class TorchBf16Backend(Backend):
     name = "torch-bf16"
 
     def __init__(self, model: Wav2Lip) -> None:
-        self._model = _channels_last(fold_batchnorm(model))
+        self._model = to_channels_last(fold_batchnorm(model))
 
     def run(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -243,56 +204,6 @@ class TorchBf16Backend(Backend):
         face_t = face.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = self._model(mel, face_t)
-        return out.float().contiguous()
-
-
-class CudaBackend(Backend):
-    """fp16 on a CUDA device: pinned host buffers, async copies on a private stream.
-
-    Written to be correct by construction; never run here (no GPU on our machines).
-    """
-
-    name = "cuda"
-
-    def __init__(self, model: Wav2Lip, device: str, max_batch: int) -> None:
-        self.device = device
-        self._max_batch = max_batch
-        self._model = _channels_last(fold_batchnorm(model).to(device).half())
-        self._stream = torch.cuda.Stream(device=device)
-        # Pinned (page-locked) buffers make the host<->device copies truly asynchronous.
-        self._mel_host = torch.empty((max_batch, 1, 80, 16), dtype=torch.float32).pin_memory()
-        self._face_host = torch.empty((max_batch, 6, 96, 96), dtype=torch.float32).pin_memory()
-        self._out_host = torch.empty((max_batch, 3, 96, 96), dtype=torch.float32).pin_memory()
-        # The weight casts above were queued on the default stream; our stream must not
-        # read the weights before they finish.
-        torch.cuda.synchronize(device)
-
-    def run(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
-        parts = [
-            self._run_chunk(mel[i : i + self._max_batch], face[i : i + self._max_batch])
-            for i in range(0, len(mel), self._max_batch)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, 3, 96, 96), np.float32)
-
-    def _run_chunk(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
-        b = len(mel)
-        mel_h, face_h, out_h = self._mel_host[:b], self._face_host[:b], self._out_host[:b]
-        mel_h.copy_(torch.from_numpy(mel))
-        face_h.copy_(torch.from_numpy(face))
-        with torch.cuda.stream(self._stream), torch.inference_mode():
-            mel_d = mel_h.to(self.device, non_blocking=True).half()
-            face_d = face_h.to(self.device, non_blocking=True).half()
-            out = self._model(mel_d, face_d.contiguous(memory_format=torch.channels_last))
-            out_h.copy_(out.float(), non_blocking=True)
-        # One sync per batch: the host buffers are reused by the next call.
-        self._stream.synchronize()
-        return out_h.numpy().copy()
-
-    def run_tensors(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-        """fp16 on device tensors, on the caller's stream (the weights were made ready in
-        the constructor), float32 out: no copy, no synchronisation."""
-        face_h = face.half().contiguous(memory_format=torch.channels_last)
-        out: torch.Tensor = self._model(mel.half(), face_h)
         return out.float().contiguous()
 
 
