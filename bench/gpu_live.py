@@ -46,6 +46,20 @@ SAMPLE_EVERY = 0.1
 START_SECONDS = 240.0
 """The server must answer /healthz within this (CUDA start and the engine's warm-up)."""
 
+DEVICE_COMMAND = (
+    "mkdir -p /tmp/whl /tmp/site && tar -xJf .whl/wheels.tar.xz -C /tmp/whl && "
+    "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
+    "--target /tmp/site /tmp/whl/*.whl && export PYTHONPATH=/tmp/site || exit; "
+    "python3 -c 'import aiortc, av, librosa, pydantic, espeakng_loader' || exit; "
+    "set -o pipefail; PYTHONUNBUFFERED=1 timeout 560 python3 bench/gpu.py --write 2>&1 "
+    "| tee $OUT/gpu.log; rc=$?; cp docs/benchmarks.md $OUT/; nvidia-smi >> $OUT/gpu.log; "
+    "exit $rc"
+)
+"""The device tool's whole call for bench/gpu.py (``carry: [".whl"]``, timeout_s 600; make
+.whl/ first with bench/gpu_wheels.sh): the wheels into /tmp/site, the four steps, the log and
+the rewritten docs/benchmarks.md back in $OUT (the device's copy of the tree does not come
+back). 560 s leaves the tool's 600 s limit time to copy the results."""
+
 
 @dataclass(frozen=True)
 class LiveOptions:
@@ -242,6 +256,8 @@ def ramp(server: Any, options: LiveOptions) -> tuple[list[Level], str]:
             break
         done.append(run_level(server, box, count, options))
         print(table(done).splitlines()[-1], flush=True)
+        if done[-1].errors:  # the device run's log is all a later session sees of it
+            print("errors:", *done[-1].errors, "server log:", server.log()[-3000:], sep="\n")
         left = options.levels[i + 1 :]
         elapsed = time.monotonic() - began
         why = stop_reason(done, left, elapsed, options.budget_s, options.stop_early)
