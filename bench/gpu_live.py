@@ -188,7 +188,9 @@ def collect(procs: list[Any], level: Level, timeout: float) -> None:
             proc.kill()
             proc.wait(10)
             level.errors.append(f"a client process ran past {timeout:.0f} s")
-        result = json.loads(out.read_text()) if out.exists() else {"error": "no results"}
+        result: dict[str, Any] = {"error": "no results"}
+        if out.exists():
+            result = json.loads(out.read_text())
         if "error" in result:
             level.errors.append(result["error"])
             continue
