@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.gpu_live_probes import GpuSampler, thread_seconds
 from bench.gpu_live_report import LIVE_HEADING, Level, stop_reason, table, targets
 
 CLIENTS = Path(__file__).resolve().parent / "gpu_live_clients.py"
@@ -42,7 +42,6 @@ PER_PROCESS = 8
 WINDOW = (1.5, 4.5)
 """Seconds after the common 'say' over which server CPU and GPU utilisation are sampled:
 past the first frames, inside the ~6 s of speech."""
-SAMPLE_EVERY = 0.1
 START_SECONDS = 240.0
 """The server must answer /healthz within this (CUDA start and the engine's warm-up)."""
 
@@ -77,48 +76,6 @@ class LiveOptions:
     """Video codec the clients offer first (None: aiortc's order, VP8 first)."""
     timeout_s: float = 90.0
     """Bound of each wait in a client process (connecting, speaking)."""
-
-
-class GpuSampler:
-    """GPU utilisation (NVML: share of time a kernel ran) sampled in a thread until stopped."""
-
-    def __init__(self, device: str, seconds: float) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._handle: Any = None
-        self._seconds = seconds
-        if device.startswith("cuda"):
-            try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                index = int(device.partition(":")[2] or 0)
-                self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            except Exception:  # no nvidia-ml-py or no driver: the table says n/a
-                self._handle = None
-        self._thread = threading.Thread(target=self._run, name="gpu-sampler", daemon=True)
-
-    def _run(self) -> None:
-        import pynvml
-
-        deadline = time.monotonic() + self._seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self.samples.append(float(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
-            self._stop.wait(SAMPLE_EVERY)
-
-    def start(self) -> None:
-        if self._handle is not None:
-            self._thread.start()
-
-    def stop(self) -> tuple[float, float] | None:
-        """(mean, max) utilisation in %, or None without NVML."""
-        self._stop.set()
-        if self._handle is None:
-            return None
-        self._thread.join(5)
-        if not self.samples:
-            return None
-        return sum(self.samples) / len(self.samples), max(self.samples)
 
 
 def write_checkpoint(model: Any, folder: Path) -> None:
@@ -221,14 +178,19 @@ def run_level(server: Any, box: str, count: int, options: LiveOptions) -> Level:
             (folder / "go").write_text(f"{start_at:.6f}")
             time.sleep(max(0.0, start_at + WINDOW[0] - time.monotonic()))
             pid = server.process.pid
-            cpu0, _, _ = server_stat(pid)
+            cpu0, threads0 = server_stat(pid)[0], thread_seconds(pid)
             sampler = GpuSampler(options.device, WINDOW[1] - WINDOW[0] + 1)
             sampler.start()
             t0 = time.monotonic()
             time.sleep(WINDOW[1] - WINDOW[0])
-            cpu1, _, _ = server_stat(pid)
+            cpu1, threads1 = server_stat(pid)[0], thread_seconds(pid)
             level.gpu_util = sampler.stop()
-            level.cpu_per_session = 100 * (cpu1 - cpu0) / (time.monotonic() - t0) / count
+            took = time.monotonic() - t0
+            level.cpu_per_session = 100 * (cpu1 - cpu0) / took / count
+            # a thread that ended in the window takes its seconds along: never below 0
+            level.threads = {
+                role: max(0.0, 100 * (threads1[role] - threads0[role]) / took) for role in threads1
+            }
         else:
             level.errors.append(why)
             for proc, _, _ in procs:  # the level is lost: no point in speaking

@@ -19,6 +19,8 @@ TARGET_FIRST_FRAME_MS = 150.0
 FIRST_FRAME_AT = 32
 """The issue's latency target: text -> first frame at most 150 ms with 32 sessions live."""
 LIVE_HEADING = "### 4. Live sessions over loopback WebRTC"
+THREADS_SHOWN = ("loop", "batcher", "encode")
+"""One thread near 100 % of a core while the GPU idles: that thread, not the GPU, is the limit."""
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Level:
     """(mean, max) GPU utilisation in % over the window; None: no GPU or no NVML."""
     cpu_per_session: float = math.nan
     """Server process CPU over the window, % of one core, divided by ``sessions``."""
+    threads: dict[str, float] = field(default_factory=dict)
+    """Server CPU over the window by thread role (bench/gpu_live_probes.py), % of one core."""
     connect_s: float = math.nan
     """Seconds until the slowest client process had video in all its sessions."""
     seconds: float = 0.0
@@ -123,6 +127,9 @@ def row(level: Level) -> str:
     gpu = "n/a" if level.gpu_util is None else f"{level.gpu_util[0]:.0f} / {level.gpu_util[1]:.0f}"
     cpu = f"{level.cpu_per_session:.1f}" if math.isfinite(level.cpu_per_session) else "-"
     connect = f"{level.connect_s:.1f}" if math.isfinite(level.connect_s) else "-"
+    threads = "-"
+    if level.threads:
+        threads = " / ".join(f"{level.threads.get(r, 0.0):.0f}" for r in THREADS_SHOWN)
     ok = "yes" if verdict(level) is None else "**no**"
     cells = (
         str(level.sessions),
@@ -132,6 +139,7 @@ def row(level: Level) -> str:
         lag,
         gpu,
         cpu,
+        threads,
         connect,
         ok,
     )
@@ -142,10 +150,11 @@ def table(levels: Sequence[Level]) -> str:
     head = (
         "| sessions | fresh fps min / median | text -> first frame, server median / p95 (ms) "
         "| end to end median / p95 (ms) | mouth/audio lag median / worst (ms) "
-        "| GPU util mean / max (%) | server CPU per session (% of a core) | connect (s) "
-        "| sustained |"
+        "| GPU util mean / max (%) | server CPU per session (% of a core) "
+        "| server threads: loop / batcher / encode (% of a core) | connect (s) | sustained |"
     )
-    return "\n".join([head, "|---:|---|---|---|---|---|---:|---:|---|", *map(row, levels)])
+    rule = "|---:|---|---|---|---|---|---:|---|---:|---|"
+    return "\n".join([head, rule, *map(row, levels)])
 
 
 def targets(levels: Sequence[Level]) -> str:

@@ -4,6 +4,7 @@ says clearly when there is no GPU; the GPU numbers themselves come from the GPU 
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 import bench.report
-from bench import gpu, gpu_live, gpu_live_clients, gpu_live_report
+from bench import gpu, gpu_live, gpu_live_clients, gpu_live_probes, gpu_live_report
 from config import PROJECT_ROOT
 
 ABSENT_ON_THE_GPU_MACHINE = ("av", "aiortc", "librosa", "espeakng_loader", "aioice", "openvino")
@@ -129,6 +130,7 @@ def test_the_table_has_a_cell_per_column_and_says_what_is_missing() -> None:
         corr=[0.1, 0.2],
         gpu_util=(61.0, 88.0),
         cpu_per_session=3.25,
+        threads={"loop": 71.0, "batcher": 40.4, "encode": 120.0, "other": 5.0},
         connect_s=4.0,
     )
     empty = gpu_live_report.Level(64, errors=["a client process ended"])
@@ -137,8 +139,8 @@ def test_the_table_has_a_cell_per_column_and_says_what_is_missing() -> None:
     assert (
         "| 32 | 24.5 / 24.5 | 100 / 109 | 130 / 130 | -10 / 30 (corr 0.15) | 61 / 88 " in lines[2]
     )
-    assert lines[2].endswith("| 3.2 | 4.0 | yes |")
-    assert lines[3] == "| 64 | - | - | - | - | n/a | - | - | **no** |"
+    assert lines[2].endswith("| 3.2 | 71 / 40 / 120 | 4.0 | yes |")
+    assert lines[3] == "| 64 | - | - | - | - | n/a | - | - | - | **no** |"
     summary = gpu_live_report.targets([measured, empty])
     assert "Sessions sustained: 32" in summary and "missed" in summary
     assert "100 ms, met" in summary
@@ -199,3 +201,10 @@ def test_first_changed_frame() -> None:
     mouths = [idle, moved, idle, moved]
     assert gpu_live_clients.first_changed(times, mouths, 2, idle.astype(np.float32)) == 4.0
     assert gpu_live_clients.first_changed(times, mouths[:3], 2, idle.astype(np.float32)) is None
+
+
+def test_thread_seconds_by_role() -> None:
+    threads = gpu_live_probes.thread_seconds(os.getpid())
+    assert set(threads) == set(gpu_live_probes.ROLES)
+    assert threads["loop"] > 0 and all(v >= 0 for v in threads.values())
+    assert gpu_live_probes.GpuSampler("cpu", 1.0).stop() is None  # n/a without a GPU
