@@ -16,11 +16,14 @@ ROLES = ("loop", "batcher", "encode", "other")
 tracks); ``batcher-*`` is the engine's one worker (rtc/live/batcher.py); ``encode_*`` the
 encode pool (rtc/webrtc/fanout.py); the rest are torch's, the default executor's (TTS) ..."""
 
+Threads = dict[int, tuple[str, float]]
+"""Thread id -> (role, CPU seconds so far)."""
 
-def thread_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) so far of process ``pid``'s threads, summed by ROLES."""
+
+def thread_seconds(pid: int) -> Threads:
+    """CPU seconds (user + system) so far of each of process ``pid``'s threads, with its role."""
     tick = os.sysconf("SC_CLK_TCK")
-    out = dict.fromkeys(ROLES, 0.0)
+    out: Threads = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
@@ -30,8 +33,20 @@ def thread_seconds(pid: int) -> dict[str, float]:
         fields = stat[stat.rindex(")") + 1 :].split()
         role = "loop" if task.name == str(pid) else "other"
         role = next((r for r in ("batcher", "encode") if name.startswith(r)), role)
-        out[role] += (int(fields[11]) + int(fields[12])) / tick
+        out[int(task.name)] = (role, (int(fields[11]) + int(fields[12])) / tick)
     return out
+
+
+def thread_load(before: Threads, after: Threads, seconds: float) -> dict[str, float]:
+    """% of one core per role between two readings ``seconds`` apart: the loop's thread; the
+    busiest ``batcher`` thread (threads inherit their creator's name, so torch's and CUDA's
+    helpers started from the batcher carry it too: its own share is the one that can hit
+    100 %); the sum over the encode pool and over the rest."""
+    load = dict.fromkeys(ROLES, 0.0)
+    for tid, (role, used) in after.items():
+        share = 100 * max(0.0, used - before.get(tid, (role, 0.0))[1]) / seconds
+        load[role] = max(load[role], share) if role == "batcher" else load[role] + share
+    return load
 
 
 class GpuSampler:

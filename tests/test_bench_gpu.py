@@ -205,6 +205,10 @@ def test_first_changed_frame() -> None:
 
 def test_thread_seconds_by_role() -> None:
     threads = gpu_live_probes.thread_seconds(os.getpid())
-    assert set(threads) == set(gpu_live_probes.ROLES)
-    assert threads["loop"] > 0 and all(v >= 0 for v in threads.values())
+    assert threads[os.getpid()][0] == "loop" and threads[os.getpid()][1] > 0
+    before = {1: ("loop", 1.0), 2: ("batcher", 0.5), 3: ("batcher", 0.0), 4: ("encode", 0.0)}
+    after = {1: ("loop", 2.0), 2: ("batcher", 1.0), 3: ("batcher", 0.8), 4: ("encode", 0.4)}
+    after |= {5: ("encode", 0.6), 6: ("other", 0.1)}  # a thread started in between counts whole
+    load = gpu_live_probes.thread_load(before, after, 2.0)
+    assert load == pytest.approx({"loop": 50.0, "batcher": 40.0, "encode": 50.0, "other": 5.0})
     assert gpu_live_probes.GpuSampler("cpu", 1.0).stop() is None  # n/a without a GPU
