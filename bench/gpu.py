@@ -29,7 +29,7 @@ whole stack, which the GPU machine lacks: bench/gpu_wheels.sh downloads it here 
 into .whl/ (bench/gpu_wheels.txt), and the device call is this one line (``carry: [".whl"]``,
 ``timeout_s`` 600; it is ``bench.gpu_live.DEVICE_COMMAND``):
 
-    mkdir -p /tmp/whl /tmp/site && tar -xJf .whl/wheels.tar.xz -C /tmp/whl && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/whl/*.whl && export PYTHONPATH=/tmp/site || exit; python3 -c 'import aiortc, av, librosa, pydantic, espeakng_loader' || exit; set -o pipefail; PYTHONUNBUFFERED=1 timeout 560 python3 bench/gpu.py --write 2>&1 | tee $OUT/gpu.log; rc=$?; cp docs/benchmarks.md $OUT/; nvidia-smi >> $OUT/gpu.log; exit $rc
+    python3 -c "import tarfile; tarfile.open('.whl/wheels.tar.xz').extractall('/tmp/whl', filter='data')" && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/whl/*.whl && export PYTHONPATH=/tmp/site || exit; python3 -c 'import aiortc, av, librosa, pydantic, espeakng_loader' || exit; set -o pipefail; PYTHONUNBUFFERED=1 timeout 560 python3 bench/gpu.py --write 2>&1 | tee $OUT/gpu.log; rc=$?; cp docs/benchmarks.md $OUT/; nvidia-smi >> $OUT/gpu.log; exit $rc
 """  # noqa: E501 (the device call is one line)
 
 from __future__ import annotations

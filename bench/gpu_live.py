@@ -46,7 +46,8 @@ START_SECONDS = 240.0
 """The server must answer /healthz within this (CUDA start and the engine's warm-up)."""
 
 DEVICE_COMMAND = (
-    "mkdir -p /tmp/whl /tmp/site && tar -xJf .whl/wheels.tar.xz -C /tmp/whl && "
+    "python3 -c \"import tarfile; tarfile.open('.whl/wheels.tar.xz').extractall('/tmp/whl', "
+    "filter='data')\" && "
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
     "--target /tmp/site /tmp/whl/*.whl && export PYTHONPATH=/tmp/site || exit; "
     "python3 -c 'import aiortc, av, librosa, pydantic, espeakng_loader' || exit; "
@@ -57,7 +58,8 @@ DEVICE_COMMAND = (
 """The device tool's whole call for bench/gpu.py (``carry: [".whl"]``, timeout_s 600; make
 .whl/ first with bench/gpu_wheels.sh): the wheels into /tmp/site, the four steps, the log and
 the rewritten docs/benchmarks.md back in $OUT (the device's copy of the tree does not come
-back). 560 s leaves the tool's 600 s limit time to copy the results."""
+back). 560 s leaves the tool's 600 s limit time to copy the results. Python unpacks the
+archive (its lzma): the image need not have xz."""
 
 
 @dataclass(frozen=True)
