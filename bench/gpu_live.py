@@ -6,7 +6,8 @@ of steps 1-3, on the GPU (``--device cuda``: the ``cuda`` backend) or, to rehear
 CPU (``--backend torch``). Clients run in other processes (bench/gpu_live_clients.py, a few
 sessions each), so the server's event loop and GIL are its own. Per level every session says
 the same text at the same instant; per level it reports fresh fps, text -> first frame,
-mouth/audio lag, GPU utilisation (NVML) and the server's CPU per session, and the ramp stops
+mouth/audio lag, GPU utilisation (NVML) and the server's CPU per session and per thread
+(bench/gpu_live_probes.py), and the ramp stops
 at the first level not sustained (bench/gpu_live_report.py). Every wait has a bound, and a
 level is not started when it would overrun the time budget.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -26,7 +28,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ PER_PROCESS = 8
 """Sessions per client process: 128 sessions = 16 processes, one per core of the GPU box."""
 WINDOW = (1.5, 4.5)
 """Seconds after the common 'say' over which server CPU and GPU utilisation are sampled:
-past the first frames, inside the ~6 s of speech."""
+past the first frames, inside the ~5 s of speech."""
 START_SECONDS = 240.0
 """The server must answer /healthz within this (CUDA start and the engine's warm-up)."""
 
@@ -97,7 +98,7 @@ def server_flags(options: LiveOptions, folder: Path) -> list[str]:
     return [*engine, "--checkpoints", str(folder), "--max-sessions", str(sessions)]
 
 
-@contextmanager
+@contextlib.contextmanager
 def live_server(options: LiveOptions, folder: Path) -> Iterator[Any]:
     """The server process (tests/server_process.py starts it, loopback ICE)."""
     from tests.server_process import server_process
@@ -149,8 +150,8 @@ def collect(procs: list[Any], level: Level, timeout: float) -> None:
             proc.kill()
             proc.wait(10)
             level.errors.append(f"a client process ran past {timeout:.0f} s")
-        result: dict[str, Any] = {"error": "no results"}
-        if out.exists():
+        result: dict[str, Any] = {"error": "a client process wrote no results"}
+        with contextlib.suppress(OSError, ValueError):  # killed before or while writing them
             result = json.loads(out.read_text())
         if "error" in result:
             level.errors.append(result["error"])
@@ -161,10 +162,9 @@ def collect(procs: list[Any], level: Level, timeout: float) -> None:
             level.e2e_ms.append(s["e2e_ms"])
             level.lag_ms.append(s["lag"] * 1000)
             level.corr.append(s["corr"])
-        if ready.exists():
-            level.connect_s = max(
-                float(ready.read_text()), 0 if math.isnan(level.connect_s) else level.connect_s
-            )
+        if ready.exists():  # the slowest process's connect time is the level's
+            took = float(ready.read_text())
+            level.connect_s = took if math.isnan(level.connect_s) else max(level.connect_s, took)
 
 
 def run_level(server: Any, box: str, count: int, options: LiveOptions) -> Level:
@@ -178,8 +178,9 @@ def run_level(server: Any, box: str, count: int, options: LiveOptions) -> Level:
         procs = spawn(server.base, box, count, folder, options)
         why = wait_ready(procs, options.timeout_s + 30)
         start_at = time.monotonic() + 0.5
-        if why is None:
-            (folder / "go").write_text(f"{start_at:.6f}")
+        if why is None:  # written whole, then renamed: a client never reads half of it
+            (folder / "go.part").write_text(f"{start_at:.6f}")
+            (folder / "go.part").rename(folder / "go")
             time.sleep(max(0.0, start_at + WINDOW[0] - time.monotonic()))
             pid = server.process.pid
             cpu0, threads0 = server_stat(pid)[0], thread_seconds(pid)
@@ -193,10 +194,11 @@ def run_level(server: Any, box: str, count: int, options: LiveOptions) -> Level:
             level.cpu_per_session = 100 * (cpu1 - cpu0) / took / count
             level.threads = thread_load(threads0, threads1, took)
         else:
-            level.errors.append(why)
             for proc, _, _ in procs:  # the level is lost: no point in speaking
                 proc.terminate()
         collect(procs, level, 2 * options.timeout_s + 30)
+        if why is not None:  # after what the processes said: their own errors come first
+            level.errors.append(why)
     level.seconds = time.monotonic() - began
     return level
 
@@ -217,7 +219,8 @@ def ramp(server: Any, options: LiveOptions) -> tuple[list[Level], str]:
     reason = "no level ran"
     for i, count in enumerate(options.levels):
         if not server.alive():
-            reason = "the server process died:\n" + server.log()[-2000:]
+            print("server log:", server.log()[-3000:], sep="\n")
+            reason = "the server process died (the end of its log is in the output)"
             break
         done.append(run_level(server, box, count, options))
         print(table(done).splitlines()[-1], flush=True)
