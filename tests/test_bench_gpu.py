@@ -212,3 +212,17 @@ def test_thread_seconds_by_role() -> None:
     load = gpu_live_probes.thread_load(before, after, 2.0)
     assert load == pytest.approx({"loop": 50.0, "batcher": 40.0, "encode": 50.0, "other": 5.0})
     assert gpu_live_probes.GpuSampler("cpu", 1.0).stop() is None  # n/a without a GPU
+
+
+def test_a_level_whose_clients_cannot_connect_says_why(tmp_path: Path) -> None:
+    from tests.server_process import free_port
+
+    options = gpu_live.LiveOptions("cpu", per_process=1, timeout_s=5.0)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    procs = gpu_live.spawn(url, "0,0,8,8", 2, tmp_path, options)
+    why = gpu_live.wait_ready(procs, 60.0)
+    level = gpu_live_report.Level(2)
+    gpu_live.collect(procs, level, 60.0)
+    assert why is not None and "ended before" in why
+    assert len(level.errors) == 2 and all("Connect" in e for e in level.errors), level.errors
+    assert "Connect" in (gpu_live_report.verdict(level) or "")
