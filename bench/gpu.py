@@ -217,7 +217,7 @@ def report(command: str, elapsed: float, device: str, sections: list[str], smoke
     return (
         f"{SECTION}\n\n"
         "The Wav2Lip engine on a GPU, random weights (real speed, meaningless mouths): "
-        f"agreement with fp32, the generator alone, the whole batch.{note}\n\n"
+        f"agreement with fp32, the generator alone, the whole batch, live sessions.{note}\n\n"
         f"- command: `{command}` ({elapsed:.0f} s)\n"
         f"- machine: {machine(device)}\n"
         f"- date: {time.strftime('%Y-%m-%d')}\n\n" + "\n\n".join(sections) + "\n\n" + live
