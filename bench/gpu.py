@@ -4,6 +4,8 @@
     python bench/gpu.py --write          # ... and replaces its section of docs/benchmarks.md
     python bench/gpu.py --cpu-smoke      # steps 1 and 3, tiny, on CPU: the script runs at all
                                          # (the CUDA tests run too, and are skipped)
+    python bench/gpu.py --device cpu --quick   # all four steps rehearsed on CPU, tiny (no docs)
+    python bench/gpu.py --live-only      # step 4 alone (--no-live: steps 1-3 alone)
 
 1. Agreement, one random-weight checkpoint (saved and loaded like a user's file): the ``cuda``
    backend (fp16, BatchNorm folded, channels_last) against ``torch`` fp32 on the CPU, max and
@@ -18,15 +20,24 @@
    batcher's overlap), against the host path with the same ``cuda`` backend, frames per
    second per batch size.
 
+4. N live sessions over loopback WebRTC (bench/gpu_live.py): the server in its own process
+   on this checkpoint, clients in other processes, N = 8, 16, 32, 64, 128, 256 until a level
+   is not sustained (every session >= 24 fresh fps); fresh fps, text -> first frame,
+   mouth/audio lag, GPU utilisation and server CPU per session.
+
 Before them, ``tests/test_wav2lip_cuda.py`` (the parity and graph checks, skipped without a
 GPU) runs in a subprocess and its pytest summary line heads the report; ``--skip-tests``
 leaves it out. It runs with ``--noconftest``: tests/conftest.py imports aiortc.
 
-Issue 18's fourth step (N live sessions over WebRTC) is not here: it needs aiortc, which the
-GPU machine lacks. So does av (and librosa): nothing here imports them. The avatar is
-``avatars/astronaut.jpg`` read with OpenCV and the face box the avatar store finds for it,
-the host path's I420 is ``cv2.cvtColor`` (what ``inference.mp4.bgr_to_video_frame`` calls).
-"""
+Steps 1-3 import neither aiortc nor av (nor librosa); the avatar is ``avatars/astronaut.jpg``
+read with OpenCV and the face box the avatar store finds for it, the host path's I420 is
+``cv2.cvtColor`` (what ``inference.mp4.bgr_to_video_frame`` calls). Step 4 needs the server's
+whole stack, which the GPU machine lacks: bench/gpu_wheels.sh downloads it here as wheels
+into .whl/ (bench/gpu_wheels.txt), and the device call is this one line (``carry: [".whl"]``,
+``timeout_s`` 600; it is ``bench.gpu_live.DEVICE_COMMAND``):
+
+    python3 -c "import tarfile; tarfile.open('.whl/wheels.tar.xz').extractall('/tmp/whl', filter='data')" && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/whl/*.whl && export PYTHONPATH=/tmp/site || exit; python3 -c 'import aiortc, av, librosa, pydantic, espeakng_loader' || exit; set -o pipefail; PYTHONUNBUFFERED=1 timeout 560 python3 bench/gpu.py --write 2>&1 | tee $OUT/gpu.log; rc=$?; cp docs/benchmarks.md $OUT/; nvidia-smi >> $OUT/gpu.log; exit $rc
+"""  # noqa: E501 (the device call is one line)
 
 from __future__ import annotations
 
@@ -51,6 +62,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.gpu_generator import measure_generator  # noqa: E402
+from bench.gpu_live import NO_LIVE, add_live_options, live_step  # noqa: E402
+from bench.gpu_live_report import LIVE_HEADING  # noqa: E402
 from bench.report import DOCS, cpu_model, write_section  # noqa: E402
 from inference.compositor import composite  # noqa: E402
 from inference.engines.base import PendingFrames  # noqa: E402
@@ -234,15 +247,14 @@ def machine(device: str) -> str:
 
 def report(command: str, elapsed: float, device: str, sections: list[str], smoke: bool) -> str:
     note = " **CPU smoke run: tiny, not a benchmark.**" if smoke else ""
+    live = "" if any(s.startswith(LIVE_HEADING) for s in sections) else NO_LIVE + "\n"
     return (
         f"{SECTION}\n\n"
         "The Wav2Lip engine on a GPU, random weights (real speed, meaningless mouths): "
-        f"agreement with fp32, the generator alone, the whole batch.{note}\n\n"
+        f"agreement with fp32, the generator alone, the whole batch, live sessions.{note}\n\n"
         f"- command: `{command}` ({elapsed:.0f} s)\n"
         f"- machine: {machine(device)}\n"
-        f"- date: {time.strftime('%Y-%m-%d')}\n\n" + "\n\n".join(sections) + "\n\n"
-        "Not measured here: N live sessions over WebRTC (issue 18 step 4), which needs aiortc; "
-        "the GPU machine has none.\n"
+        f"- date: {time.strftime('%Y-%m-%d')}\n\n" + "\n\n".join(sections) + "\n\n" + live
     )
 
 
@@ -261,15 +273,22 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="steps 1 and 3, tiny, on CPU")
     parser.add_argument("--write", action="store_true", help="replace the section in docs")
-    parser.add_argument("--device", default="cuda", help="cuda or cuda:N")
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (rehearsal)")
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     parser.add_argument("--seconds", type=float, default=0.5, help="timed seconds per cell")
     parser.add_argument("--min-iters", type=int, default=3)
     parser.add_argument("--skip-generator", action="store_true", help="leave out step 2")
     parser.add_argument("--skip-tests", action="store_true", help=f"do not run {CUDA_TESTS}")
+    add_live_options(parser)
     args = parser.parse_args(argv)
+    if args.device == "cpu":  # the rehearsal: steps 1 and 3 tiny, step 4 on the CPU
+        args.cpu_smoke = True
+    elif args.cpu_smoke:
+        args.live = False  # --cpu-smoke alone: steps 1 and 3, without the server's stack
+    if args.quick and not args.cpu_smoke:
+        args.batches, args.seconds = "1,8", 0.2
     if args.cpu_smoke and args.write:
-        parser.error("--cpu-smoke numbers are no benchmark: not writing them into the docs")
+        parser.error("CPU runs (--cpu-smoke, --device cpu) are no benchmark: not writing docs")
     return args
 
 
@@ -288,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     frame = astronaut_frame()
     with tempfile.TemporaryDirectory() as folder:
         model = random_checkpoint(Path(folder), batches=1 if args.cpu_smoke else 2)
+    if args.live_only:
+        return finish(args, argv, began, [*sections, live_step(args, model)])
     name = "torch" if args.cpu_smoke else "cuda"
     backend = create_backend(name, model, device, max_batch=max(batches))
     rows = agreement(model, backend, frame, batch=2 if args.cpu_smoke else 16)
@@ -306,6 +327,16 @@ def main(argv: Sequence[str] | None = None) -> str:
         "### 3. Whole batch, frames per second (from requests to I420 planes on the host)\n\n"
         + fps_table(whole, batches, "path")
     )
+    if args.live:
+        sections.append(live_step(args, model))
+    return finish(args, argv, began, sections)
+
+
+def finish(
+    args: argparse.Namespace, argv: Sequence[str] | None, began: float, sections: list[str]
+) -> str:
+    """Print the section and, with --write, put it into docs/benchmarks.md."""
+    device = "cpu" if args.cpu_smoke else args.device
     given = sys.argv[1:] if argv is None else argv
     command = "python bench/gpu.py" + "".join(f" {shlex.quote(a)}" for a in given)
     body = report(command, time.perf_counter() - began, device, sections, args.cpu_smoke)

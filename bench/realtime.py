@@ -147,32 +147,37 @@ async def one_session_run(clients: list[TestClient], url: str) -> list[dict[str,
     await asyncio.gather(*(c.close() for c in clients))
     out = []
     for client, b, a in zip(clients, before, after, strict=True):
-        sent = a["video"]["sent"] - b["video"]["sent"]
-        repeated = a["video"]["missing"] - b["video"]["missing"]
-        skipped = a["video"]["skipped"] - b["video"]["skipped"]
-        received = client.received
-        tv, ta = viewer_timelines(received, a["video"]["first_slot"], a["audio"]["first_slot"])
-        envelope = audio_envelope(received)
-        speech = ta[envelope > 0.02]
+        out.append(session_metrics(client, b, a) | {"cpu": cpu})
+    return out
+
+
+def session_metrics(client: TestClient, b: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
+    """One session's figures between two states of it (GET /api/sessions/{id}): fresh fps,
+    lip-sync lag and correlation, the pipeline's counters (bench/gpu_live.py uses it too)."""
+    sent = a["video"]["sent"] - b["video"]["sent"]
+    repeated = a["video"]["missing"] - b["video"]["missing"]
+    skipped = a["video"]["skipped"] - b["video"]["skipped"]
+    received = client.received
+    tv, ta = viewer_timelines(received, a["video"]["first_slot"], a["audio"]["first_slot"])
+    envelope = audio_envelope(received)
+    speech = ta[envelope > 0.02]
+    lag, corr = float("nan"), float("nan")  # no speech arrived: an overloaded level
+    if speech.size and received.mouth:
         lag, corr = cross_correlation_lag(
             tv, mouth_activity(received), ta, envelope, speech[0] - 0.3, speech[-1] + 0.3
         )
-        # Fresh pictures per slot of the clock: repeats and slots skipped by a late sender
-        # both count against it.
-        fresh = 25.0 * (sent - repeated) / max(1, sent + skipped)
-        out.append(
-            {
-                "fps": fresh,
-                "lag": lag,
-                "corr": corr,
-                "cpu": cpu,
-                "expired": a["pipeline"]["expired"] - b["pipeline"]["expired"],
-                "late": a["pipeline"]["late"] - b["pipeline"]["late"],
-                "speech": a["pipeline"]["speech_frames"] - b["pipeline"]["speech_frames"],
-                "batcher_ms": a["batcher"]["latency_ms"],
-            }
-        )
-    return out
+    # Fresh pictures per slot of the clock: repeats and slots skipped by a late sender
+    # both count against it.
+    fresh = 25.0 * (sent - repeated) / max(1, sent + skipped)
+    return {
+        "fps": fresh,
+        "lag": lag,
+        "corr": corr,
+        "expired": a["pipeline"]["expired"] - b["pipeline"]["expired"],
+        "late": a["pipeline"]["late"] - b["pipeline"]["late"],
+        "speech": a["pipeline"]["speech_frames"] - b["pipeline"]["speech_frames"],
+        "batcher_ms": a["batcher"]["latency_ms"],
+    }
 
 
 async def text_latency(url: str, box: Any, codec: str | None, runs: int = 3) -> tuple[float, float]:
