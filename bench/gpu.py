@@ -33,7 +33,8 @@ Steps 1-3 import neither aiortc nor av (nor librosa); the avatar is ``avatars/as
 read with OpenCV and the face box the avatar store finds for it, the host path's I420 is
 ``cv2.cvtColor`` (what ``inference.mp4.bgr_to_video_frame`` calls). Step 4 needs the server's
 whole stack, which the GPU machine lacks: bench/gpu_wheels.sh downloads it here as wheels
-into .whl/ (bench/gpu_wheels.txt), and the device call is this one line (``carry: [".whl"]``,
+into .whl/ (bench/gpu_wheels.txt; with the astronaut's prepared face: OpenCV 5 cannot detect
+it), and the device call is this one line (``carry: [".whl"]``,
 ``timeout_s`` 600; it is ``bench.gpu_live.DEVICE_COMMAND``):
 
     python3 -c "import tarfile; tarfile.open('.whl/wheels.tar.xz').extractall('/tmp/whl', filter='data')" && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/whl/*.whl && export PYTHONPATH=/tmp/site || exit; python3 -c 'import aiortc, av, librosa, pydantic, espeakng_loader' || exit; set -o pipefail; PYTHONUNBUFFERED=1 timeout 560 python3 bench/gpu.py --write 2>&1 | tee $OUT/gpu.log; rc=$?; cp docs/benchmarks.md $OUT/; nvidia-smi >> $OUT/gpu.log; exit $rc

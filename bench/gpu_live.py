@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,8 @@ from typing import Any
 from bench.gpu_live_probes import GpuSampler, thread_load, thread_seconds
 from bench.gpu_live_report import LIVE_HEADING, Level, stop_reason, table, targets
 
-CLIENTS = Path(__file__).resolve().parent / "gpu_live_clients.py"
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = ROOT / "bench" / "gpu_live_clients.py"
 LEVELS = (8, 16, 32, 64, 128, 256)
 QUICK_LEVELS = (1, 2)
 PER_PROCESS = 8
@@ -105,6 +107,9 @@ def live_server(options: LiveOptions, folder: Path) -> Iterator[Any]:
 
     if ":" in options.device:  # the server's --device takes no index: show it one GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = options.device.partition(":")[2]
+    prepared = ROOT / ".whl" / "avatar-cache"  # bench/gpu_wheels.sh detected the face here
+    if prepared.is_dir():
+        shutil.copytree(prepared, folder / "cache", dirs_exist_ok=True)
     with server_process(
         folder / "server.log",
         folder / "cache",
@@ -203,17 +208,18 @@ def run_level(server: Any, box: str, count: int, options: LiveOptions) -> Level:
     return level
 
 
-def mouth_box(url: str) -> str:
-    """The astronaut's face box (the clients watch it change), as x1,y1,x2,y2."""
+def mouth_box(url: str, cache: Path) -> str:
+    """The astronaut's face box (the clients watch it change), as x1,y1,x2,y2; ``cache``:
+    the server's avatar cache (its prepared entry is used, not detected again)."""
     from bench.realtime import mouth_box as find
 
-    box = asyncio.run(find(url))
+    box = asyncio.run(find(url, cache))
     return f"{box.x1},{box.y1},{box.x2},{box.y2}"
 
 
-def ramp(server: Any, options: LiveOptions) -> tuple[list[Level], str]:
+def ramp(server: Any, options: LiveOptions, cache: Path) -> tuple[list[Level], str]:
     """The levels in turn until one is not sustained, the budget is spent or none is left."""
-    box = mouth_box(server.base)
+    box = mouth_box(server.base, cache)
     began = time.monotonic()
     done: list[Level] = []
     reason = "no level ran"
@@ -241,7 +247,7 @@ def run_live(model: Any, options: LiveOptions) -> str:
         folder = Path(tmp)
         write_checkpoint(model, folder)
         with live_server(options, folder) as server:
-            levels, reason = ramp(server, options)
+            levels, reason = ramp(server, options, folder / "cache")
     return section(levels, reason, options)
 
 

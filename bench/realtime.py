@@ -120,13 +120,15 @@ async def get_json(url: str) -> Any:
         return await resp.json()
 
 
-async def mouth_box(url: str) -> Any:
-    """The default avatar's face box, from the server's avatar list (photo: the face)."""
+async def mouth_box(url: str, cache: Path | None = None) -> Any:
+    """The default avatar's face box, from the server's avatar list (photo: the face);
+    ``cache``: an avatar cache to prepare from (default: a new one, so detected afresh)."""
     from config import PROJECT_ROOT
     from inference.avatar.store import AvatarStore
 
     avatars = await get_json(url + "/api/avatars")
-    store = AvatarStore.load(PROJECT_ROOT / "avatars", Path(tempfile.mkdtemp()), "astronaut")
+    folder = cache if cache is not None else Path(tempfile.mkdtemp())
+    store = AvatarStore.load(PROJECT_ROOT / "avatars", folder, "astronaut")
     return store.get(avatars["default"]).frames[0].box
 
 

@@ -276,3 +276,22 @@ def test_blink_pictures_are_drawn_once_and_shared(avatar_store: AvatarStore) -> 
     assert all(a is b for a, b in zip(first, again, strict=True))
     assert len({id(image) for image in first + again}) <= 3  # open, half and fully closed
     assert not any(image.flags.writeable for image in first)
+
+
+def test_an_opencv_without_haar_cascades_skips_photos_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenCV 5 wheels have no CascadeClassifier: photos are skipped (the drawn character
+    still loads), the log says what to install, and a photo prepared before still loads."""
+    folder = tmp_path / "avatars"
+    folder.mkdir()
+    photo = _copy(PROJECT_ROOT / "avatars" / "astronaut.jpg", folder)
+    shutil.copytree(PROJECT_ROOT / "avatars" / "cartoon", folder / "cartoon")
+    prepared = tmp_path / "prepared"
+    prepare(photo, prepared)  # with this machine's OpenCV 4
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with caplog.at_level(logging.ERROR):
+        store = AvatarStore.load(folder, tmp_path / "fresh", "astronaut")
+    assert store.names() == ["cartoon"]
+    assert "has no Haar cascades" in caplog.text and "opencv-python-headless<5" in caplog.text
+    assert AvatarStore.load(folder, prepared, "astronaut").names() == ["astronaut", "cartoon"]

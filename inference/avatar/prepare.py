@@ -140,14 +140,21 @@ class FaceFinder:
     """Haar-cascade face and mouth detection (both cascades ship with OpenCV's wheel)."""
 
     def __init__(self) -> None:
-        root = Path(cv2.data.haarcascades)  # type: ignore[attr-defined]
+        # OpenCV 5 dropped the cascades (and the class): a ValueError, so the avatar store
+        # skips photos with this message instead of the server failing to start.
+        missing = ValueError(
+            f"OpenCV {cv2.__version__} has no Haar cascades to find a face with; install "
+            "opencv-python-headless<5 (pyproject.toml's pin), or prepare the avatar where it "
+            "is installed (server.py prepare: the cache entry is then used)"
+        )
+        data = getattr(cv2, "data", None)
+        if not hasattr(cv2, "CascadeClassifier") or data is None:
+            raise missing
+        root = Path(data.haarcascades)
         self._face = cv2.CascadeClassifier(str(root / "haarcascade_frontalface_default.xml"))
         self._smile = cv2.CascadeClassifier(str(root / "haarcascade_smile.xml"))
         if self._face.empty() or self._smile.empty():
-            raise RuntimeError(
-                "OpenCV's Haar cascades are missing; install opencv-python-headless<5 "
-                "(OpenCV 5 wheels no longer ship them)"
-            )
+            raise missing
 
     def face(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
         """Largest frontal face as (x, y, w, h), or None."""
