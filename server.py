@@ -218,6 +218,7 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         device=args.device,
         backend=args.backend,
         cuda_graphs=args.cuda_graphs,
+        max_batch=args.max_batch,
         default_engine=vars(args).get("engine"),  # not every subcommand has --engine
         silence_rms=args.silence_rms,
     )

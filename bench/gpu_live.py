@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -93,7 +92,7 @@ def write_checkpoint(model: Any, folder: Path) -> None:
 
 
 def server_flags(options: LiveOptions, folder: Path) -> list[str]:
-    device = "cpu" if options.device == "cpu" else "cuda"
+    device = options.device  # cpu (the rehearsal), cuda or cuda:N
     backend = "torch" if device == "cpu" else "auto"  # auto on a GPU: the cuda backend
     sessions = max(options.levels) + 2
     engine = ["--engine", "wav2lip-gan", "--device", device, "--backend", backend]
@@ -105,8 +104,6 @@ def live_server(options: LiveOptions, folder: Path) -> Iterator[Any]:
     """The server process (tests/server_process.py starts it, loopback ICE)."""
     from tests.server_process import server_process
 
-    if ":" in options.device:  # the server's --device takes no index: show it one GPU
-        os.environ["CUDA_VISIBLE_DEVICES"] = options.device.partition(":")[2]
     prepared = ROOT / ".whl" / "avatar-cache"  # bench/gpu_wheels.sh detected the face here
     if prepared.is_dir():
         shutil.copytree(prepared, folder / "cache", dirs_exist_ok=True)

@@ -10,6 +10,21 @@ from config import AvatarConfig, EngineConfig, TtsConfig
 from inference.tts.cli import add_tts_options
 
 
+def device_name(text: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N (N a GPU index)."""
+    name, colon, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda") or (name == "cuda" and colon and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: use auto, cpu, cuda or cuda:N (N = 0, 1, ...)")
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return int(text)
+
+
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """Engine, avatar and TTS options (every command makes faces speak)."""
     defaults = EngineConfig()
@@ -21,7 +36,20 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--gan", type=Path, default=None, help="Wav2Lip GAN checkpoint file")
     p.add_argument("--nogan", type=Path, default=None, help="Wav2Lip NOGAN checkpoint file")
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    p.add_argument(
+        "--device",
+        default=defaults.device,
+        type=device_name,
+        metavar="auto|cpu|cuda|cuda:N",
+        help="where Wav2Lip runs (auto: the first CUDA GPU if torch sees one, else the CPU)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=defaults.max_batch,
+        metavar="N",
+        help="largest batch of frames one engine call takes (all sessions' frames share it)",
+    )
     p.add_argument(
         "--backend",
         default="auto",

@@ -157,6 +157,19 @@ def test_cuda_graphs_flag_reaches_the_engine_config(command: str) -> None:
         parser.parse_args([command, "--cuda-graphs", "yes", *extra])
 
 
+def test_device_takes_a_gpu_index_and_max_batch_a_count() -> None:
+    parser = build_parser()
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        config = build_config(parser.parse_args(["serve", "--device", device]))
+        assert config.engines.device == device
+    config = build_config(parser.parse_args(["serve", "--max-batch", "64"]))
+    assert config.engines.max_batch == 64
+    assert build_config(parser.parse_args(["serve"])).engines.max_batch == EngineConfig().max_batch
+    for bad in (["--device", "gpu"], ["--device", "cuda:x"], ["--max-batch", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", *bad])
+
+
 def test_connect_timeout_flag_reaches_the_config() -> None:
     parser = build_parser()
     config = build_config(parser.parse_args(["serve", "--connect-timeout", "2.5"]))
