@@ -210,7 +210,8 @@ class Batcher:
                 now = self._now()
                 oldest = min(item.submitted for item in self._heap)
                 urgent = self._heap[0].deadline - self._batch_cost
-                remaining = min(oldest + self.max_wait, urgent, due or float("inf")) - now
+                done = due if due is not None else float("inf")
+                remaining = min(oldest + self.max_wait, urgent, done) - now
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
