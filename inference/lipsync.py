@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from inference.audio_io import rms
@@ -147,14 +146,9 @@ def run_engine_i420(
     engine: LipSyncEngine, requests: Sequence[LipSyncRequest], feather: bool
 ) -> list[np.ndarray]:
     """:func:`run_engine`'s frames as I420 planes (``(h * 3 // 2, w)`` uint8, OpenCV's
-    layout). An engine that finishes frames (Wav2Lip on CUDA) makes them on its device, the
-    next batch queued before the last is collected; any other goes through the compositor
-    and one OpenCV conversion, the bytes a BGR render then converted would hold."""
-    if not engine.finishes_frames:
-        return [
-            np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420))
-            for image in run_engine(engine, requests, feather)
-        ]
+    layout), in batches of the engine's max size, all queued before any is collected. An
+    engine that finishes frames (Wav2Lip on CUDA) makes them on its device meanwhile; any
+    other runs :meth:`LipSyncEngine.infer_i420`'s compositor and one OpenCV conversion."""
     size = max(1, engine.max_batch)
     pending = [
         engine.submit_i420(requests[start : start + size], feather)
