@@ -86,9 +86,9 @@ class LiveOptions:
 
 def write_checkpoint(model: Any, folder: Path) -> None:
     """The random generator under the name the server looks for (legacy dict)."""
-    import torch
+    from inference.engines.wav2lip_synthetic import save_checkpoint
 
-    torch.save({"state_dict": model.state_dict()}, folder / "wav2lip_gan.pth")
+    save_checkpoint(model, folder / "wav2lip_gan.pth")
 
 
 def server_flags(options: LiveOptions, folder: Path) -> list[str]:

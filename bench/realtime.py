@@ -92,11 +92,10 @@ def server_args(config: str, checkpoints: Path) -> list[str]:
 
 
 def write_synthetic_checkpoint(folder: Path) -> None:
-    import torch
-
+    from inference.engines.wav2lip_synthetic import save_checkpoint
     from tests.test_wav2lip_model import synthetic_model
 
-    torch.save({"state_dict": synthetic_model().state_dict()}, folder / "wav2lip_gan.pth")
+    save_checkpoint(synthetic_model(), folder / "wav2lip_gan.pth")
 
 
 def server_cpu_seconds(url: str) -> float:

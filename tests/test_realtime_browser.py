@@ -81,12 +81,12 @@ def gan_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The server with a synthetic ``wav2lip_gan.pth`` of the official layout (random
     weights: the real model and backends at real speed, a meaningless mouth)."""
     require_browser()
-    import torch
 
+    from inference.engines.wav2lip_synthetic import save_checkpoint
     from tests.test_wav2lip_model import synthetic_model
 
     checkpoints = tmp_path_factory.mktemp("gan-checkpoints")
-    torch.save({"state_dict": synthetic_model().state_dict()}, checkpoints / "wav2lip_gan.pth")
+    save_checkpoint(synthetic_model(), checkpoints / "wav2lip_gan.pth")
     with running_server(
         tmp_path_factory.mktemp("gan-cache"), "--checkpoints", str(checkpoints)
     ) as url:

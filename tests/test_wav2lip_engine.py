@@ -22,6 +22,7 @@ from inference.engines.wav2lip_backends import (
     create_backend,
     resolve_device,
 )
+from inference.engines.wav2lip_synthetic import save_checkpoint
 from inference.frames import AvatarFrame, Box, LipSyncRequest, MouthGeometry
 from tests.test_wav2lip_model import run_torch, sample_inputs, synthetic_model
 
@@ -60,7 +61,7 @@ def torch_engine() -> Wav2LipEngine:
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("checkpoints")
-    torch.save({"state_dict": synthetic_model().state_dict()}, root / "wav2lip.pth")
+    save_checkpoint(synthetic_model(), root / "wav2lip.pth")
     return root
 
 

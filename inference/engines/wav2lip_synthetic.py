@@ -43,9 +43,15 @@ def calibrated_random_model(seed: int = 0, batches: int = 2) -> Wav2Lip:
     return model
 
 
+def save_checkpoint(model: Wav2Lip, path: Path) -> Path:
+    """``model`` written to ``path`` in the official legacy layout (``{"state_dict": ...}``,
+    what ``wav2lip_gan.pth`` / ``wav2lip.pth`` hold), for the server or loader to find."""
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
 def random_checkpoint(folder: Path, seed: int = 0, batches: int = 2) -> Wav2Lip:
     """:func:`calibrated_random_model` saved into ``folder`` as an official legacy checkpoint
-    (``{"state_dict": ...}``) and loaded back through ``load_wav2lip``, like a user's file."""
-    path = folder / CHECKPOINT_NAME
-    torch.save({"state_dict": calibrated_random_model(seed, batches).state_dict()}, path)
+    and loaded back through ``load_wav2lip``, like a user's file."""
+    path = save_checkpoint(calibrated_random_model(seed, batches), folder / CHECKPOINT_NAME)
     return load_wav2lip(path)
