@@ -4,9 +4,8 @@ x264 (``ultrafast``/``zerolatency``) is the default: every machine has it, and o
 what the benchmarks measured. NVENC (``h264_nvenc``, shipped in PyAV's wheel) moves the encode
 onto the video engine of an NVIDIA card that has one, off the CPU cores (by how much is not
 measured here: no such card); the H100 and H200 have no NVENC, consumer and workstation cards
-do. ``auto`` opens NVENC where
-it works and x264 elsewhere. Whether NVENC opens is learned once per process by encoding one
-small frame (1.6 ms on our CPU machine, where it fails: no driver, no video engine).
+do. ``auto`` opens NVENC where it works and x264 elsewhere. Whether NVENC opens is learned
+once per process by encoding one small frame (1.6 ms on our CPU machine, where it fails: no driver, no video engine).
 """
 
 from __future__ import annotations
