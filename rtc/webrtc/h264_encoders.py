@@ -5,7 +5,8 @@ what the benchmarks measured. NVENC (``h264_nvenc``, shipped in PyAV's wheel) mo
 onto the video engine of an NVIDIA card that has one, off the CPU cores (by how much is not
 measured here: no such card); the H100 and H200 have no NVENC, consumer and workstation cards
 do. ``auto`` opens NVENC where it works and x264 elsewhere. Whether NVENC opens is learned
-once per process by encoding one small frame (1.6 ms on our CPU machine, where it fails: no driver, no video engine).
+once per process by encoding one small frame (1.6 ms on our CPU machine, where it fails: no
+driver, no video engine).
 """
 
 from __future__ import annotations
