@@ -35,13 +35,11 @@ layout, what ``engine.infer_i420`` returns)."""
 class Flight:
     """A launched batch: the device's pending frames and the host's finished results."""
 
-    count: int
     twins: dict[int, Finish] = field(default_factory=dict)
     """Position in the batch -> the finish applied to the device's I420 frame."""
     pending: PendingFrames | None = None
     results: list[Any] = field(default_factory=list)
     """Per position: the host-finished result (positions in ``twins`` are filled later)."""
-    started: float = field(default_factory=time.perf_counter)
     busy: float = 0.0
     """Seconds the worker spent on this batch so far (launching, the host's share, waiting)."""
 
@@ -60,7 +58,7 @@ def launch(
     runs). A batch may so become two engine calls; an engine that finishes frames must
     therefore keep no state across a stream's frames (Wav2Lip keeps none)."""
     t0 = time.perf_counter()
-    flight = Flight(len(requests), started=t0, results=[None] * len(requests))
+    flight = Flight(results=[None] * len(requests))
     if engine.finishes_frames:
         flight.twins = {
             k: twin
